@@ -1,0 +1,133 @@
+"""Reader throughput: ``core.io.read_export`` versus bare ``tifffile`` reads of the same files.
+
+Writes a synthetic export of N cells × 4 channels (BF, DAPI, PE, APC; small seeded uint16
+patterns) in two layouts into a temporary folder:
+
+* ``perchannel``: ``cell0000_BF.tif``, ``cell0000_DAPI.tif``, ... (4 files per cell);
+* ``multipage``: ``cell0000.tif`` with one page per channel, each page its own series and named
+  by the ``PageName`` tag.
+
+Then, in the same run and alternating, it times
+
+* **bare**: ``tifffile.imread`` of every file (all pages: ``key=slice(None)`` for multipage),
+  i.e. the least any reader has to do;
+* **reader**: ``read_export(folder)``, which also discovers the files, groups channels into
+  cells, names channels, checks headers and values and builds ``Cell`` objects.
+
+and prints both throughputs (cells/s, best of the repeats and median) and the ratio
+reader / bare (the goal is >= 0.8), from wall-clock time and from this process's CPU time (the
+CPU-time figures are steadier on a machine shared with other work). Run::
+
+    python benchmarks/bench_reader.py              # 1,000 cells, 5 repeats
+    python benchmarks/bench_reader.py --cells 200 --repeats 3 --size 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_deparray_ctc.core.io import read_export
+
+CHANNELS = ("BF", "DAPI", "PE", "APC")
+
+
+def write_exports(root: Path, n_cells: int, size: int, seed: int = 0) -> dict[str, list[Path]]:
+    """Write both layouts; return the files of each layout in reading order."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 4) ** 2
+    files: dict[str, list[Path]] = {"perchannel": [], "multipage": []}
+    (root / "perchannel").mkdir()
+    (root / "multipage").mkdir()
+    for cell in range(n_cells):
+        planes = []
+        for channel in range(len(CHANNELS)):
+            noise = rng.integers(0, 200, size=(size, size))
+            planes.append((1000 + 800 * channel * disc + noise).astype(np.uint16))
+        for channel, plane in zip(CHANNELS, planes, strict=True):
+            path = root / "perchannel" / f"cell{cell:04d}_{channel}.tif"
+            tifffile.imwrite(path, plane, photometric="minisblack")
+            files["perchannel"].append(path)
+        path = root / "multipage" / f"cell{cell:04d}.tif"
+        with tifffile.TiffWriter(path) as tif:
+            for channel, plane in zip(CHANNELS, planes, strict=True):
+                tif.write(plane, photometric="minisblack", extratags=[(285, "s", 0, channel, True)])
+        files["multipage"].append(path)
+    return files
+
+
+def bare_read(layout: str, paths: list[Path]) -> int:
+    """Read every file with tifffile alone; return the number of planes."""
+    planes = 0
+    if layout == "perchannel":
+        for path in paths:
+            tifffile.imread(path)
+            planes += 1
+    else:
+        for path in paths:
+            planes += len(tifffile.imread(path, key=slice(None)))
+    return planes
+
+
+def reader_read(folder: Path) -> int:
+    """Read the folder with the plugin's reader; return the number of planes."""
+    export = read_export(folder)
+    assert not export.skipped, export.skipped
+    return sum(len(cell.channels) for cell in export.cells)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
+        root = Path(tmp)
+        start = time.perf_counter()
+        files = write_exports(root, args.cells, args.size)
+        print(
+            f"wrote {args.cells} cells × {len(CHANNELS)} channels ({args.size}×{args.size} "
+            f"uint16) in 2 layouts in {time.perf_counter() - start:.1f} s; "
+            f"tifffile {tifffile.__version__}, {os.cpu_count()} CPUs"
+        )
+        for layout in ("perchannel", "multipage"):
+            folder = root / layout
+            expected = args.cells * len(CHANNELS)
+            # warm the page cache and the imports once
+            assert bare_read(layout, files[layout]) == expected
+            assert reader_read(folder) == expected
+            wall: dict[str, list[float]] = {"bare": [], "reader": []}
+            cpu: dict[str, list[float]] = {"bare": [], "reader": []}
+            for _ in range(args.repeats):
+                for name in ("bare", "reader"):
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    if name == "bare":
+                        bare_read(layout, files[layout])
+                    else:
+                        reader_read(folder)
+                    cpu[name].append(time.process_time() - c0)
+                    wall[name].append(time.perf_counter() - w0)
+            for label, times in (("wall", wall), ("cpu", cpu)):
+                best = {k: args.cells / min(v) for k, v in times.items()}
+                median = {k: args.cells / statistics.median(v) for k, v in times.items()}
+                print(
+                    f"{layout:>10} {label:>4}: bare tifffile {best['bare']:6.0f} cells/s "
+                    f"(median {median['bare']:.0f}) | read_export {best['reader']:6.0f} cells/s "
+                    f"(median {median['reader']:.0f}) | ratio best "
+                    f"{best['reader'] / best['bare']:.2f}, median "
+                    f"{median['reader'] / median['bare']:.2f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
