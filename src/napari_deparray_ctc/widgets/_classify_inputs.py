@@ -1,0 +1,166 @@
+"""What the "Classify cells" widget runs with: one dataclass, defaults written once.
+
+Nothing here imports Qt, napari or torch, so the inputs, their validation and the
+"remember the last model" setting are tested without a display.
+
+The last model used is remembered across sessions in a small JSON file in the user's
+config folder (``platformdirs.user_config_dir("napari-deparray-ctc")``); the environment
+variable ``DEPARRAY_CTC_CONFIG_DIR`` points it elsewhere (tests use a temporary folder).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ALL_BF",
+    "CONFIG_DIR_ENV",
+    "ClassifyInputs",
+    "config_dir",
+    "last_model_path",
+    "remember_model_path",
+]
+
+#: shown in the layer chooser for the default choice (``layer_names=None``)
+ALL_BF = "all BF layers"
+#: environment variable that overrides where widget settings are kept
+CONFIG_DIR_ENV = "DEPARRAY_CTC_CONFIG_DIR"
+#: model files as written by ``core.model.save_model`` (filter for the file dialog)
+MODEL_FILE_FILTER = "Model files (*.pt *.pth);;All files (*)"
+_SETTINGS_FILE = "classify_widget.json"
+
+
+@dataclass
+class ClassifyInputs:
+    """Inputs of one classification run.
+
+    Attributes
+    ----------
+    model_path
+        Model file written by training (``core.model.save_model``).
+    layer_names
+        Names of the image layers to classify, or ``None`` for every layer whose
+        ``metadata["deparray"]["channel"]`` is ``"BF"`` (the default).
+    batch_size
+        Cells per forward pass.
+    threshold
+        P(CTC) at or above which a cell is called CTC; ``None`` uses the threshold stored
+        in the model file.
+    device
+        ``None`` for automatic choice (cuda > mps > cpu), or a torch device string.
+    """
+
+    model_path: str = ""
+    layer_names: tuple[str, ...] | None = None
+    batch_size: int = 64
+    threshold: float | None = None
+    device: str | None = None
+
+    def validation_error(self, available_layers: Collection[str] | None = None) -> str | None:
+        """Why these inputs cannot run, or ``None`` when they can.
+
+        Parameters
+        ----------
+        available_layers
+            Names of the layers in the viewer; when given, chosen layers must be among them.
+
+        Returns
+        -------
+        str or None
+            A sentence for the user, naming the file or layer at fault.
+        """
+        if not str(self.model_path).strip():
+            return "Choose a model file first (a .pt file written by 'Train classifier')."
+        path = Path(self.model_path).expanduser()
+        if not path.exists():
+            return f"{self.model_path}: model file does not exist"
+        if not path.is_file():
+            return f"{self.model_path}: is not a file"
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            return f"batch size must be a whole number, not {self.batch_size!r}"
+        if self.batch_size < 1:
+            return f"batch size must be at least 1, not {self.batch_size}"
+        if self.threshold is not None:
+            t = self.threshold
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+                return f"threshold must be a number between 0 and 1, not {t!r}"
+            if not 0.0 <= float(t) <= 1.0:
+                return f"threshold must be between 0 and 1, not {t}"
+        if self.layer_names is not None:
+            if len(self.layer_names) == 0:
+                return "No layer chosen: tick at least one bright-field layer to classify."
+            if available_layers is not None:
+                missing = [name for name in self.layer_names if name not in available_layers]
+                if missing:
+                    return f"layer {missing[0]!r} is no longer in the viewer"
+        return None
+
+    def to_core_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``core.classify.classify`` (besides ``images``).
+
+        The threshold is not among them: the core stores the model's threshold in its
+        ``Predictions`` and the widget relabels with :attr:`threshold` when it is set.
+        """
+        return {
+            "model": str(Path(self.model_path).expanduser()),
+            "batch_size": int(self.batch_size),
+            "device": self.device,
+        }
+
+
+def config_dir() -> Path:
+    """Folder of the widget settings (``$DEPARRAY_CTC_CONFIG_DIR`` or the user config dir)."""
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override)
+    try:
+        from platformdirs import user_config_dir
+    except ImportError:  # pragma: no cover - platformdirs ships with napari
+        return Path.home() / ".config" / "napari-deparray-ctc"
+    return Path(user_config_dir("napari-deparray-ctc", appauthor=False))
+
+
+def _settings_path() -> Path:
+    return config_dir() / _SETTINGS_FILE
+
+
+def _read_settings() -> dict[str, Any]:
+    try:
+        value = json.loads(_settings_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def last_model_path() -> str:
+    """The model file used last time (``""`` when none was remembered or it is unreadable)."""
+    value = _read_settings().get("last_model_path")
+    return value if isinstance(value, str) else ""
+
+
+def remember_model_path(path: str | os.PathLike) -> bool:
+    """Remember ``path`` as the last model used (atomic write of the settings file).
+
+    Returns
+    -------
+    bool
+        ``False`` when the settings could not be written (the widget keeps working).
+    """
+    from napari_deparray_ctc.core.atomic import atomic_write
+
+    settings = _read_settings()
+    settings["last_model_path"] = os.fspath(path)
+    target = _settings_path()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target, "w") as handle:
+            json.dump(settings, handle, indent=2)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,740 @@
+"""The "Classify cells" dock widget.
+
+Most tests patch the heavy part (model loading and the network) with a stand-in whose
+P(CTC) is a known function of the image, so they check the widget's wiring exactly; the
+``real`` tests run a tiny ResNet trained in a module-scoped fixture end to end, and
+compare the widget with ``core.classify`` and with the ``deparray-ctc classify`` CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_deparray_ctc.widgets import classify_widget as cw
+from napari_deparray_ctc.widgets._classify_inputs import CONFIG_DIR_ENV, last_model_path
+from napari_deparray_ctc.widgets.classify_widget import COL_ANNOTATION, ClassifyWidget
+
+WAIT_MS = 60_000
+
+
+# ============================================================================ helpers
+
+
+@pytest.fixture(autouse=True)
+def _settings_in_tmp(tmp_path, monkeypatch):
+    """Never touch the user's remembered model."""
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "settings"))
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages passed to napari's show_error by the widget."""
+    shown: list[str] = []
+    monkeypatch.setattr(cw, "show_error", lambda message: shown.append(str(message)))
+    return shown
+
+
+@dataclass
+class FakeModel:
+    threshold: float = 0.5
+    metadata: dict = field(default_factory=lambda: {"input_channel": "BF"})
+
+
+@dataclass
+class FakePredictions:
+    p_ctc: np.ndarray
+    threshold: float
+    cell_ids: list
+    cancelled: bool = False
+
+
+class FakeCore:
+    """Stand-in for load_model + classify: P(CTC) = mean pixel value / 100."""
+
+    def __init__(self, threshold: float = 0.5, delay_s: float = 0.0):
+        self.threshold = threshold
+        self.delay_s = delay_s
+        self.calls = 0
+        self.images_seen = 0
+        self.first_chunk_done = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def load_model(self, path, device):
+        return FakeModel(self.threshold)
+
+    def classify(
+        self,
+        images,
+        model,
+        batch_size=64,
+        device=None,
+        cell_ids=None,
+        progress=None,
+        should_stop=None,
+    ):
+        self.calls += 1
+        p = []
+        for image in images:
+            if should_stop is not None and should_stop():
+                return FakePredictions(np.array(p), model.threshold, list(cell_ids)[: len(p)], True)
+            assert image.ndim == 2
+            p.append(float(np.mean(image)) / 100.0)
+            self.images_seen += 1
+        if self.calls == 1:
+            self.first_chunk_done.set()
+        self.release.wait(10)
+        time.sleep(self.delay_s)
+        return FakePredictions(np.array(p), model.threshold, list(cell_ids))
+
+
+@pytest.fixture
+def fake_core(monkeypatch):
+    core = FakeCore()
+    monkeypatch.setattr(cw, "_load_model", core.load_model)
+    monkeypatch.setattr(cw, "_classify", core.classify)
+    return core
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "fake-model.pt"
+    path.write_bytes(b"read by the patched loader only")
+    return path
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, qtbot):
+    w = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Classify cells")
+    yield w
+    if w.is_running:
+        w.cancel()
+        qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+
+
+def _meta(channel, ids, labels=None):
+    n = len(ids)
+    return {
+        "deparray": {
+            "channel": channel,
+            "cell_ids": list(ids),
+            "paths": [f"/export/{i}.tif" for i in ids],
+            "labels": list(labels) if labels is not None else [None] * n,
+            "groups": [None] * n,
+            "pixel_size_um": None,
+            "original_shapes": [[8, 8]] * n,
+        }
+    }
+
+
+# P(CTC) of the stand-in = value / 100
+STACK_VALUES = [93.0, 12.0, 55.0, 48.0, 70.0]
+
+
+def _add_stack(viewer, values=STACK_VALUES, name="export", labels=None):
+    ids = [f"cell{i:04d}" for i in range(len(values))]
+    bf = np.stack([np.full((8, 8), v, dtype=np.float32) for v in values])
+    dapi = np.zeros_like(bf)
+    bf_layer = viewer.add_image(bf, name=f"{name} :: BF", metadata=_meta("BF", ids, labels))
+    dapi_layer = viewer.add_image(
+        dapi, name=f"{name} :: DAPI", metadata=_meta("DAPI", ids, labels), blending="additive"
+    )
+    return bf_layer, dapi_layer
+
+
+def _run(widget, qtbot):
+    worker = widget.run()
+    assert worker is not None, widget.status_label.text()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+    return worker
+
+
+# ============================================================================ contribution / UI
+
+
+def test_widget_is_contributed_to_napari(viewer, qtbot, fake_core, model_file):
+    """Docked through npe2 (napari hands plugins a public-only proxy of the viewer)."""
+    bf_layer, _ = _add_stack(viewer)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Classify cells")
+    assert isinstance(widget, ClassifyWidget)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    assert len(bf_layer.metadata["deparray"]["predictions"]) == len(STACK_VALUES)
+    widget.table.setCurrentCell(3, 0)
+    assert viewer.dims.current_step[0] == 3
+    assert viewer.layers.selection.active is bf_layer
+
+
+def test_widget_says_only_bf_is_used(widget, viewer):
+    _add_stack(viewer)
+    note = widget.findChild(cw.QLabel, "bf_only_note").text()
+    assert "Only the bright-field (BF)" in note and "ignored" in note
+    items = [widget.layer_list.item(i) for i in range(widget.layer_list.count())]
+    texts = {item.data(Qt.ItemDataRole.UserRole): item for item in items}
+    assert texts["export :: DAPI"].flags() == Qt.ItemFlag.NoItemFlags  # cannot be chosen
+    assert "ignored" in texts["export :: DAPI"].text()
+    assert texts["export :: BF"].flags() & Qt.ItemFlag.ItemIsUserCheckable
+
+
+# ============================================================================ running (patched core)
+
+
+def test_classify_stack_stores_predictions(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, dapi_layer = _add_stack(viewer)
+    widget.set_model_path(model_file)
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)  # the real button
+    assert widget.is_running or widget.results is not None
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+
+    meta = bf_layer.metadata["deparray"]
+    predictions = meta["predictions"]
+    # the metadata contract: aligned with cell_ids, {"cell_id", "p_ctc", "label"}
+    assert [p["cell_id"] for p in predictions] == meta["cell_ids"]
+    assert all(set(p) >= {"cell_id", "p_ctc", "label"} for p in predictions)
+    np.testing.assert_allclose([p["p_ctc"] for p in predictions], np.array(STACK_VALUES) / 100)
+    assert [p["label"] for p in predictions] == ["CTC", "WBC", "CTC", "WBC", "CTC"]
+    assert meta["predictions_threshold"] == pytest.approx(0.5)
+    assert "predictions" not in dapi_layer.metadata["deparray"]  # fluorescence ignored
+    assert fake_core.images_seen == 5
+
+    assert widget.table.rowCount() == 5
+    rows = widget.table_rows()
+    assert [r["cell id"] for r in rows] == meta["cell_ids"]
+    assert rows[0] == {"cell id": "cell0000", "P(CTC)": "0.930", "call": "CTC", "annotation": ""}
+    assert "CTC 3 · WBC 2" in widget.counts_label.text()
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.threshold_slider.value() == pytest.approx(0.5)
+
+
+def test_classify_set_of_2d_layers(widget, viewer, qtbot, fake_core, model_file):
+    layers = [
+        viewer.add_image(
+            np.full((6, 7), v, dtype=np.uint16), name=f"cell{i}", metadata=_meta("BF", [f"c{i}"])
+        )
+        for i, v in enumerate([80, 20, 60])
+    ]
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    for layer, expected in zip(layers, [0.8, 0.2, 0.6], strict=True):
+        (prediction,) = layer.metadata["deparray"]["predictions"]
+        assert prediction["cell_id"] == layer.metadata["deparray"]["cell_ids"][0]
+        assert prediction["p_ctc"] == pytest.approx(expected)
+    # clicking a row selects that cell's layer
+    row = next(r for r in range(3) if widget.table.item(r, 0).text() == "c1")
+    qtbot.mouseClick(
+        widget.table.viewport(),
+        Qt.MouseButton.LeftButton,
+        pos=widget.table.visualItemRect(widget.table.item(row, 1)).center(),
+    )
+    assert viewer.layers.selection.active is layers[1]
+    assert widget.overlay_text() == "WBC 0.20"
+
+
+def test_plain_layer_without_metadata(widget, viewer, qtbot, fake_core, model_file, errors):
+    layer = viewer.add_image(np.full((9, 9), 75, dtype=np.uint8), name="from another reader")
+    assert "deparray" not in layer.metadata
+    widget.set_model_path(model_file)
+    # by default only BF layers are used: there is none
+    assert widget.run() is None
+    assert errors and "No bright-field (BF) layer" in errors[-1]
+    assert widget.run_button.isEnabled()
+
+    widget.choose_layers(["from another reader"])
+    _run(widget, qtbot)
+    meta = layer.metadata["deparray"]
+    assert meta["channel"] == "BF" and meta["cell_ids"] == ["from another reader"]
+    assert meta["predictions"] == [
+        {"cell_id": "from another reader", "p_ctc": pytest.approx(0.75), "label": "CTC"}
+    ]
+
+
+def test_plain_stack_without_metadata_gets_generated_ids(
+    widget, viewer, qtbot, fake_core, model_file
+):
+    layer = viewer.add_image(np.stack([np.full((5, 5), v) for v in (10.0, 90.0)]), name="raw")
+    widget.set_model_path(model_file)
+    widget.choose_layers(["raw"])
+    _run(widget, qtbot)
+    ids = [p["cell_id"] for p in layer.metadata["deparray"]["predictions"]]
+    assert ids == ["raw#0000", "raw#0001"]
+
+
+def test_threshold_relabels_without_rerun(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, _ = _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    calls_before = fake_core.calls
+
+    widget.set_threshold(0.6)
+    assert fake_core.calls == calls_before  # no rerun
+    assert widget.results.threshold == pytest.approx(0.6)
+    labels = [p["label"] for p in bf_layer.metadata["deparray"]["predictions"]]
+    assert labels == ["CTC", "WBC", "WBC", "WBC", "CTC"]
+    assert [r["call"] for r in widget.table_rows()] == labels
+    assert "CTC 2 · WBC 3" in widget.counts_label.text()
+    assert bf_layer.metadata["deparray"]["predictions_threshold"] == pytest.approx(0.6)
+
+    widget.reset_threshold()
+    assert widget.results.threshold == pytest.approx(0.5)
+    assert [r["call"] for r in widget.table_rows()] == ["CTC", "WBC", "CTC", "WBC", "CTC"]
+
+
+def test_slider_defaults_to_the_model_threshold(widget, viewer, qtbot, fake_core, model_file):
+    fake_core.threshold = 0.8
+    _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    assert widget.threshold_slider.value() == pytest.approx(0.8)
+    assert [r["call"] for r in widget.table_rows()].count("CTC") == 1  # only 0.93
+    # a rerun with the same model keeps the threshold the user chose
+    widget.set_threshold(0.4)
+    _run(widget, qtbot)
+    assert widget.results.threshold == pytest.approx(0.4)
+    assert widget.results.model_threshold == pytest.approx(0.8)
+
+
+def test_review_queue_orders_by_uncertainty(widget, viewer, qtbot, fake_core, model_file):
+    _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    widget.set_review_queue(True)
+    ids = [r["cell id"] for r in widget.table_rows()]
+    # |p - 0.5|: 0.43, 0.38, 0.05, 0.02, 0.20 -> 48, 55, 70, 12, 93
+    assert ids == ["cell0003", "cell0002", "cell0004", "cell0001", "cell0000"]
+    assert widget.table_order() == widget.results.uncertainty_order()
+    # moving the threshold re-sorts the queue at once
+    widget.set_threshold(0.9)
+    assert widget.table_rows()[0]["cell id"] == "cell0000"
+    widget.set_review_queue(False)
+    assert widget.table_order() == [0, 1, 2, 3, 4]
+
+
+def test_row_click_moves_slider_and_overlay_follows(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, dapi_layer = _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    widget.table.setCurrentCell(2, 1)  # cell0002, p = 0.55
+    assert viewer.layers.selection.active is bf_layer
+    assert viewer.dims.current_step[0] == 2
+    overlay = cw._text_overlay(viewer)
+    assert overlay.visible and overlay.text == "CTC 0.55"
+    # moving the slider by hand updates the overlay
+    viewer.dims.set_current_step(0, 1)
+    assert overlay.text == "WBC 0.12"
+    # the DAPI layer of the same cells shows the BF call
+    viewer.layers.selection.active = dapi_layer
+    assert overlay.text == "WBC 0.12"
+    widget.overlay_checkbox.setChecked(False)
+    assert not overlay.visible
+
+
+def test_annotation_column_writes_every_channel_and_notifies(
+    widget, viewer, qtbot, fake_core, model_file
+):
+    bf_layer, dapi_layer = _add_stack(viewer, labels=["CTC", None, None, None, None])
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    assert widget.table_rows()[0]["annotation"] == "CTC"  # existing labels are shown
+
+    seen = []
+    widget.annotation_changed.append(lambda cell_id, label: seen.append((cell_id, label)))
+    with qtbot.waitSignal(widget.annotationChanged, timeout=1000) as signal:
+        widget.table.item(1, COL_ANNOTATION).setText("WBC")  # what the combo editor does
+    assert signal.args == ["cell0001", "WBC"]
+    assert seen == [("cell0001", "WBC")]
+    for layer in (bf_layer, dapi_layer):
+        assert layer.metadata["deparray"]["labels"][1] == "WBC"
+
+    # keyboard review: select a row and press C; Delete clears
+    widget.table.setCurrentCell(3, 0)
+    widget.table.setFocus()
+    qtbot.keyClick(widget.table, Qt.Key.Key_C)
+    assert bf_layer.metadata["deparray"]["labels"][3] == "CTC"
+    assert dapi_layer.metadata["deparray"]["labels"][3] == "CTC"
+    qtbot.keyClick(widget.table, Qt.Key.Key_Delete)
+    assert bf_layer.metadata["deparray"]["labels"][3] is None
+    assert seen[-2:] == [("cell0003", "CTC"), ("cell0003", None)]
+    assert "annotated 2 of 5" in widget.counts_label.text()
+
+
+def test_annotation_editor_is_a_combo(widget, viewer, qtbot, fake_core, model_file):
+    _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    delegate = widget.table.itemDelegateForColumn(COL_ANNOTATION)
+    index = widget.table.model().index(0, COL_ANNOTATION)
+    editor = delegate.createEditor(widget.table.viewport(), None, index)
+    assert [editor.itemText(i) for i in range(editor.count())] == ["", "CTC", "WBC"]
+    editor.setCurrentText("CTC")
+    delegate.setModelData(editor, widget.table.model(), index)
+    assert widget.results.rows[widget.table_order()[0]].annotation == "CTC"
+
+
+def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp_path):
+    _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    widget.set_annotation("cell0002", "WBC")
+    widget.set_threshold(0.52)
+    widget.set_review_queue(True)
+    out = tmp_path / "calls.csv"
+    assert widget.export_csv(out)
+    with out.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == ["cell_id", "path", "p_ctc", "label", "threshold", "annotation"]
+        rows = list(reader)
+    table = widget.table_rows()
+    assert [r["cell_id"] for r in rows] == [t["cell id"] for t in table]  # same order
+    for row, shown in zip(rows, table, strict=True):
+        assert row["label"] == shown["call"]
+        assert row["annotation"] == shown["annotation"]
+        assert float(row["p_ctc"]) == pytest.approx(float(shown["P(CTC)"]), abs=5e-4)
+        assert row["path"] == f"/export/{row['cell_id']}.tif"
+        assert row["threshold"] == "0.520000"
+    assert {r["cell_id"]: r["annotation"] for r in rows}["cell0002"] == "WBC"
+
+
+def test_csv_write_failure_keeps_old_file(
+    widget, viewer, qtbot, fake_core, model_file, errors, tmp_path
+):
+    _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    missing_folder = tmp_path / "no" / "such" / "calls.csv"
+    assert widget.export_csv(missing_folder) is False
+    assert str(missing_folder) in errors[-1]
+
+
+def test_cancel_keeps_partial_results_out(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, _ = _add_stack(viewer, values=[float(v) for v in range(10)])
+    widget.set_model_path(model_file)
+    widget.batch_spin.setValue(2)  # five chunks
+    fake_core.release.clear()  # hold the first chunk until we cancel
+    worker = widget.run()
+    assert worker is not None
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    assert widget.run() is None  # a second run is refused while one runs
+    assert fake_core.first_chunk_done.wait(10)
+    qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
+    fake_core.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert "predictions" not in bf_layer.metadata["deparray"]
+    assert widget.results is None and widget.table.rowCount() == 0
+    assert widget.last_outcome.cancelled
+    assert fake_core.images_seen < 10
+    assert "Cancelled" in widget.status_label.text()
+    # and the widget still works
+    _run(widget, qtbot)
+    assert len(bf_layer.metadata["deparray"]["predictions"]) == 10
+
+
+def test_quit_from_activity_dock_cancels(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, _ = _add_stack(viewer, values=[float(v) for v in range(6)])
+    widget.set_model_path(model_file)
+    widget.batch_spin.setValue(2)
+    fake_core.release.clear()
+    worker = widget.run()
+    assert fake_core.first_chunk_done.wait(10)
+    worker.quit()  # what napari's activity dock cancel button calls
+    fake_core.release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+    assert "predictions" not in bf_layer.metadata["deparray"]
+    assert widget.run_button.isEnabled()
+
+
+def test_progress_reaches_the_widget_and_activity_dock(
+    widget, viewer, qtbot, fake_core, model_file
+):
+    _add_stack(viewer, values=[float(v) for v in range(7)])
+    widget.set_model_path(model_file)
+    widget.batch_spin.setValue(3)
+    seen = []
+    worker = widget.run()
+    worker.yielded.connect(seen.append)
+    assert worker.pbar.total == 3  # napari progress bar (activity dock): one step per chunk
+    assert widget.progress_bar.maximum() == 7
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+    assert seen == [3, 6, 7] or seen[-1] == 7
+
+
+def test_bad_model_file_notifies_and_widget_stays_usable(
+    widget, viewer, qtbot, errors, tmp_path, monkeypatch
+):
+    """Real core loader: a foreign file gives ModelFileError's message (path + reason)."""
+    _add_stack(viewer)
+    bad = tmp_path / "holiday-photo.pt"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not a model")
+    widget.set_model_path(bad)
+    _run(widget, qtbot)
+    assert errors, "no notification"
+    assert str(bad) in errors[-1] and "model" in errors[-1]
+    assert widget.run_button.isEnabled() and widget.results is None
+    assert widget.status_label.text() == errors[-1]
+
+    # the same widget then runs fine with a usable model
+    core = FakeCore()
+    monkeypatch.setattr(cw, "_load_model", core.load_model)
+    monkeypatch.setattr(cw, "_classify", core.classify)
+    _run(widget, qtbot)
+    assert widget.results is not None and len(widget.results) == 5
+
+
+def test_missing_model_and_classifier_errors(
+    widget, viewer, qtbot, errors, fake_core, model_file, monkeypatch, tmp_path
+):
+    _add_stack(viewer)
+    assert widget.run() is None
+    assert "Choose a model file" in errors[-1]
+    widget.set_model_path(tmp_path / "gone.pt")
+    assert widget.run() is None
+    assert "gone.pt" in errors[-1] and "does not exist" in errors[-1]
+
+    def too_small(*args, **kwargs):
+        raise ValueError("image 0 is 1x1 pixels, too small")
+
+    widget.set_model_path(model_file)
+    monkeypatch.setattr(cw, "_classify", too_small)
+    _run(widget, qtbot)
+    assert "export :: BF" in errors[-1] and "too small" in errors[-1]
+    assert widget.run_button.isEnabled()
+
+
+def test_incompatible_model_channel(
+    widget, viewer, qtbot, errors, fake_core, model_file, monkeypatch
+):
+    _add_stack(viewer)
+    monkeypatch.setattr(
+        cw, "_load_model", lambda path, device: FakeModel(metadata={"input_channel": "DAPI"})
+    )
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    assert "'DAPI'" in errors[-1] and "BF" in errors[-1] and str(model_file) in errors[-1]
+    assert widget.run_button.isEnabled()
+
+
+def test_layer_of_wrong_shape_is_refused(widget, viewer, errors, model_file, fake_core):
+    viewer.add_image(np.zeros((2, 3, 8, 8)), name="4d", metadata=_meta("BF", ["a"]))
+    widget.set_model_path(model_file)
+    assert widget.run() is None
+    assert "'4d'" in errors[-1] and "(2, 3, 8, 8)" in errors[-1]
+
+
+def test_model_path_is_remembered_across_sessions(viewer, qtbot, model_file):
+    first = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(first, name="first")
+    first.set_model_path(model_file)
+    assert last_model_path() == str(model_file)
+    second = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(second, name="second")
+    assert second.model_path == str(model_file)
+
+
+def test_refresh_annotations_reads_layer_labels(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, _ = _add_stack(viewer)
+    widget.set_model_path(model_file)
+    _run(widget, qtbot)
+    bf_layer.metadata["deparray"]["labels"][4] = "WBC"  # e.g. the training widget
+    widget.refresh_annotations()
+    assert widget.table_rows()[4]["annotation"] == "WBC"
+
+
+# ============================================================================ real end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A ResNet18 trained for one epoch on 16 synthetic cells at 32 px (a few seconds)."""
+    pytest.importorskip("torch")
+    from napari_deparray_ctc.core.data import TrainingSet
+    from napari_deparray_ctc.core.synth import synth_cells
+    from napari_deparray_ctc.core.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-model") / "tiny.pt"
+    cells = synth_cells(16, ctc_fraction=0.5, seed=3, image_size=32)
+    data = TrainingSet(
+        bf=[c.channels["BF"] for c in cells],
+        labels=[c.label for c in cells],
+        dapi=[c.channels["DAPI"] for c in cells],
+        cell_ids=[c.cell_id for c in cells],
+    )
+    config = TrainConfig(
+        arch="resnet18",
+        epochs=1,
+        image_size=32,
+        batch_size=8,
+        seed=0,
+        out=str(out),
+        num_threads=1,
+        patience=1,
+    )
+    result = train(config, data=data)
+    assert out.is_file()
+    return result.out_path or str(out)
+
+
+@pytest.fixture(scope="module")
+def synthetic_export(tmp_path_factory):
+    from napari_deparray_ctc.core.synth import write_export
+
+    folder = tmp_path_factory.mktemp("export") / "synthetic"
+    write_export(folder, n_cells=12, ctc_fraction=0.5, seed=7, image_size=32)
+    return folder
+
+
+@pytest.mark.slow
+def test_real_end_to_end_matches_core_and_cli(
+    widget, viewer, qtbot, tiny_model, synthetic_export, tmp_path, errors
+):
+    from napari_deparray_ctc.cli import main as cli_main
+    from napari_deparray_ctc.core.classify import classify
+    from napari_deparray_ctc.core.model import load_model
+
+    viewer.open(str(synthetic_export), plugin="napari-deparray-ctc")
+    bf_layer = next(ly for ly in viewer.layers if ly.metadata["deparray"]["channel"] == "BF")
+    assert bf_layer.data.shape[0] == 12
+
+    widget.set_model_path(tiny_model)
+    _run(widget, qtbot)
+    assert not errors, errors
+    meta = bf_layer.metadata["deparray"]
+    predictions = meta["predictions"]
+    assert [p["cell_id"] for p in predictions] == meta["cell_ids"]
+
+    model = load_model(tiny_model, device="cpu")
+    expected = classify(list(bf_layer.data), model, cell_ids=meta["cell_ids"])
+    np.testing.assert_allclose([p["p_ctc"] for p in predictions], expected.p_ctc, atol=1e-5)
+    assert [p["label"] for p in predictions] == expected.labels
+    assert widget.results.model_threshold == pytest.approx(model.threshold)
+    assert "resnet18" in widget.model_info.text()
+
+    # the CSV has the CLI's columns (plus annotation) and the same numbers
+    ours = tmp_path / "widget.csv"
+    cli_csv = tmp_path / "cli.csv"
+    assert widget.export_csv(ours)
+    assert (
+        cli_main(["classify", str(synthetic_export), "--model", tiny_model, "--out", str(cli_csv)])
+        == 0
+    )
+    with ours.open(newline="") as a, cli_csv.open(newline="") as b:
+        widget_rows = list(csv.DictReader(a))
+        cli_reader = csv.DictReader(b)
+        cli_rows = list(cli_reader)
+    assert list(widget_rows[0])[: len(cli_reader.fieldnames)] == cli_reader.fieldnames
+    assert list(widget_rows[0])[-1] == "annotation"
+    by_id = {r["cell_id"]: r for r in cli_rows}
+    assert set(by_id) == {r["cell_id"] for r in widget_rows}
+    for row in widget_rows:
+        cli_row = by_id[row["cell_id"]]
+        assert float(row["p_ctc"]) == pytest.approx(float(cli_row["p_ctc"]), abs=1e-4)
+        assert row["label"] == cli_row["label"]
+        assert row["path"] == cli_row["path"]
+
+
+@pytest.mark.slow
+def test_real_model_on_plain_2d_layers(widget, viewer, qtbot, tiny_model, errors):
+    from napari_deparray_ctc.core.synth import synth_cells
+
+    cells = synth_cells(3, ctc_fraction=0.34, seed=11, image_size=40)
+    for cell in cells:
+        viewer.add_image(cell.channels["BF"], name=f"png {cell.cell_id}")  # no metadata
+    widget.set_model_path(tiny_model)
+    widget.choose_layers([f"png {c.cell_id}" for c in cells])
+    _run(widget, qtbot)
+    assert not errors, errors
+    for cell in cells:
+        (prediction,) = viewer.layers[f"png {cell.cell_id}"].metadata["deparray"]["predictions"]
+        assert 0.0 <= prediction["p_ctc"] <= 1.0
+        assert prediction["label"] in ("CTC", "WBC")
+
+
+# ============================================================================ GL / triton crash guard
+
+
+@pytest.mark.slow
+def test_triton_is_blocked_only_next_to_a_gl_llvm():
+    """With Mesa's libLLVM loaded, importing triton would segfault: it must be kept out."""
+    code = textwrap.dedent(
+        """
+        import importlib.util, sys
+        from napari_deparray_ctc.widgets import classify_widget as cw
+        have_triton = importlib.util.find_spec("triton") is not None
+        cw._mapped_llvm_library = lambda: None
+        assert cw.avoid_gl_llvm_clash() is False and "triton" not in sys.modules
+        cw._mapped_llvm_library = lambda: "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1"
+        assert cw.avoid_gl_llvm_clash() is have_triton
+        import torchvision  # imports torch._dynamo, which looks for triton
+        from torch.utils._triton import has_triton_package
+        assert not has_triton_package()
+        print("guard ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "guard ok" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs xvfb-run (Xvfb)")
+def test_first_run_in_a_real_window_does_not_crash(tiny_model, tmp_path):
+    """A shown napari window on Mesa (llvmpipe) + a cold torch import used to segfault."""
+    script = tmp_path / "run_in_window.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            import numpy as np
+            import napari
+            from qtpy.QtCore import QEventLoop, QTimer
+            from napari_deparray_ctc.widgets.classify_widget import ClassifyWidget
+            assert "torch" not in sys.modules
+            viewer = napari.Viewer(show=True)
+            stack = np.random.default_rng(0).integers(0, 4000, (6, 32, 32)).astype("uint16")
+            viewer.add_image(stack, name="s :: BF", metadata={{"deparray": {{
+                "channel": "BF", "cell_ids": [f"c{{i}}" for i in range(6)]}}}})
+            widget = ClassifyWidget(viewer)
+            viewer.window.add_dock_widget(widget)
+            widget.set_model_path({str(tiny_model)!r})
+            assert widget.run() is not None
+            loop = QEventLoop()
+            timer = QTimer()
+            timer.timeout.connect(lambda: None if widget.is_running else loop.quit())
+            timer.start(20)
+            loop.exec_()
+            print("classified", len(widget.results or []), widget.status_label.text())
+            viewer.close()
+            """
+        )
+    )
+    env = {**os.environ, CONFIG_DIR_ENV: str(tmp_path / "settings")}
+    env.pop("QT_QPA_PLATFORM", None)  # a real (virtual) X display, with GL
+    result = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+    assert "classified 6" in result.stdout
