@@ -1,0 +1,133 @@
+"""napari reader for DEPArray single-cell exports (npe2 ``readers`` contribution).
+
+``napari_get_reader`` only looks at names and TIFF headers (through
+:func:`napari_deparray_ctc.core.io.is_probably_deparray`), reads no pixels and never raises.
+It claims folders of cell TIFFs and TIFFs whose names or headers show channels or
+DEPArray-like cell names, and returns ``None`` for any other TIFF so napari's default
+reader opens it.
+
+Nothing here imports torch: opening a TIFF must stay fast and light.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._layers import LayerData, export_name, export_to_layer_data
+
+__all__ = ["napari_get_reader", "read_deparray", "skipped_message"]
+
+PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+#: at most this many skipped files are listed in the warning
+MAX_LISTED_SKIPS = 20
+
+
+def _as_path_list(path: Any) -> list[str]:
+    """``path`` (one path or a sequence of paths) as a list of strings."""
+    if isinstance(path, str | os.PathLike):
+        return [os.fspath(path)]
+    return [os.fspath(p) for p in path]
+
+
+def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return :func:`read_deparray` if ``path`` looks like a DEPArray export, else ``None``.
+
+    Cheap (reads no pixels, only names and TIFF headers) and never raises: any doubt gives
+    ``None`` so that napari falls back to another reader.
+
+    Parameters
+    ----------
+    path
+        A file, a folder, or a list of them (several files opened together as a stack, e.g.
+        ``viewer.open([...], stack=True)``); a list is claimed when any item is.
+
+    Returns
+    -------
+    callable or None
+        The reader function, or ``None`` when this plugin does not claim ``path``.
+    """
+    try:
+        paths = _as_path_list(path)
+        if not paths:
+            return None
+        from .core.io import is_probably_deparray
+
+        if is_probably_deparray(paths[0] if len(paths) == 1 else paths):
+            return read_deparray
+    except Exception:  # a reader probe must never raise
+        return None
+    return None
+
+
+def skipped_message(skipped: Sequence[tuple[str, str]], n_read: int) -> str:
+    """The one warning shown when some files of an export could not be read.
+
+    Parameters
+    ----------
+    skipped
+        ``(path, reason)`` pairs.
+    n_read
+        Number of cells that were read.
+
+    Returns
+    -------
+    str
+        ``"DEPArray reader: opened N cell(s); skipped ..."`` followed by one line per skipped
+        file with its reason (the first :data:`MAX_LISTED_SKIPS`, then a count of the rest).
+    """
+    from .core.io import format_skipped
+
+    listing = format_skipped(skipped, limit=MAX_LISTED_SKIPS)
+    return f"DEPArray reader: opened {n_read} cell(s); {listing}"
+
+
+def _warn(message: str) -> None:
+    """Show one warning in napari (or as a Python warning outside napari)."""
+    try:
+        from napari.utils.notifications import show_warning
+    except ImportError:  # used from a script without napari
+        import warnings
+
+        warnings.warn(message, UserWarning, stacklevel=3)
+        return
+    show_warning(message)
+
+
+def read_deparray(path: PathOrPaths) -> list[LayerData]:
+    """Read a DEPArray export into napari layer data (one ``Image`` layer per channel).
+
+    Parameters
+    ----------
+    path
+        A cell file, a folder, a multi-cell stack file, or a list of files.
+
+    Returns
+    -------
+    list of LayerData
+        See :func:`napari_deparray_ctc._layers.export_to_layer_data`: 2-D layers for one
+        cell (named after the cell), ``(N, Y, X)`` stacks for several (named after the folder
+        or file). Files that could not be read are listed in one napari warning while the
+        good cells open.
+
+    Raises
+    ------
+    napari_deparray_ctc.core.io.DeparrayReadError
+        When no cell at all could be read; the message names the file(s) and the reason.
+    """
+    from .core.annotations import apply_sidecar
+    from .core.io import read_export
+
+    paths = _as_path_list(path)
+    export = read_export(paths[0] if len(paths) == 1 else paths)  # raises if no cell at all
+    if export.skipped:
+        _warn(skipped_message(export.skipped, len(export.cells)))
+    name = export.cells[0].cell_id if len(export.cells) == 1 else export_name(paths)
+    # the user's autosaved annotations (the sidecar) win over class folders / labels.csv
+    sidecar = apply_sidecar(paths[0] if len(paths) == 1 else paths, export.cells)
+    layers = export_to_layer_data(export, name=name)
+    for _data, kwargs, _kind in layers:
+        kwargs["metadata"]["deparray"]["annotations_path"] = str(sidecar)
+    return layers

@@ -1,0 +1,107 @@
+"""File ▸ Open Sample ▸ "Synthetic DEPArray sample"."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from napari_deparray_ctc import _sample_data
+from napari_deparray_ctc._reader import read_deparray
+from napari_deparray_ctc._sample_data import (
+    SAMPLE_CELLS,
+    SAMPLE_FOLDER_NAME,
+    sample_export_dir,
+    synthetic_sample,
+)
+
+PLUGIN = "napari-deparray-ctc"
+SAMPLE_KEY = "synthetic_deparray"
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DEPARRAY_CTC_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_open_sample_in_napari(make_napari_viewer, cache_dir):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample(PLUGIN, SAMPLE_KEY)
+
+    assert [layer.name for layer in layers] == [
+        f"{SAMPLE_FOLDER_NAME} :: {ch}" for ch in ("BF", "DAPI", "PE", "APC")
+    ]
+    assert [layer.colormap.name for layer in layers] == ["gray", "blue", "yellow", "magenta"]
+    for layer in layers:
+        assert layer.data.shape[0] == SAMPLE_CELLS
+        assert layer.data.ndim == 3
+        meta = layer.metadata["deparray"]
+        assert len(meta["cell_ids"]) == SAMPLE_CELLS
+        assert set(meta["labels"]) == {"CTC", "WBC"}
+    labels = layers[0].metadata["deparray"]["labels"]
+    assert 0.2 <= labels.count("CTC") / SAMPLE_CELLS <= 0.3
+    # CTCs and WBCs are mixed along the slider, not sorted by class
+    assert labels[: labels.count("CTC")] != ["CTC"] * labels.count("CTC")
+
+
+def test_sample_is_the_readers_layers(cache_dir):
+    layers = synthetic_sample()
+    again = read_deparray(str(sample_export_dir()))
+    assert [kw["name"] for _, kw, _ in layers] == [kw["name"] for _, kw, _ in again]
+    for (data, kwargs, kind), (data2, kwargs2, kind2) in zip(layers, again, strict=True):
+        assert kind == kind2 == "image"
+        np.testing.assert_array_equal(data, data2)
+        assert kwargs["metadata"] == kwargs2["metadata"]
+    assert sample_export_dir().is_relative_to(cache_dir)
+
+
+def test_sample_is_written_once_and_reproducible(cache_dir, monkeypatch, tmp_path):
+    first = synthetic_sample()
+    folder = sample_export_dir()
+
+    def must_not_write(*args, **kwargs):
+        raise AssertionError("the cached sample should be reused")
+
+    monkeypatch.setattr(_sample_data, "_write_sample", must_not_write)
+    second = synthetic_sample()
+    assert sample_export_dir() == folder
+    for (data, _, _), (data2, _, _) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(data, data2)
+
+    # a fresh cache gives the same pixels (seeded generator)
+    monkeypatch.undo()
+    monkeypatch.setenv("DEPARRAY_CTC_CACHE_DIR", str(tmp_path / "other-cache"))
+    third = synthetic_sample()
+    assert sample_export_dir() != folder
+    for (data, _, _), (data3, _, _) in zip(first, third, strict=True):
+        np.testing.assert_array_equal(data, data3)
+
+
+def test_interrupted_sample_write_leaves_nothing_behind(cache_dir, monkeypatch):
+    def fail(folder):
+        folder.mkdir(parents=True)
+        (folder / "cell0000.tif").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_sample_data, "_write_sample", fail)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic_sample()
+    assert not cache_dir.exists() or os.listdir(cache_dir) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("DEPARRAY_CTC_CACHE_DIR", str(cache_dir))
+    assert len(synthetic_sample()) == 4  # the next try writes a complete sample
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DEPARRAY_CTC_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    layers = synthetic_sample()
+    assert layers[0][0].shape[0] == SAMPLE_CELLS
+    assert sample_export_dir().is_relative_to(tmp_path / "tmp")
