@@ -676,12 +676,12 @@ def test_triton_is_blocked_only_next_to_a_gl_llvm():
     code = textwrap.dedent(
         """
         import importlib.util, sys
-        from napari_deparray_ctc.widgets import classify_widget as cw
+        from napari_deparray_ctc.core import gl_guard
         have_triton = importlib.util.find_spec("triton") is not None
-        cw._mapped_llvm_library = lambda: None
-        assert cw.avoid_gl_llvm_clash() is False and "triton" not in sys.modules
-        cw._mapped_llvm_library = lambda: "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1"
-        assert cw.avoid_gl_llvm_clash() is have_triton
+        gl_guard.mapped_llvm_library = lambda: None
+        assert gl_guard.avoid_gl_llvm_clash() is False and "triton" not in sys.modules
+        gl_guard.mapped_llvm_library = lambda: "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1"
+        assert gl_guard.avoid_gl_llvm_clash() is have_triton
         import torchvision  # imports torch._dynamo, which looks for triton
         from torch.utils._triton import has_triton_package
         assert not has_triton_package()

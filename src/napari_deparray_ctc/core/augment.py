@@ -39,10 +39,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
+from .gl_guard import avoid_gl_llvm_clash
+
+avoid_gl_llvm_clash()  # before torchvision: see core.gl_guard
+
+import torch  # noqa: E402
+from torchvision import tv_tensors  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 __all__ = [
     "FAMILIES",

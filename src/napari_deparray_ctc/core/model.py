@@ -328,6 +328,9 @@ def _check_arch(arch: str) -> str:
 
 def _imagenet_weight_files(arch: str) -> list[str]:
     """Standard torchvision file names of the ImageNet weights for ``arch``."""
+    from .gl_guard import avoid_gl_llvm_clash
+
+    avoid_gl_llvm_clash()  # before torchvision: see core.gl_guard
     import torchvision.models as tvm
 
     enum = {
@@ -383,6 +386,10 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
         initial weights came from (``None`` for random).
     """
     import torch
+
+    from .gl_guard import avoid_gl_llvm_clash
+
+    avoid_gl_llvm_clash()  # before torchvision: see core.gl_guard
     import torchvision.models as tvm
 
     _check_arch(arch)

@@ -78,6 +78,8 @@ from napari_deparray_ctc.widgets._results import CellResult, ClassificationResul
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
+from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+
 __all__ = ["COLUMNS", "ClassifyWidget", "avoid_gl_llvm_clash", "inference_threads"]
 
 #: visible table columns
@@ -102,51 +104,6 @@ _CALL_COLOURS = {"CTC": "#ff6b6b", "WBC": "#7fb3ff"}
 
 
 # ============================================================================ worker side
-
-
-def _mapped_llvm_library() -> str | None:
-    """Path of a libLLVM mapped into this process (Linux), e.g. by Mesa's llvmpipe GL."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                path = line.rstrip().rsplit(" ", 1)[-1]
-                if "/libLLVM" in path:
-                    return path
-    except OSError:  # not Linux
-        return None
-    return None
-
-
-def avoid_gl_llvm_clash() -> bool:
-    """Keep triton from loading when a GL driver's LLVM is already in the process.
-
-    ``torchvision`` imports ``torch._dynamo``, which imports ``triton`` when it is installed
-    (CUDA builds of torch on Linux). ``triton`` bundles its own LLVM; when napari's canvas
-    runs on Mesa's software renderer (llvmpipe: remote desktops, VMs, Xvfb), Mesa's
-    ``libLLVM`` is already loaded and importing ``triton`` then crashes the whole process
-    with a segmentation fault. Inference and training here never need triton, so in that
-    situation (only) ``triton`` is marked unavailable before torch can import it; torch
-    then works as on a machine without triton. Call before the first torchvision import.
-
-    Returns
-    -------
-    bool
-        ``True`` when triton was blocked.
-    """
-    import importlib.util
-    import sys
-
-    if "triton" in sys.modules or "torch._dynamo" in sys.modules:
-        return False  # already imported (safely, or too late to help)
-    try:
-        if importlib.util.find_spec("triton") is None:
-            return False
-    except (ImportError, ValueError):
-        return False
-    if _mapped_llvm_library() is None:
-        return False
-    sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
-    return True
 
 
 def inference_threads() -> int:
@@ -424,6 +381,10 @@ class ClassifyWidget(QWidget):
             self.model_edit.setText(remembered)
         self._set_running(False)
         self._show_results_controls(False)
+        # the c / w / u keys and autosave of table edits work with only this widget docked
+        from napari_deparray_ctc.widgets.annotation import install_annotation_keys
+
+        self.annotations = install_annotation_keys(napari_viewer, classify_widgets=[self])
 
     # ------------------------------------------------------------------ UI construction
 

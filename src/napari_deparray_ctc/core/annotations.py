@@ -1,0 +1,382 @@
+"""Annotation sidecar files: the user's CTC / WBC calls, saved beside an export.
+
+Annotations made in napari (keys ``c`` / ``w`` / ``u``, or the classify widget's table) are
+written after every change to a small CSV *sidecar* file, atomically, so that a crash of
+napari loses nothing. When the export is opened again, the reader applies the sidecar on top
+of the labels that came from class folders or ``labels.csv``.
+
+Where the sidecar lives
+-----------------------
+* an export opened as a **folder** (or several files dropped at once): ``<folder>/deparray_annotations.csv``
+  (for several files, the folder that holds them all);
+* an export opened as a **single file** (one cell, or a multi-cell stack file):
+  ``<file>.annotations.csv`` beside it (``cells.tif`` -> ``cells.tif.annotations.csv``);
+* or any file the user picks.
+
+File format
+-----------
+The ``labels.csv`` format of :mod:`napari_deparray_ctc.core.labels` (so a sidecar can be
+renamed to ``labels.csv`` and used by the command line), with one extra column::
+
+    cell_id,label,annotated_at
+    cell0001,CTC,2024-05-02T10:31:07
+    cell0002,,2024-05-02T10:31:09
+
+Only cells the user touched are listed. An empty label means *the user cleared it*: it
+overrides a class folder or ``labels.csv`` entry as well. Cells that are not listed keep the
+label they came with.
+
+Merging rule: **the sidecar wins** over class folders and ``labels.csv``, because it holds
+the user's corrections.
+
+Nothing here imports napari, Qt or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_deparray_ctc.core.labels import (
+    LabelsFileError,
+    canonical_label,
+    read_labels_csv,
+    write_labels_csv,
+)
+
+__all__ = [
+    "SIDECAR_NAME",
+    "SIDECAR_SUFFIX",
+    "AnnotationFileError",
+    "AnnotationStore",
+    "apply_sidecar",
+    "load_annotations",
+    "merge_labels",
+    "save_annotations",
+    "sidecar_for_cell_paths",
+    "sidecar_path",
+]
+
+#: sidecar file name inside an export folder
+SIDECAR_NAME = "deparray_annotations.csv"
+#: suffix appended to a single export file's name
+SIDECAR_SUFFIX = ".annotations.csv"
+
+#: a row to save: ``(cell_id, label)`` or a mapping with ``cell_id``, ``label`` (+ extra columns)
+AnnotationRow = tuple[str, str | None] | Mapping[str, Any]
+
+
+class AnnotationFileError(LabelsFileError):
+    """An annotation sidecar cannot be read or written. ``str(err) == f"{path}: {reason}"``."""
+
+
+def sidecar_path(export_path: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
+    """Where the annotation sidecar of an export lives.
+
+    Parameters
+    ----------
+    export_path
+        What was opened: a folder, a single file, or a list of files (several files
+        dropped at once).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<folder>/deparray_annotations.csv`` for a folder (or for a list of files: their
+        common folder), ``<file>.annotations.csv`` for a single file. The file may not
+        exist yet.
+
+    Raises
+    ------
+    ValueError
+        When ``export_path`` is an empty list.
+    """
+    if isinstance(export_path, str | os.PathLike):
+        paths = [Path(export_path)]
+    else:
+        paths = [Path(p) for p in export_path]
+    if not paths:
+        raise ValueError("no export path given")
+    if len(paths) == 1:
+        path = paths[0]
+        if path.is_dir():
+            return path / SIDECAR_NAME
+        if path.name == SIDECAR_NAME or path.name.endswith(SIDECAR_SUFFIX):
+            return path  # already a sidecar
+        return path.with_name(path.name + SIDECAR_SUFFIX)
+    folders = {p if p.is_dir() else p.parent for p in paths}
+    common = Path(os.path.commonpath([os.fspath(f.absolute()) for f in folders]))
+    return common / SIDECAR_NAME
+
+
+def sidecar_for_cell_paths(cell_paths: Iterable[str | os.PathLike | None]) -> Path | None:
+    """The sidecar for a set of cells when the opened path is unknown (e.g. sample data).
+
+    Parameters
+    ----------
+    cell_paths
+        Each cell's file (``None`` entries are ignored).
+
+    Returns
+    -------
+    pathlib.Path or None
+        For cells that all come from one file, ``<file>.annotations.csv``; otherwise
+        ``<common folder>/deparray_annotations.csv``; ``None`` when no path is known.
+    """
+    unique = sorted({os.fspath(p) for p in cell_paths if p not in (None, "")})
+    if not unique:
+        return None
+    if len(unique) == 1:
+        only = Path(unique[0])
+        return only / SIDECAR_NAME if only.is_dir() else only.with_name(only.name + SIDECAR_SUFFIX)
+    common = Path(os.path.commonpath([os.path.abspath(p) for p in unique]))
+    if common.is_file():  # pragma: no cover - only if identical files differ in spelling
+        common = common.parent
+    return common / SIDECAR_NAME
+
+
+def load_annotations(path: str | os.PathLike) -> dict[str, str | None]:
+    """Read an annotation sidecar.
+
+    Parameters
+    ----------
+    path
+        The sidecar file.
+
+    Returns
+    -------
+    dict
+        ``cell_id -> "CTC" | "WBC" | None`` in file order (``None``: the user cleared the
+        label). An empty dict when the file does not exist.
+
+    Raises
+    ------
+    AnnotationFileError
+        When the file exists but cannot be read or parsed; the message names the file and
+        the reason.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        if path.stat().st_size == 0:
+            raise AnnotationFileError(path, "annotation file is empty (0 bytes)")
+        records = read_labels_csv(path)
+    except AnnotationFileError:
+        raise
+    except LabelsFileError as exc:
+        raise AnnotationFileError(exc.path, exc.reason) from None
+    except OSError as exc:
+        raise AnnotationFileError(path, f"cannot read ({exc.strerror or exc})") from exc
+    return {cell_id: record.label for cell_id, record in records.items()}
+
+
+def _row_dict(row: AnnotationRow) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        return dict(row)
+    cell_id, label = row
+    return {"cell_id": cell_id, "label": label}
+
+
+def save_annotations(
+    path: str | os.PathLike,
+    rows: Mapping[str, str | None] | Iterable[AnnotationRow],
+) -> None:
+    """Write an annotation sidecar atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path
+        Destination; its folder must exist. The previous file stays intact until the new
+        one is complete.
+    rows
+        A ``{cell_id: label}`` mapping, ``(cell_id, label)`` pairs, or mappings with
+        ``cell_id`` and ``label`` keys (extra keys become extra columns, e.g.
+        ``annotated_at``). ``label`` is ``"CTC"``, ``"WBC"`` (or an alias) or ``None``.
+
+    Raises
+    ------
+    AnnotationFileError
+        When a row is invalid or the file cannot be written; nothing is changed then.
+    """
+    if isinstance(rows, Mapping):
+        prepared = [{"cell_id": k, "label": v} for k, v in rows.items()]
+    else:
+        prepared = [_row_dict(row) for row in rows]
+    try:
+        write_labels_csv(path, prepared)
+    except LabelsFileError as exc:
+        raise AnnotationFileError(exc.path, exc.reason) from None
+    except OSError as exc:
+        raise AnnotationFileError(path, f"cannot write ({exc.strerror or exc})") from exc
+
+
+def merge_labels(
+    cell_ids: Sequence[str],
+    labels: Sequence[str | None] | None,
+    annotations: Mapping[str, str | None],
+) -> list[str | None]:
+    """Labels of ``cell_ids`` after applying the user's annotations (the sidecar wins).
+
+    Parameters
+    ----------
+    cell_ids
+        The cells.
+    labels
+        Their labels from class folders or ``labels.csv`` (aligned), or ``None``.
+    annotations
+        What :func:`load_annotations` returned.
+
+    Returns
+    -------
+    list
+        Aligned with ``cell_ids``: the annotation where the cell is listed in the sidecar
+        (``None`` when the user cleared it), otherwise the original label.
+    """
+    base = list(labels) if labels is not None else [None] * len(cell_ids)
+    if len(base) != len(cell_ids):
+        raise ValueError(f"{len(cell_ids)} cell ids but {len(base)} labels")
+    return [
+        annotations[cid] if cid in annotations else label
+        for cid, label in zip(cell_ids, base, strict=True)
+    ]
+
+
+def apply_sidecar(
+    export_path: str | os.PathLike | Sequence[str | os.PathLike],
+    cells: Iterable[Any],
+) -> Path:
+    """Apply an export's annotation sidecar to its cells, in place (called by the reader).
+
+    Never raises for a bad sidecar: an unreadable one is reported with a
+    :class:`UserWarning` naming the file and the reason, and the cells keep their labels
+    (the file itself is left untouched for the user to inspect).
+
+    Parameters
+    ----------
+    export_path
+        What was opened (a folder, a file, or a list of files), as given to the reader.
+    cells
+        Objects with ``cell_id`` and a writable ``label`` attribute
+        (:class:`~napari_deparray_ctc.core.io.Cell` or ``CellSource``).
+
+    Returns
+    -------
+    pathlib.Path
+        The sidecar path for this export (it may not exist). Store it in the layers'
+        metadata as ``"annotations_path"`` so that annotations made in napari are saved
+        to the same file.
+    """
+    path = sidecar_path(export_path)
+    try:
+        annotations = load_annotations(path)
+    except AnnotationFileError as exc:
+        warnings.warn(f"annotations not applied: {exc}", UserWarning, stacklevel=2)
+        return path
+    if annotations:
+        for cell in cells:
+            if cell.cell_id in annotations:
+                cell.label = annotations[cell.cell_id]
+    return path
+
+
+def _read_times(path: Path) -> dict[str, str]:
+    """The ``annotated_at`` column of a sidecar (empty when absent or unreadable)."""
+    with contextlib.suppress(OSError, csv.Error, UnicodeDecodeError):
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames and "annotated_at" in reader.fieldnames:
+                return {
+                    (row.get("cell_id") or "").strip(): row.get("annotated_at") or ""
+                    for row in reader
+                }
+    return {}
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+class AnnotationStore:
+    """The user's annotations of one export, autosaved to its sidecar after every change.
+
+    Loads the existing sidecar first, so entries from earlier sessions are kept and only
+    updated. If the existing file cannot be read it is moved aside (renamed to
+    ``<name>.unreadable-<timestamp>``) before the first save, never overwritten, and
+    :attr:`moved_aside` tells where it went.
+
+    Parameters
+    ----------
+    path
+        The sidecar file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.annotations: dict[str, str | None] = {}
+        self.times: dict[str, str] = {}
+        self.load_error: AnnotationFileError | None = None
+        self.moved_aside: Path | None = None
+        try:
+            self.annotations = load_annotations(self.path)
+        except AnnotationFileError as exc:
+            self.load_error = exc
+        else:
+            self.times = _read_times(self.path)
+
+    def set(self, cell_id: str, label: str | None) -> None:
+        """Record ``label`` for ``cell_id`` (``None`` = cleared) without saving."""
+        self.annotations[str(cell_id)] = canonical_label(label)
+        self.times[str(cell_id)] = _now()
+
+    def update(self, cell_id: str, label: str | None) -> Path:
+        """Record one annotation and save at once (the autosave)."""
+        self.set(cell_id, label)
+        return self.save()
+
+    def save(self) -> Path:
+        """Write every recorded annotation to :attr:`path`, atomically.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+
+        Raises
+        ------
+        AnnotationFileError
+            When the file cannot be written (the in-memory annotations are kept, so a
+            later save can succeed).
+        """
+        if self.load_error is not None and self.path.exists() and self.moved_aside is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
+            try:
+                os.replace(self.path, aside)
+            except OSError as exc:
+                raise AnnotationFileError(
+                    self.path,
+                    f"existing file is unreadable ({self.load_error.reason}) and could not be "
+                    f"moved aside ({exc.strerror or exc}); not overwriting it",
+                ) from exc
+            self.moved_aside = aside
+        if not self.path.parent.is_dir():
+            raise AnnotationFileError(self.path, "folder does not exist")
+        rows = [
+            {"cell_id": cid, "label": label, "annotated_at": self.times.get(cid, "")}
+            for cid, label in self.annotations.items()
+        ]
+        save_annotations(self.path, rows)
+        return self.path
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def __contains__(self, cell_id: object) -> bool:
+        return cell_id in self.annotations
