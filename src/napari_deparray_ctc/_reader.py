@@ -12,6 +12,7 @@ Nothing here imports torch: opening a TIFF must stay fast and light.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,4 +131,25 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
     layers = export_to_layer_data(export, name=name)
     for _data, kwargs, _kind in layers:
         kwargs["metadata"]["deparray"]["annotations_path"] = str(sidecar)
+    if len(export.cells) > 1:
+        del export  # the per-cell arrays: the layers hold stacked copies
+        _return_freed_memory_to_the_os()
     return layers
+
+
+def _return_freed_memory_to_the_os() -> None:
+    """Hand the heap pages freed after stacking back to the OS (glibc only; else a no-op).
+
+    Reading an export allocates one small array per cell and channel, then copies them into
+    the layer stacks. glibc keeps the freed small arrays' pages: about as much memory as the
+    layers themselves (~300 MB for 10,000 cells × 4 channels of 64 × 64 px), which pushed a
+    napari session that then classified those cells past 1.5 GB (``benchmarks/bench_load.py``).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+        pass

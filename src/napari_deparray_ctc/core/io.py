@@ -49,6 +49,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -419,8 +420,66 @@ def _refuse_colour(path: str, page: Any, samples_last: bool) -> None:
         )
 
 
+_OME_PIXELS_RE = re.compile(r"<(?:\w+:)?Pixels\b[^>]*>")
+_OME_PLANE_SIZE_RE = re.compile(r"\bSize([CZT])\s*=\s*[\"'](\d+)[\"']")
+_MIN_OME_PLANE_LIMIT = 10_000
+
+
+def _check_ome_plane_count(tif: tifffile.TiffFile, path: str) -> None:
+    """Refuse OME-XML that declares far more image planes than the file can hold.
+
+    tifffile builds Python lists as long as the declared SizeC × SizeZ × SizeT when it parses
+    the OME series: a 1 kB file declaring 10**7 planes took minutes and gigabytes of memory
+    (found by fuzzing). Each plane needs its own IFD (tens of bytes at least), so more than
+    ``file size / 64`` planes (and more than :data:`_MIN_OME_PLANE_LIMIT`) is corrupt metadata.
+    """
+    try:
+        if not tif.is_ome:
+            return
+        xml = tif.pages.first.description
+    except Exception:  # tifffile reports unreadable headers itself, later
+        return
+    declared = 0
+    for pixels in _OME_PIXELS_RE.finditer(xml):
+        planes = 1
+        for _axis, size in _OME_PLANE_SIZE_RE.findall(pixels.group(0)):
+            planes *= max(1, int(size))
+        declared += planes
+    limit = max(_MIN_OME_PLANE_LIMIT, tif.filehandle.size // 64)
+    if declared > limit:
+        raise DeparrayReadError(
+            path,
+            f"corrupt OME-XML metadata: it declares {declared:,} image planes, more than a "
+            f"file of {tif.filehandle.size:,} bytes can hold",
+        )
+
+
+def _check_series_fits(path: str, series: Any, file_size: int) -> None:
+    """Refuse a series whose metadata declares more image planes than the file holds.
+
+    tifffile trusts shape metadata (a ``{"shape": [...]}`` description, ImageJ ``images=``):
+    a one-page file declaring 10**8 planes became 10**8 cells here and ran out of memory
+    (found by fuzzing). A series may declare more planes than it has pages only when its data
+    is stored contiguously after the first page, and then the file must be large enough.
+    """
+    axes, shape = series.axes, tuple(series.shape)
+    planes = math.prod(n for ax, n in zip(axes, shape, strict=True) if ax not in "YXS")
+    n_pages = len(series.pages)
+    if planes <= n_pages:
+        return
+    offset = series.dataoffset
+    if offset is not None and offset + series.nbytes <= file_size:
+        return
+    raise DeparrayReadError(
+        path,
+        f"corrupt metadata: it declares {planes:,} image planes (shape {shape}) but the file "
+        f"holds {n_pages:,} page(s) and {file_size:,} bytes",
+    )
+
+
 def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels: int) -> _Plan:
     """Work out cells × channels of an open TIFF from its header (reads no pixels)."""
+    _check_ome_plane_count(tif, path)
     plan = _inspect_plain_pages(tif, path, single_channel, max_pixels)
     if plan is not None:
         return plan
@@ -431,6 +490,7 @@ def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels
         return _inspect_multiseries(tif, path, series, single_channel, max_pixels)
 
     only = series[0]
+    _check_series_fits(path, only, tif.filehandle.size)
     axes, shape = only.axes, tuple(only.shape)
     keyframe = only.keyframe
     if "S" in axes and shape[axes.index("S")] > 1:
@@ -1050,6 +1110,39 @@ def _native(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+_TIFFFILE_QUIET = threading.local()
+
+
+class _DropTifffileLogWhileReading(logging.Filter):
+    """Drop tifffile's log records emitted while this module reads a file.
+
+    tifffile logs what it tolerates in a damaged file (``invalid offset to first page``...);
+    the reader reports such files itself, as a :class:`DeparrayReadError` or one skip
+    warning, so those lines would only be noise on stderr (the CLI) or the console.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_TIFFFILE_QUIET, "depth", 0)
+
+
+logging.getLogger("tifffile").addFilter(_DropTifffileLogWhileReading())
+
+
+def _quiet_tifffile(function: Callable) -> Callable:
+    """Run ``function`` with tifffile's log records dropped (this thread only)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _TIFFFILE_QUIET.depth = getattr(_TIFFFILE_QUIET, "depth", 0) + 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _TIFFFILE_QUIET.depth -= 1
+
+    return wrapper
+
+
+@_quiet_tifffile
 def _open_tiff(path: str) -> tifffile.TiffFile:
     try:
         return tifffile.TiffFile(path)
@@ -1060,6 +1153,7 @@ def _open_tiff(path: str) -> tifffile.TiffFile:
 class _OpenFile:
     """An open TIFF with its plan; caches a whole-stack read for fast sequential access."""
 
+    @_quiet_tifffile
     def __init__(self, path: str, single_channel: bool, max_pixels: int) -> None:
         self.path = path
         self.tif = _open_tiff(path)
@@ -1070,6 +1164,7 @@ class _OpenFile:
             self.tif.close()
             raise _error_from_exception(path, exc) from None
 
+    @_quiet_tifffile
     def cell(self, index: int, cache_whole: bool = False) -> np.ndarray:
         try:
             if index >= self.plan.n_cells:
@@ -1411,7 +1506,10 @@ def _walk_folder(root: str, state: _Discovery) -> Iterator[tuple[str, list[str],
                         if _is_tiff_name(lower):
                             files.append(name)
                         elif lower.endswith(_OTHER_IMAGE_SUFFIXES):
-                            state.skip(entry.path, "not a TIFF file; only TIFF images are read")
+                            if _looks_like_tiff_magic(entry.path):
+                                files.append(name)  # a TIFF misnamed .png, .jpg...
+                            else:
+                                state.skip(entry.path, "not a TIFF file; only TIFF images are read")
                         elif not lower.endswith(_NOT_IMAGE_SUFFIXES) and _looks_like_tiff_magic(
                             entry.path
                         ):
@@ -1824,7 +1922,11 @@ def read_export(
             first = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in skipped[:3])
             more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
             reason = f"no readable cell images; {first}{more}"
-            if len(skipped) == 1 and len(path_list) == 1 and skipped[0][0] == path_list[0]:
+            if (
+                len(skipped) == 1
+                and len(path_list) == 1
+                and os.path.abspath(skipped[0][0]) == os.path.abspath(path_list[0])
+            ):
                 raise DeparrayReadError(skipped[0][0], skipped[0][1])
         else:
             reason = "no cell images found (expected TIFF files: see the supported layouts)"
@@ -1916,6 +2018,7 @@ def stack_channel(
 # cheap check for napari_get_reader
 
 
+@_quiet_tifffile
 def _header_has_channel_names(path: str) -> bool:
     with tifffile.TiffFile(path) as tif:
         if len(tif.pages) == 0:
@@ -1925,6 +2028,7 @@ def _header_has_channel_names(path: str) -> bool:
         return any(n and canonical_channel(n) in CANONICAL_CHANNELS for n in names)
 
 
+@_quiet_tifffile
 def _looks_like_cell_tiff(path: str) -> bool:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first

@@ -648,6 +648,20 @@ def save_model(path: str | os.PathLike, network, metadata: Mapping[str, Any] | N
         torch.save(payload, handle)
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    """A torch zip archive (``PK``) or a pickle stream (``PROTO`` opcode of protocols 2-5, or
+    the usual first opcodes of protocols 0-1: ``GLOBAL``, ``MARK``, empty dict / list).
+
+    torch's weights-only unpickler rejects random bytes with the same error as a pickle of
+    foreign objects; only a file that looks like a pickle is reported as one.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head == b"PK" or head[:1] in (b"c", b"(", b"}", b"]"):
+        return True
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def _safe_torch_load(path: Path, map_location: str) -> Any:
     """``torch.load(weights_only=True)`` with every failure turned into ModelFileError."""
     import pickle
@@ -665,11 +679,18 @@ def _safe_torch_load(path: Path, map_location: str) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+        weights_only_refusal = (
+            "weights only" in str(exc).lower() or "weights_only" in str(exc).lower()
+        )
+        if weights_only_refusal and _starts_like_a_pickle(path):
             raise ModelFileError(
                 path,
                 "refused: the file contains pickled Python objects that a model file must not "
                 "contain (loading them could run code); nothing in it was executed",
+            ) from None
+        if weights_only_refusal:  # random bytes fail the same way: not a pickle at all
+            raise ModelFileError(
+                path, "not a model file, or truncated/corrupted (not a torch or pickle file)"
             ) from None
         raise ModelFileError(path, f"not a readable model file ({exc})") from None
     except MemoryError:

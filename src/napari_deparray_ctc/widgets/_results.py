@@ -266,7 +266,8 @@ class ClassificationResults:
         from napari_deparray_ctc.core.atomic import atomic_write
 
         rows = self.csv_rows(order)
-        with atomic_write(path, "w", newline="") as handle:
+        # surrogateescape: paths with non-UTF-8 bytes are written as they are (as in labels.csv)
+        with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)

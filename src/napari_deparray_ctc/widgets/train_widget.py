@@ -105,8 +105,6 @@ _BATCH_EVENTS_PER_S = 4.0
 DEFAULT_MODEL_NAME = "deparray_ctc_model.pt"
 
 
-
-
 #: the background import of torch & co started by the first TrainWidget (one per process)
 _WARMUP: threading.Thread | None = None
 
