@@ -13,30 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
-DEFAULT_CHANNELS = ("BF", "DAPI", "PE", "APC")
-
-
-def make_planes(
-    channels: Sequence[str] = DEFAULT_CHANNELS,
-    shape: tuple[int, int] = (12, 10),
-    dtype: str = "uint16",
-    seed: int = 0,
-    cell: int = 0,
-) -> dict[str, np.ndarray]:
-    """One small, distinct plane per channel name."""
-    rng = np.random.default_rng(seed + 7919 * cell)
-    dt = np.dtype(dtype)
-    planes = {}
-    for index, name in enumerate(channels):
-        base = rng.integers(0, 90, size=shape).astype(np.float64) + 1000 * index + 100 * cell
-        if dt.kind == "u" and dt.itemsize == 1:
-            base = base % 250
-        if dt.kind == "f":
-            planes[name] = (base / 7.0).astype(dt)
-        else:
-            planes[name] = base.astype(dt)
-    return planes
+from tiff_planes import make_planes
 
 
 class TiffFactory:

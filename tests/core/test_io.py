@@ -326,7 +326,7 @@ def test_several_paths_at_once(tiffs, planes_factory) -> None:
 
 
 def stack_data(n_cells: int = 5, channels=CHANNELS, dtype="uint16") -> np.ndarray:
-    from conftest import make_planes  # the tests/core conftest
+    from tiff_planes import make_planes
 
     return np.stack(
         [

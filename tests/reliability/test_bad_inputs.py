@@ -545,8 +545,30 @@ def viewer(qapp):
     import napari
 
     viewer = napari.Viewer(show=False)
+    _query_gl_with_a_current_context(viewer, qapp)
     yield viewer
     viewer.close()
+
+
+def _query_gl_with_a_current_context(viewer, qapp) -> None:
+    """Test harness: napari asks OpenGL for its extensions (once, cached) when the first float
+    image is added; in a hidden viewer under a loaded Xvfb the canvas's context is not always
+    current then, and vispy fails with ``'NoneType' object has no attribute 'decode'``. Ask
+    once here with the viewer's context made current (private API; skipped if it moved)."""
+    try:
+        from napari._vispy.utils.gl import get_gl_extensions
+
+        scene_canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    except (ImportError, AttributeError):
+        return
+    for _ in range(50):
+        try:
+            scene_canvas.set_current()
+            get_gl_extensions()
+            return
+        except Exception:
+            qapp.processEvents()
+            time.sleep(0.1)
 
 
 @pytest.fixture
