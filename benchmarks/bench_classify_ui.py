@@ -9,7 +9,7 @@ ticks. A gap much longer than 10 ms is the event loop stalled (the UI frozen). T
   torch is not imported before it, so this includes importing torch/torchvision and loading
   the model in the worker, as the first Run in a fresh napari session does,
 * during **warm** runs, ``--repeats`` times per torch thread setting: the widget's default
-  (all cores but one, :func:`~napari_deparray_ctc.widgets.classify_widget.inference_threads`)
+  (all cores but one, :func:`~napari_deparray_ctc.napari.widgets.classify.widget.inference_threads`)
   and, with ``--compare-threads``, torch's own default (every core).
 
 Usage::
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import napari
-    from napari_deparray_ctc.layer_cells import cell_count
-    from napari_deparray_ctc.widgets import classify_widget as cw
-    from napari_deparray_ctc.widgets._classify_inputs import CONFIG_DIR_ENV
+    from napari_deparray_ctc.napari.cells import cell_count
+    from napari_deparray_ctc.napari.widgets.classify import widget as cw
+    from napari_deparray_ctc.napari.widgets.classify.inputs import CONFIG_DIR_ENV
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-classify-ui-"))
     os.environ.setdefault(CONFIG_DIR_ENV, str(tmp / "settings"))  # keep user settings alone

@@ -214,8 +214,8 @@ def widget_session(export: Path, model: Path, repeats: int, batch_size: int, out
     import psutil
 
     import napari
-    from napari_deparray_ctc.widgets import classify_widget as cw
-    from napari_deparray_ctc.widgets._classify_inputs import CONFIG_DIR_ENV
+    from napari_deparray_ctc.napari.widgets.classify import widget as cw
+    from napari_deparray_ctc.napari.widgets.classify.inputs import CONFIG_DIR_ENV
 
     os.environ.setdefault(CONFIG_DIR_ENV, str(out.parent / "settings"))  # not the user's
     me = psutil.Process()

@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari
     from napari_deparray_ctc.core.synth import write_export
-    from napari_deparray_ctc.widgets import train_widget as tw
-    from napari_deparray_ctc.widgets._train_inputs import default_ui_threads
-    from napari_deparray_ctc.widgets.train_widget import TrainWidget
+    from napari_deparray_ctc.napari.widgets.train import widget as tw
+    from napari_deparray_ctc.napari.widgets.train.inputs import default_ui_threads
+    from napari_deparray_ctc.napari.widgets.train.widget import TrainWidget
 
     if args.no_warmup:
         tw.warm_up_training_imports = lambda: tw.threading.Thread(target=lambda: None)

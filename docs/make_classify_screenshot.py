@@ -24,7 +24,7 @@ def main() -> int:
     from napari_deparray_ctc.core.data import TrainingSet
     from napari_deparray_ctc.core.synth import synth_cells, write_export
     from napari_deparray_ctc.core.train import TrainConfig, train
-    from napari_deparray_ctc.widgets.classify_widget import ClassifyWidget, avoid_gl_llvm_clash
+    from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget, avoid_gl_llvm_clash
 
     tmp = Path(tempfile.mkdtemp(prefix="classify-screenshot-"))
     os.environ.setdefault("DEPARRAY_CTC_CONFIG_DIR", str(tmp / "settings"))

@@ -23,7 +23,7 @@ def main() -> int:
     import napari
     from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
     from napari_deparray_ctc.core.synth import write_export
-    from napari_deparray_ctc.widgets.train_widget import TrainWidget
+    from napari_deparray_ctc.napari.widgets.train.widget import TrainWidget
 
     tmp = Path(tempfile.mkdtemp(prefix="train-screenshot-"))
     export = write_export(

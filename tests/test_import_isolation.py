@@ -74,7 +74,7 @@ def test_reading_a_tiff_imports_no_torch(tmp_path, layout):
     found = _run(
         f"""
         import json, sys
-        from napari_deparray_ctc._reader import napari_get_reader
+        from napari_deparray_ctc.napari.reader import napari_get_reader
         path = {str(folder)!r}
         reader = napari_get_reader(path)
         layers = reader(path)
@@ -95,7 +95,7 @@ def test_sample_data_imports_no_torch(tmp_path):
     found = _run(
         """
         import json, sys
-        from napari_deparray_ctc._sample_data import synthetic_sample
+        from napari_deparray_ctc.napari.sample_data import synthetic_sample
         layers = synthetic_sample()
         print(json.dumps({
             "n_layers": len(layers),

@@ -122,7 +122,7 @@ def test_wheel_ships_the_manifest_as_a_real_file(tmp_path):
     extracted = tmp_path / "napari.yaml"
     extracted.write_text(shipped, encoding="utf-8")
     assert PluginManifest.from_file(extracted).name == DIST
-    for module in ("__init__.py", "_reader.py", "_sample_data.py", "_layers.py", "core/io.py"):
+    for module in ("__init__.py", "napari/reader.py", "napari/sample_data.py", "napari/layer_data.py", "core/io/__init__.py"):
         assert f"{PACKAGE}/{module}" in names
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_deparray_ctc._reader import napari_get_reader, read_deparray
+from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 from napari_deparray_ctc.core.synth import CHANNELS, write_export
 
 PLUGIN = "napari-deparray-ctc"

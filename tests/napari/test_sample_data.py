@@ -8,9 +8,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from napari_deparray_ctc import _sample_data
-from napari_deparray_ctc._reader import read_deparray
-from napari_deparray_ctc._sample_data import (
+from napari_deparray_ctc.napari import sample_data as _sample_data
+from napari_deparray_ctc.napari.reader import read_deparray
+from napari_deparray_ctc.napari.sample_data import (
     SAMPLE_CELLS,
     SAMPLE_FOLDER_NAME,
     sample_export_dir,

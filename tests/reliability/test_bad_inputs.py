@@ -500,7 +500,7 @@ def _layer_cells(layers) -> int:
 
 @pytest.mark.parametrize("case", ALONE)
 def test_reader_function_alone(case: Case, tmp_path, monkeypatch) -> None:
-    from napari_deparray_ctc._reader import napari_get_reader, read_deparray
+    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 
     built = _build_alone(case, tmp_path, monkeypatch)
     shown = _collect_warnings(monkeypatch)
@@ -521,7 +521,7 @@ def test_reader_function_alone(case: Case, tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("case", IN_FOLDER)
 def test_reader_function_in_folder(case: Case, tmp_path, monkeypatch) -> None:
-    from napari_deparray_ctc._reader import napari_get_reader, read_deparray
+    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 
     folder, built = _build_in_folder(case, tmp_path, monkeypatch)
     shown = _collect_warnings(monkeypatch)
@@ -678,7 +678,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 MEASURE = textwrap.dedent(
     """
     import resource, sys
-    from napari_deparray_ctc._reader import read_deparray
+    from napari_deparray_ctc.napari.reader import read_deparray
     from napari_deparray_ctc.core.io import DeparrayReadError
     read_deparray(sys.argv[1])  # warm up: imports, a small good cell
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

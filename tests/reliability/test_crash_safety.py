@@ -71,17 +71,17 @@ _WRITER_FUNCTIONS = {
 }
 #: direct writes that are safe: (file name, called name) -> why
 _ALLOWED = {
-    ("_sample_data.py", "write_text"): (
+    ("sample_data.py", "write_text"): (
         "completion marker inside a private staging folder that is then moved into place with "
         "one os.replace of the whole folder (the sample cache, not a user file)"
     ),
-    ("classify_widget.py", "to_csv"): (
-        "ClassificationResults.to_csv (widgets/_results.py), which writes through atomic_write "
+    ("widget.py", "to_csv"): (
+        "ClassificationResults.to_csv (napari/widgets/classify/results.py), which writes through atomic_write "
         "(checked by test_project_writers_used_by_name_are_atomic)"
     ),
 }
 #: project methods that the allow-list relies on being atomic: (file, function)
-_ATOMIC_PROJECT_WRITERS = [("widgets/_results.py", "to_csv")]
+_ATOMIC_PROJECT_WRITERS = [("napari/widgets/classify/results.py", "to_csv")]
 _WRITE_MODE = re.compile(r"[wax+]")
 
 
@@ -445,7 +445,7 @@ def test_kill_during_training_keeps_the_previous_model(tmp_path, when) -> None:
 
 def test_temporary_files_left_by_a_kill_are_ignored_by_the_reader(tmp_path) -> None:
     """A kill during a write leaves ``.<name>.<random>.tmp``; opening the folder ignores it."""
-    from napari_deparray_ctc._reader import napari_get_reader, read_deparray
+    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
     from napari_deparray_ctc.core.io import read_export
 
     folder = tmp_path / "export"
@@ -466,7 +466,7 @@ def test_temporary_files_left_by_a_kill_are_ignored_by_the_reader(tmp_path) -> N
 CLASSIFY_CHILD = textwrap.dedent(
     """
     import csv, sys, time
-    from napari_deparray_ctc import cli
+    from napari_deparray_ctc.cli import app as cli
 
     slow = sys.argv[1] == "slow-disk"
     real_writer = csv.writer
@@ -550,7 +550,7 @@ ANNOTATE_CHILD = textwrap.dedent(
     """
     import sys, time
     import napari
-    from napari_deparray_ctc.widgets.annotation import install_annotation_keys
+    from napari_deparray_ctc.napari.keys import install_annotation_keys
 
     export, plan = sys.argv[1], sys.argv[2].split(",")
     viewer = napari.Viewer(show=False)
@@ -582,7 +582,7 @@ def _display_available() -> bool:
 @pytest.mark.time_limit(600)
 @pytest.mark.skipif(not _display_available(), reason="napari's canvas needs a display (Xvfb)")
 def test_kill_of_napari_keeps_every_annotation_made_before(tmp_path) -> None:
-    from napari_deparray_ctc._reader import read_deparray
+    from napari_deparray_ctc.napari.reader import read_deparray
     from napari_deparray_ctc.core.annotations import SIDECAR_NAME, load_annotations
 
     export = tmp_path / "export"

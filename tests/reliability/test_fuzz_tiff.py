@@ -21,13 +21,14 @@ explores many more.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,7 @@ class Damage:
     truncate: float | None  # keep this fraction of the bytes
     flips: list[tuple[float, int]]  # (relative position, xor mask)
     zeroed: tuple[float, float] | None  # (relative start, relative length)
+    header_flips: list[tuple[int, int]] = field(default_factory=list)  # (byte < 600, xor mask)
 
 
 @st.composite
@@ -202,6 +204,14 @@ damages = st.one_of(
             st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(1, 255)), max_size=6
         ),
         zeroed=st.one_of(st.none(), st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 0.3))),
+    ),
+    # the first IFD (tags: sizes, offsets, counts) sits in the first few hundred bytes
+    st.builds(
+        Damage,
+        truncate=st.none(),
+        flips=st.just([]),
+        zeroed=st.none(),
+        header_flips=st.lists(st.tuples(st.integers(0, 599), st.integers(1, 255)), max_size=4),
     ),
 )
 
@@ -262,6 +272,9 @@ def damage(path: Path, how: Damage) -> None:
     size = len(content)
     for position, mask in how.flips:
         content[int(position * size)] ^= mask
+    for offset, mask in how.header_flips:
+        if offset < size:
+            content[offset] ^= mask
     if how.zeroed is not None:
         start = int(how.zeroed[0] * size)
         content[start : start + int(how.zeroed[1] * size)] = bytes(
@@ -294,13 +307,43 @@ def _read_or_refuse(call) -> object | None:
         return call()
     except DeparrayReadError as error:
         assert error.path and error.reason, repr(error)
+        assert "not enough memory" not in error.reason, f"a tiny file exhausted memory: {error}"
         str(error).encode("utf-8")
         return None
 
 
+#: extra address space an example may use (its files are a few kB; a damaged header must not
+#: make the reader allocate more than this)
+EXAMPLE_MEMORY_BYTES = 1024**3
+
+
+@contextlib.contextmanager
+def _bounded_memory(extra: int = EXAMPLE_MEMORY_BYTES):
+    """Cap this process's address space at its current size + ``extra`` (Linux), so that a
+    runaway allocation fails with MemoryError inside the example (and is reported as a bug)
+    instead of driving the machine out of memory."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as handle:
+            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    limit = current + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def exercise(path: Path, good_folder: Path) -> None:
     """Every public reading entry point on one (possibly damaged) file."""
-    from napari_deparray_ctc._reader import napari_get_reader, read_deparray
+    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 
     assert isinstance(is_probably_deparray(path), bool)
     assert isinstance(is_probably_deparray(path.parent), bool)
@@ -358,7 +401,8 @@ def _run_one(tmp_path: Path, spec: FileSpec, how: Damage, seed: int) -> None:
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(EXAMPLE_LIMIT_S)
     try:
-        exercise(path, good_folder)
+        with _bounded_memory():
+            exercise(path, good_folder)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

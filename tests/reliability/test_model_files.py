@@ -244,8 +244,8 @@ def test_cli_evaluate_refuses_a_pickle(command, tmp_path, run_cli) -> None:
 def test_classify_widget_refuses_each_and_stays_usable(
     make_napari_viewer, qtbot, tmp_path, monkeypatch, tiny_model
 ) -> None:
-    from napari_deparray_ctc.widgets import classify_widget as cw
-    from napari_deparray_ctc.widgets._classify_inputs import CONFIG_DIR_ENV
+    from napari_deparray_ctc.napari.widgets.classify import widget as cw
+    from napari_deparray_ctc.napari.widgets.classify.inputs import CONFIG_DIR_ENV
 
     monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "settings"))  # not the user's settings
     errors: list[str] = []

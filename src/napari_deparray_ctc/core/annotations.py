@@ -43,8 +43,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_deparray_ctc.core.errors import AnnotationFileError, LabelsFileError
 from napari_deparray_ctc.core.labels import (
-    LabelsFileError,
     canonical_label,
     read_labels_csv,
     write_labels_csv,
@@ -70,10 +70,6 @@ SIDECAR_SUFFIX = ".annotations.csv"
 
 #: a row to save: ``(cell_id, label)`` or a mapping with ``cell_id``, ``label`` (+ extra columns)
 AnnotationRow = tuple[str, str | None] | Mapping[str, Any]
-
-
-class AnnotationFileError(LabelsFileError):
-    """An annotation sidecar cannot be read or written. ``str(err) == f"{path}: {reason}"``."""
 
 
 def sidecar_path(export_path: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:

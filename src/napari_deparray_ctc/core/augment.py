@@ -39,6 +39,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .constants import AUGMENT_FAMILIES
 from .gl_guard import avoid_gl_llvm_clash
 
 avoid_gl_llvm_clash()  # before torchvision: see core.gl_guard
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 #: The three augmentation families, in the order they are applied.
-FAMILIES: tuple[str, ...] = ("geometric", "photometric", "noise")
+FAMILIES: tuple[str, ...] = AUGMENT_FAMILIES
 
 
 def check_families(families: Sequence[str] | str | None) -> tuple[str, ...]:

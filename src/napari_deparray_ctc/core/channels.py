@@ -78,6 +78,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_deparray_ctc.core.errors import ChannelMapError
+
 __all__ = [
     "CANONICAL_CHANNELS",
     "CHANNEL_ALIASES",
@@ -128,15 +130,6 @@ DEFAULT_UNNAMED_ORDER: tuple[str, ...] = ("BF", "DAPI")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9]+")
 _TRAILING_SEP_RE = re.compile(r"[^A-Za-z0-9]+$")
 _LEADING_SEP_RE = re.compile(r"^[^A-Za-z0-9]+")
-
-
-class ChannelMapError(ValueError):
-    """A channel map file cannot be used. ``str(err) == f"{path}: {reason}"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def tokenize(text: str) -> list[str]:

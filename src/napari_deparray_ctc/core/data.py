@@ -41,6 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_deparray_ctc.core.constants import DAPI_STRATEGIES as _DAPI_STRATEGIES
+from napari_deparray_ctc.core.errors import TrainingDataError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -60,7 +63,7 @@ __all__ = [
 ]
 
 #: Selectable DAPI incorporation strategies.
-DAPI_STRATEGIES: tuple[str, ...] = ("none", "substitute", "blend", "aux_nucleus")
+DAPI_STRATEGIES = _DAPI_STRATEGIES
 #: Fewest labelled cells per class for training (one for training, one for validation).
 MIN_PER_CLASS = 2
 #: Fewest labelled cells in total for training.
@@ -69,10 +72,6 @@ MIN_TOTAL = 8
 BLEND_ALPHA_RANGE = (0.5, 1.0)
 #: Down-sampling factor of the nucleus target of ``"aux_nucleus"`` (ResNet layer2 stride).
 AUX_TARGET_STRIDE = 8
-
-
-class TrainingDataError(ValueError):
-    """The training data cannot be used; raised before any training work starts."""
 
 
 @dataclass

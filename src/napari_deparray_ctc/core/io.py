@@ -76,6 +76,7 @@ from napari_deparray_ctc.core.channels import (
     split_channel_token,
     tokenize,
 )
+from napari_deparray_ctc.core.errors import DeparrayReadError, printable_path
 from napari_deparray_ctc.core.labels import (
     LabelRecord,
     LabelsFileError,
@@ -150,28 +151,6 @@ _ALLOWED_KINDS = "uif"
 
 # --------------------------------------------------------------------------------------------
 # public data types
-
-
-class DeparrayReadError(ValueError):
-    """A file or folder cannot be read as a DEPArray export.
-
-    Attributes
-    ----------
-    path : str
-        The offending file or folder.
-    reason : str
-        Human-readable reason.
-
-    Notes
-    -----
-    ``str(err) == f"{path}: {reason}"``; a path that is not valid UTF-8 is shown with
-    replacement characters so the message can always be printed.
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{_printable(self.path)}: {reason}")
 
 
 class _MultiCellFileError(DeparrayReadError):
@@ -276,11 +255,7 @@ class Export:
 
 
 def _printable(path: str) -> str:
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return printable_path(path)
 
 
 def _is_tiff_name(name: str) -> bool:
@@ -407,6 +382,24 @@ def _check_plane(path: str, height: int, width: int, dtype: np.dtype, max_pixels
         raise DeparrayReadError(path, f"image is {height}×{width} px, too small for a cell image")
 
 
+def _check_tiles(path: str, pages: Iterable[Any], max_pixels: int) -> None:
+    """Refuse tiles larger than the largest plane read (a damaged TileWidth/TileLength).
+
+    tifffile allocates a buffer per tile from these tags: one flipped bit in a 4 kB file
+    asked for a 32 × 16,777,232 px tile, a gigabyte (found by fuzzing).
+    """
+    for page in pages:
+        if not isinstance(page, tifffile.TiffPage) or not page.is_tiled:
+            continue
+        tile_pixels = page.tilewidth * page.tilelength * max(1, page.tiledepth)
+        if tile_pixels > max_pixels:
+            raise DeparrayReadError(
+                path,
+                f"corrupt tile size {page.tilelength}×{page.tilewidth} px (more than the "
+                f"{max_pixels:,} px limit per plane)",
+            )
+
+
 def _refuse_colour(path: str, page: Any, samples_last: bool) -> None:
     photometric = int(getattr(page, "photometric", 1))
     if photometric == 3:
@@ -454,21 +447,19 @@ def _check_ome_plane_count(tif: tifffile.TiffFile, path: str) -> None:
         )
 
 
-def _check_series_fits(path: str, series: Any, file_size: int) -> None:
+def _check_series_fits(path: str, series: Any, tif: tifffile.TiffFile) -> None:
     """Refuse a series whose metadata declares more image planes than the file holds.
 
     tifffile trusts shape metadata (a ``{"shape": [...]}`` description, ImageJ ``images=``):
-    a one-page file declaring 10**8 planes became 10**8 cells here and ran out of memory
-    (found by fuzzing). A series may declare more planes than it has pages only when its data
-    is stored contiguously after the first page, and then the file must be large enough.
+    a one-page file declaring 10**8 or 10**9 planes became that many cells here and ran out of
+    memory (found by fuzzing). A series may declare more planes than the file has pages (IFDs)
+    only when its data is stored contiguously, uncompressed, and then it must fit in the file.
     """
     axes, shape = series.axes, tuple(series.shape)
     planes = math.prod(n for ax, n in zip(axes, shape, strict=True) if ax not in "YXS")
-    n_pages = len(series.pages)
-    if planes <= n_pages:
-        return
-    offset = series.dataoffset
-    if offset is not None and offset + series.nbytes <= file_size:
+    n_pages = len(tif.pages)  # the IFDs really in the file
+    file_size = tif.filehandle.size
+    if planes <= n_pages or series.nbytes <= file_size:
         return
     raise DeparrayReadError(
         path,
@@ -490,7 +481,7 @@ def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels
         return _inspect_multiseries(tif, path, series, single_channel, max_pixels)
 
     only = series[0]
-    _check_series_fits(path, only, tif.filehandle.size)
+    _check_series_fits(path, only, tif)
     axes, shape = only.axes, tuple(only.shape)
     keyframe = only.keyframe
     if "S" in axes and shape[axes.index("S")] > 1:
@@ -506,6 +497,7 @@ def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels
     height, width = shape[axes.index("Y")], shape[axes.index("X")]
     dtype = np.dtype(only.dtype)
     _check_plane(path, height, width, dtype, max_pixels)
+    _check_tiles(path, [keyframe, *only.pages], max_pixels)
     extra = [(i, ax, n) for i, (ax, n) in enumerate(kept[:-2])]
     kept_shape = tuple(n for _, n in kept)
     cell_axis = channel_axis = None
@@ -763,6 +755,8 @@ def _inspect_plain_pages(
             raise DeparrayReadError(path, f"planes differ in pixel type ({listed_types})")
         page_names = [_tag_text(page, 285) for page in pages]
         descriptions = [_tag_text(page, 270) for page in pages]
+    # the fast page list already checked that every page has the first page's layout tags
+    _check_tiles(path, pages if listed is None else [first], max_pixels)
     count = len(pages)
     plan = _Plan(
         n_cells=count if single_channel else 1,
@@ -864,6 +858,7 @@ def _inspect_multiseries(
     height, width = shapes[0]
     dtype = dtypes.pop()
     _check_plane(path, height, width, dtype, max_pixels)
+    _check_tiles(path, (page for item in series for page in item.pages), max_pixels)
     count = len(series)
     plan = _Plan(
         n_cells=count if single_channel else 1,

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from napari_deparray_ctc.core.atomic import atomic_write
+from napari_deparray_ctc.core.errors import LabelsFileError
 
 __all__ = [
     "CELL_ID_COLUMNS",
@@ -119,15 +120,6 @@ _ALIAS_TABLE: dict[str, str] = {
     for alias in aliases
 }
 _UNKNOWN_TABLE = {_normalise(n) for n in _UNKNOWN_NAMES}
-
-
-class LabelsFileError(ValueError):
-    """A labels file cannot be read or written. ``str(err) == f"{path}: {reason}"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from napari_deparray_ctc.core.constants import CLASS_NAMES as _CLASS_NAMES
+
 __all__ = [
     "CLASS_NAMES",
     "best_threshold",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 #: Class order used everywhere: index 0 = WBC (negative), 1 = CTC (positive).
-CLASS_NAMES: tuple[str, str] = ("WBC", "CTC")
+CLASS_NAMES = _CLASS_NAMES
 
 #: PR curves are thinned to at most this many points before they are stored (model metadata
 #: and reports stay small even for 10,000 cells).

@@ -51,6 +51,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_deparray_ctc.core.constants import (
+    ARCHITECTURES,
+    CLASS_NAMES,
+    DEFAULT_IMAGE_SIZE,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+)
+from napari_deparray_ctc.core.errors import ModelFileError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -75,16 +84,6 @@ __all__ = [
     "select_device",
 ]
 
-#: Supported torchvision architectures.
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
-#: Class order: output index / logit sign. P(CTC) = sigmoid(logit).
-CLASS_NAMES: tuple[str, str] = ("WBC", "CTC")
-#: Default network input size in pixels (square).
-DEFAULT_IMAGE_SIZE = 64
-#: Smallest input size a ResNet can take (five stride-2 stages down to 1 px).
-MIN_IMAGE_SIZE = 16
-#: Largest input size accepted from a model file (sanity bound).
-MAX_IMAGE_SIZE = 1024
 #: Model file format name and version (``format_version`` is bumped on incompatible changes).
 FORMAT_NAME = "napari-deparray-ctc-model"
 FORMAT_VERSION = 1
@@ -98,15 +97,6 @@ DEFAULT_NORMALISATION: dict[str, Any] = {
     "resize": "bilinear_antialias",
 }
 _IMAGENET_GREY_STD = (0.229, 0.224, 0.225)  # ImageNet per-channel std (R, G, B)
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used: ``str(err) == f"{path}: {reason}"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_deparray_ctc.core.atomic import atomic_write
+from napari_deparray_ctc.core.constants import LAYOUTS as _LAYOUTS
 from napari_deparray_ctc.core.labels import write_labels_csv
 
 __all__ = [
@@ -132,7 +133,7 @@ __all__ = [
 #: Channel order of every synthetic cell (canonical names).
 CHANNELS: tuple[str, ...] = ("BF", "DAPI", "PE", "APC")
 #: Export layouts understood by :func:`write_export`.
-LAYOUTS: tuple[str, ...] = ("multipage", "perchannel", "ome", "classdirs", "stack")
+LAYOUTS = _LAYOUTS
 #: Subtypes per class and their relative frequencies among that class.
 SUBTYPES: dict[str, dict[str, float]] = {
     "WBC": {"lymphocyte": 0.45, "neutrophil": 0.35, "monocyte": 0.20},

@@ -56,7 +56,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deparray_ctc.layer_cells import (
+from napari_deparray_ctc.napari.cells import (
     CellPairing,
     cell_image,
     deparray_meta,
@@ -64,8 +64,8 @@ from napari_deparray_ctc.layer_cells import (
     layer_channel,
     pair_channel_layers,
 )
-from napari_deparray_ctc.widgets._loss_plot import LossPlot
-from napari_deparray_ctc.widgets._train_inputs import (
+from napari_deparray_ctc.napari.widgets.train.loss_plot import LossPlot
+from napari_deparray_ctc.napari.widgets.train.inputs import (
     AUGMENT_FAMILIES,
     MODEL_FILE_FILTER,
     ModelDestination,
@@ -73,7 +73,7 @@ from napari_deparray_ctc.widgets._train_inputs import (
     decide_model_destination,
     in_progress_path,
 )
-from napari_deparray_ctc.widgets.annotation import (
+from napari_deparray_ctc.napari.keys import (
     annotations_path_for_layer,
     find_classify_widgets,
     install_annotation_keys,
@@ -186,7 +186,7 @@ def build_training_set(pairing: CellPairing) -> LayerTrainingData:
     Parameters
     ----------
     pairing
-        From :func:`~napari_deparray_ctc.layer_cells.pair_channel_layers`.
+        From :func:`~napari_deparray_ctc.napari.cells.pair_channel_layers`.
 
     Returns
     -------

@@ -19,8 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ._layers import LayerData
-from ._reader import read_deparray
+from .layer_data import LayerData
+from .reader import read_deparray
 
 __all__ = [
     "SAMPLE_CELLS",
@@ -57,8 +57,8 @@ def _cache_root() -> Path:
 
 def _sample_key() -> str:
     """Identifies the sample: parameters, package version and the generator's source."""
-    from . import __version__
-    from .core import synth
+    from .. import __version__
+    from ..core import synth
 
     try:
         source = inspect.getsource(synth)
@@ -72,7 +72,7 @@ def _sample_key() -> str:
 
 
 def _write_sample(folder: Path) -> None:
-    from .core.synth import write_export
+    from ..core.synth import write_export
 
     write_export(
         folder,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from napari_deparray_ctc.core.synth import write_export
-from napari_deparray_ctc.layer_cells import deparray_meta, set_cell_label
-from napari_deparray_ctc.widgets._train_inputs import in_progress_path
-from napari_deparray_ctc.widgets.train_widget import CHOOSE_DAPI, TrainWidget
+from napari_deparray_ctc.napari.cells import deparray_meta, set_cell_label
+from napari_deparray_ctc.napari.widgets.train.inputs import in_progress_path
+from napari_deparray_ctc.napari.widgets.train.widget import CHOOSE_DAPI, TrainWidget
 
 PLUGIN = "napari-deparray-ctc"
 WAIT_MS = 240_000
@@ -319,8 +319,8 @@ def test_stop_keeps_a_better_previous_model_intact(viewer_widget, qtbot, tmp_pat
 
 
 def test_demo_gui_opens_the_export_with_both_widgets(make_napari_viewer, tmp_path) -> None:
-    from napari_deparray_ctc.demo_gui import setup_demo
-    from napari_deparray_ctc.widgets.annotation import find_classify_widgets
+    from napari_deparray_ctc.napari.demo_gui import setup_demo
+    from napari_deparray_ctc.napari.keys import find_classify_widgets
 
     viewer = make_napari_viewer()
     session = setup_demo(viewer, tmp_path / "demo", n_cells=12, image_size=32)

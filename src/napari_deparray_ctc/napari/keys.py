@@ -3,7 +3,7 @@
 A key press labels the *current cell* of the selected layer: the current slice of an
 ``(N, Y, X)`` stack (where the dims slider is), or the one cell of a 2-D layer. The label is
 written to ``metadata["deparray"]["labels"]`` of **every** layer that holds that cell (its BF,
-DAPI, PE... layers stay consistent, through :func:`~napari_deparray_ctc.layer_cells.set_cell_label`),
+DAPI, PE... layers stay consistent, through :func:`~napari_deparray_ctc.napari.cells.set_cell_label`),
 and autosaved at once, atomically, to the export's annotation sidecar (see
 :mod:`napari_deparray_ctc.core.annotations`), so a crash of napari loses nothing.
 
@@ -32,7 +32,7 @@ from napari_deparray_ctc.core.annotations import (
     sidecar_for_cell_paths,
     sidecar_path,
 )
-from napari_deparray_ctc.layer_cells import (
+from napari_deparray_ctc.napari.cells import (
     cell_count,
     deparray_meta,
     set_cell_label,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.layer_cells import (
+from napari_deparray_ctc.napari.cells import (
     cell_count,
     cell_image,
     ensure_deparray_metadata,

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_deparray_ctc.widgets import classify_widget as cw
-from napari_deparray_ctc.widgets._classify_inputs import CONFIG_DIR_ENV, last_model_path
-from napari_deparray_ctc.widgets.classify_widget import COL_ANNOTATION, ClassifyWidget
+from napari_deparray_ctc.napari.widgets.classify import widget as cw
+from napari_deparray_ctc.napari.widgets.classify.inputs import CONFIG_DIR_ENV, last_model_path
+from napari_deparray_ctc.napari.widgets.classify.widget import COL_ANNOTATION, ClassifyWidget
 
 WAIT_MS = 60_000
 
@@ -707,7 +707,7 @@ def test_first_run_in_a_real_window_does_not_crash(tiny_model, tmp_path):
             import numpy as np
             import napari
             from qtpy.QtCore import QEventLoop, QTimer
-            from napari_deparray_ctc.widgets.classify_widget import ClassifyWidget
+            from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget
             assert "torch" not in sys.modules
             viewer = napari.Viewer(show=True)
             stack = np.random.default_rng(0).integers(0, 4000, (6, 32, 32)).astype("uint16")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_deparray_ctc.widgets._train_inputs import (
+from napari_deparray_ctc.napari.widgets.train.inputs import (
     AUGMENT_FAMILIES,
     TrainInputs,
     config_defaults,
@@ -56,7 +56,7 @@ def test_augment_families_match_the_core() -> None:
 
 
 def test_module_does_not_import_qt() -> None:
-    import napari_deparray_ctc.widgets._train_inputs as module
+    import napari_deparray_ctc.napari.widgets.train.inputs as module
 
     assert module.__name__ in sys.modules
     source = Path(module.__file__).read_text()
@@ -196,6 +196,6 @@ def test_inputs_is_a_dataclass_with_every_setting() -> None:
     ],
 )
 def test_is_not_worse(new, old, expected) -> None:
-    from napari_deparray_ctc.widgets._train_inputs import is_not_worse
+    from napari_deparray_ctc.napari.widgets.train.inputs import is_not_worse
 
     assert is_not_worse(new[0], old[0], new[1], old[1]) is expected

@@ -1,8 +1,8 @@
 """Turn a :class:`~napari_deparray_ctc.core.io.Export` into napari ``LayerData`` tuples.
 
 Pure data plumbing: nothing here imports napari or Qt, so it can be tested without a
-viewer. The reader (:mod:`napari_deparray_ctc._reader`) and the sample data
-(:mod:`napari_deparray_ctc._sample_data`) both go through :func:`export_to_layer_data`.
+viewer. The reader (:mod:`napari_deparray_ctc.napari.reader`) and the sample data
+(:mod:`napari_deparray_ctc.napari.sample_data`) both go through :func:`export_to_layer_data`.
 
 Layout of the result (one napari ``Image`` layer per channel):
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .core.io import Cell, Export
+    from ..core.io import Cell, Export
 
 __all__ = [
     "LayerData",
@@ -130,7 +130,7 @@ def _common_pixel_size(cells: Sequence[Cell]) -> float | None:
 
 
 def _colormap(channel: str) -> str:
-    from .core.channels import colormap_for
+    from ..core.channels import colormap_for
 
     return colormap_for(channel)
 
@@ -157,7 +157,7 @@ def export_to_layer_data(export: Export, name: str | None = None) -> list[LayerD
     ValueError
         When the export holds no cell.
     """
-    from .core.io import stack_channel
+    from ..core.io import stack_channel
 
     cells = list(export.cells)
     if not cells:

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.widgets._results import (
+from napari_deparray_ctc.napari.widgets.classify.results import (
     CSV_COLUMNS,
     CellResult,
     ClassificationResults,

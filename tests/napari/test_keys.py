@@ -9,8 +9,8 @@ import pytest
 
 from napari_deparray_ctc.core.annotations import SIDECAR_NAME, load_annotations
 from napari_deparray_ctc.core.synth import write_export
-from napari_deparray_ctc.layer_cells import deparray_meta
-from napari_deparray_ctc.widgets.annotation import (
+from napari_deparray_ctc.napari.cells import deparray_meta
+from napari_deparray_ctc.napari.keys import (
     annotations_path_for_layer,
     current_cell_index,
     install_annotation_keys,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from napari_deparray_ctc.widgets._classify_inputs import (
+from napari_deparray_ctc.napari.widgets.classify.inputs import (
     CONFIG_DIR_ENV,
     ClassifyInputs,
     config_dir,
@@ -94,7 +94,7 @@ def test_remembered_model_survives_a_new_session(settings_dir, model_file):
     assert stored["last_model_path"] == str(model_file)
     # a fresh interpreter (a new napari session) reads it back
     code = (
-        "from napari_deparray_ctc.widgets._classify_inputs import last_model_path;"
+        "from napari_deparray_ctc.napari.widgets.classify.inputs import last_model_path;"
         "print(last_model_path())"
     )
     out = subprocess.run(
@@ -121,8 +121,8 @@ def test_unwritable_settings_do_not_raise(tmp_path, monkeypatch, model_file):
 
 def test_inputs_module_imports_no_qt_or_torch():
     code = (
-        "import sys; import napari_deparray_ctc.widgets._classify_inputs, "
-        "napari_deparray_ctc.widgets._results;"
+        "import sys; import napari_deparray_ctc.napari.widgets.classify.inputs, "
+        "napari_deparray_ctc.napari.widgets.classify.results;"
         "bad = [m for m in ('torch', 'qtpy', 'PyQt5', 'napari') if m in sys.modules];"
         "print(','.join(bad))"
     )

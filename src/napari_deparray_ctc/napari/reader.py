@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._layers import LayerData, export_name, export_to_layer_data
+from .layer_data import LayerData, export_name, export_to_layer_data
 
 __all__ = ["napari_get_reader", "read_deparray", "skipped_message"]
 
@@ -54,7 +54,7 @@ def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDa
         paths = _as_path_list(path)
         if not paths:
             return None
-        from .core.io import is_probably_deparray
+        from ..core.io import is_probably_deparray
 
         if is_probably_deparray(paths[0] if len(paths) == 1 else paths):
             return read_deparray
@@ -79,7 +79,7 @@ def skipped_message(skipped: Sequence[tuple[str, str]], n_read: int) -> str:
         ``"DEPArray reader: opened N cell(s); skipped ..."`` followed by one line per skipped
         file with its reason (the first :data:`MAX_LISTED_SKIPS`, then a count of the rest).
     """
-    from .core.io import format_skipped
+    from ..core.io import format_skipped
 
     listing = format_skipped(skipped, limit=MAX_LISTED_SKIPS)
     return f"DEPArray reader: opened {n_read} cell(s); {listing}"
@@ -108,7 +108,7 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
     Returns
     -------
     list of LayerData
-        See :func:`napari_deparray_ctc._layers.export_to_layer_data`: 2-D layers for one
+        See :func:`napari_deparray_ctc.napari.layer_data.export_to_layer_data`: 2-D layers for one
         cell (named after the cell), ``(N, Y, X)`` stacks for several (named after the folder
         or file). Files that could not be read are listed in one napari warning while the
         good cells open.
@@ -118,8 +118,8 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
     napari_deparray_ctc.core.io.DeparrayReadError
         When no cell at all could be read; the message names the file(s) and the reason.
     """
-    from .core.annotations import apply_sidecar
-    from .core.io import read_export
+    from ..core.annotations import apply_sidecar
+    from ..core.io import read_export
 
     paths = _as_path_list(path)
     export = read_export(paths[0] if len(paths) == 1 else paths)  # raises if no cell at all

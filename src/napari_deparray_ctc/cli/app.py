@@ -750,7 +750,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.gui:
         try:
             import napari  # noqa: F401  (checked here for a clear message)
-            from napari_deparray_ctc.demo_gui import launch_demo_gui
+            from napari_deparray_ctc.napari.demo_gui import launch_demo_gui
         except ImportError as exc:
             raise CliError(
                 f"demo --gui needs napari ({_one_line(exc)}); install it with "

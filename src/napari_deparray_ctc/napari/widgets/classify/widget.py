@@ -59,7 +59,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from napari_deparray_ctc.layer_cells import (
+from napari_deparray_ctc.napari.cells import (
     cell_count,
     cell_image,
     deparray_meta,
@@ -67,13 +67,13 @@ from napari_deparray_ctc.layer_cells import (
     layer_channel,
     set_cell_label,
 )
-from napari_deparray_ctc.widgets._classify_inputs import (
+from napari_deparray_ctc.napari.widgets.classify.inputs import (
     MODEL_FILE_FILTER,
     ClassifyInputs,
     last_model_path,
     remember_model_path,
 )
-from napari_deparray_ctc.widgets._results import CellResult, ClassificationResults
+from napari_deparray_ctc.napari.widgets.classify.results import CellResult, ClassificationResults
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -382,7 +382,7 @@ class ClassifyWidget(QWidget):
         self._set_running(False)
         self._show_results_controls(False)
         # the c / w / u keys and autosave of table edits work with only this widget docked
-        from napari_deparray_ctc.widgets.annotation import install_annotation_keys
+        from napari_deparray_ctc.napari.keys import install_annotation_keys
 
         self.annotations = install_annotation_keys(napari_viewer, classify_widgets=[self])
 
@@ -1077,7 +1077,7 @@ class ClassifyWidget(QWidget):
         """Annotate a cell as ``"CTC"``, ``"WBC"`` or ``None`` (blank).
 
         Writes the label to every layer holding the cell (BF and its fluorescence
-        partners) via :func:`~napari_deparray_ctc.layer_cells.set_cell_label`, updates the
+        partners) via :func:`~napari_deparray_ctc.napari.cells.set_cell_label`, updates the
         table, then calls :attr:`annotation_changed` and emits :attr:`annotationChanged`.
         """
         label = _normalise_label(label)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_deparray_ctc import cli
-from napari_deparray_ctc.cli import StderrProgress, main
+from napari_deparray_ctc.cli import app as cli
+from napari_deparray_ctc.cli.app import StderrProgress, main
 
 N_CELLS = 40
 LAYOUTS = ("multipage", "perchannel", "ome", "classdirs", "stack")

@@ -1,0 +1,1 @@
+"""Dock widgets: one folder per widget (widget.py builds, wires and forwards)."""

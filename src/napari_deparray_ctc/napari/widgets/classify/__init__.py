@@ -1,0 +1,1 @@
+"""The "Classify cells" dock widget."""
