@@ -6,10 +6,14 @@
 #
 # Both create (or reuse) a local .venv and install what they need into it. PYTHON picks the
 # interpreter (default python3); PIP_ARGS passes extra options to pip (e.g. an index URL).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 PIP_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
+# this machine's pip configuration may name local package folders that are missing: quiet that
+QUIET_PIP := sed '/is ignored: it is neither a file nor a directory/d'
 
 .PHONY: demo test venv clean-venv
 
@@ -25,14 +29,14 @@ venv: $(VENV)/.installed-testing
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is needed"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip $(PIP_ARGS)
 
 $(VENV)/.installed-base: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e . $(PIP_ARGS)
+	$(BIN)/python -m pip install -q -e . $(PIP_ARGS) 2>&1 | $(QUIET_PIP)
 	touch $@
 
 $(VENV)/.installed-testing: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install -q -e ".[testing]" $(PIP_ARGS)
+	$(BIN)/python -m pip install -q -e ".[testing]" $(PIP_ARGS) 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip list --format=freeze > $(VENV)/pip-freeze.txt
 	touch $@ $(VENV)/.installed-base
 
 clean-venv:

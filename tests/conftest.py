@@ -4,6 +4,9 @@
   a machine without a display; set the variable yourself to override it. napari's canvas still
   needs OpenGL: pytest-xvfb starts Xvfb for the session when it is installed.
 * triton (if installed) is imported before any OpenGL context: see :func:`_preload_triton`.
+* Without a display and without Xvfb (system packages missing: run ``make test``, which installs
+  them), the tests that need napari's canvas are skipped with ONE reason that names the fix,
+  instead of failing by the hundred.
 * The sample-data cache goes to a per-session temporary folder, never the user's cache.
 * Tests marked ``realdata`` are skipped when ``../shared/real-cells`` (next to the repository)
   is absent; the ``real_cells_dir`` fixture gives its path.
@@ -39,14 +42,33 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_CELLS_DIR = REPO_ROOT.parent / "shared" / "real-cells"
 
 
+#: fixtures that need napari's Qt/OpenGL canvas
+GUI_FIXTURES = {"make_napari_viewer", "qtbot", "make_napari_viewer_proxy"}
+NO_CANVAS_REASON = (
+    "napari's canvas needs a display: Xvfb, Mesa and Qt's xcb libraries are not installed "
+    "(run `make test`, which installs them, or `sudo bash .ci/system-deps.sh .venv`)"
+)
+
+
+def _canvas_possible() -> bool:
+    import shutil
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("DISPLAY"):
+        return True
+    return shutil.which("Xvfb") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``realdata`` tests when the real-cell images are not next to the repository."""
-    if REAL_CELLS_DIR.is_dir():
-        return
-    skip = pytest.mark.skip(reason=f"real-cell images not found at {REAL_CELLS_DIR}")
+    """Skip ``realdata`` tests without ../shared/real-cells, and GUI tests without a display."""
+    skip_real = pytest.mark.skip(reason=f"real-cell images not found at {REAL_CELLS_DIR}")
+    skip_gui = pytest.mark.skip(reason=NO_CANVAS_REASON)
+    have_real, have_canvas = REAL_CELLS_DIR.is_dir(), _canvas_possible()
     for item in items:
-        if "realdata" in item.keywords:
-            item.add_marker(skip)
+        if not have_real and "realdata" in item.keywords:
+            item.add_marker(skip_real)
+        if not have_canvas and GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip_gui)
 
 
 @pytest.fixture(scope="session")

@@ -130,33 +130,34 @@ def test_wheel_ships_the_manifest_as_a_real_file(tmp_path):
 # README and CI
 
 
-def _quick_start_commands(readme: str) -> list[str]:
-    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    commands = [
-        line.strip()
-        for block in blocks
-        for line in block.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    return commands
+def _block_after(readme: str, marker: str) -> str:
+    after_marker = readme.split(marker, 1)[1]
+    block = re.match(r"\s*```bash\n(.*?)```", after_marker, flags=re.S)
+    assert block is not None, f"no ```bash block right after {marker}"
+    return block.group(1).strip()
 
 
-def test_readme_quick_start_has_exactly_two_commands():
-    commands = _quick_start_commands((REPO / "README.md").read_text(encoding="utf-8"))
-    assert len(commands) == 2, commands
-    assert commands[0].startswith("deparray-ctc ")
-    assert "pytest" in commands[1]
+def test_readme_has_the_two_commands_that_do_everything():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    demo = _block_after(readme, "<!-- demo-command -->")
+    test = _block_after(readme, "<!-- test-command -->")
+    assert demo.splitlines() == ["make demo"]
+    assert test.splitlines() == ["make test"]
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    # each creates or reuses .venv and installs what it needs
+    assert "-m venv $(VENV)" in makefile and "VENV := .venv" in makefile
+    assert 'pip install -q -e ".[testing]"' in makefile
+    assert "deparray-ctc demo" in makefile and "-m pytest" in makefile
+    assert "bash .ci/system-deps.sh" in makefile
+    # README images render on the napari hub: absolute URLs, files kept in docs/
+    for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
+        assert target.startswith("https://"), target
+        assert (REPO / "docs" / target.rsplit("/docs/", 1)[1]).is_file(), target
 
 
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    after_marker = readme.split("<!-- test-command -->", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", after_marker, flags=re.S)
-    assert block is not None
-    readme_command = block.group(1).strip()
-    assert readme_command == _quick_start_commands(readme)[1]
-
+    readme_command = _block_after(readme, "<!-- test-command -->")
     result = subprocess.run(
         ["bash", str(REPO / ".ci" / "run")],
         env={**os.environ, "CI_PRINT_TEST_COMMAND": "1"},
@@ -174,11 +175,46 @@ def test_ci_script_is_strict_and_executable():
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in text
     assert "uv " not in text and "uv pip" not in text
-    assert "python3 -m venv .venv" in text
-    assert 'pip install -q -e ".[testing]"' in text
+    assert "rm -rf .venv" in text  # a fresh environment, built by the README's command
     assert os.access(script, os.X_OK)
-    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    for name in ("run", "system-deps.sh"):
+        result = subprocess.run(["bash", "-n", str(REPO / ".ci" / name)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def _fake_machine(tmp_path: Path, missing: str) -> dict[str, str]:
+    """A PATH where ldd reports ``missing`` as not found and apt-get cannot be used."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ldd").write_text(f"#!/bin/sh\necho '\t{missing} => not found'\n")
+    (bin_dir / "ldconfig").write_text("#!/bin/sh\nexit 0\n")  # knows no library at all
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")  # not root, and no sudo
+    for tool in ("ldd", "ldconfig", "id"):
+        (bin_dir / tool).chmod(0o755)
+    plugins = tmp_path / "venv/lib/python3.11/site-packages/PyQt6/Qt6/plugins/platforms"
+    plugins.mkdir(parents=True)
+    (plugins / "libqxcb.so").write_bytes(b"")
+    system = ":".join(p for p in ("/usr/bin", "/bin") if Path(p).is_dir())
+    return {"PATH": f"{bin_dir}:{system}", "HOME": str(tmp_path)}
+
+
+def test_system_deps_stop_with_one_message_when_they_cannot_install(tmp_path):
+    if shutil.which("bash") is None or not sys.platform.startswith("linux"):
+        pytest.skip("Linux with bash only")
+    env = _fake_machine(tmp_path, "libxcb-icccm.so.4")
+    result = subprocess.run(
+        ["bash", str(REPO / ".ci" / "system-deps.sh"), str(tmp_path / "venv")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("error: napari's Qt/OpenGL canvas cannot run here")
+    assert "libxcb-icccm4" in result.stderr  # the package, not the library, is named
+    assert "sudo apt-get install -y" in result.stderr  # and the command that installs it
+    assert "libxkbcommon-x11-0" in result.stderr  # ldconfig knew none of the runtime libraries
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,6 +239,12 @@ def test_runtime_dependencies_have_lower_bounds_only():
     assert not names & gui, "napari / Qt bindings belong in the extras"
     extras = project["optional-dependencies"]
     assert any(_requirement_name(d) == "napari" for d in extras["testing"])
+    # napari's recommendation (PyQt6), and the binding the tests run with
+    assert extras["napari"] == ["napari[all]>=0.5"]
+    assert any(d.startswith("napari[pyqt6]") for d in extras["testing"])
+    assert project["license"] == "BSD-3-Clause" and project["license-files"] == ["LICENSE"]
+    urls = project["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Source Code", "Bug Tracker", "User Support"}
     assert "Framework :: napari" in project["classifiers"]
     assert project["scripts"]["deparray-ctc"] == "napari_deparray_ctc.cli:main"
     assert project["entry-points"]["napari.manifest"][DIST] == f"{PACKAGE}:napari.yaml"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.cli import app as cli
-from napari_deparray_ctc.cli.app import StderrProgress, main
+from napari_deparray_ctc.cli import main
+from napari_deparray_ctc.cli.output import StderrProgress
 
 N_CELLS = 40
 LAYOUTS = ("multipage", "perchannel", "ome", "classdirs", "stack")
@@ -73,12 +73,6 @@ def test_synth_writes_every_layout(exports):
         assert len(labels) == N_CELLS, layout
         assert sum(v == "CTC" for v in labels.values()) == 10
         assert any(export.rglob("*.tif")), layout
-
-
-def test_synth_layouts_match_core():
-    from napari_deparray_ctc.core.synth import LAYOUTS as CORE_LAYOUTS
-
-    assert tuple(cli.LAYOUTS) == tuple(CORE_LAYOUTS)
 
 
 def test_synth_refuses_non_empty_folder(exports, capsys):

@@ -1,4 +1,7 @@
-"""Annotating cells in napari: keys c / w / u, metadata across channel layers, autosave, reload."""
+"""Annotating cells in napari: keys c / w / u, metadata across channel layers, autosave, reload.
+
+The keys forward to the viewer's session (``napari/session.py``), which every widget listens to.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,9 @@ import pytest
 
 from napari_deparray_ctc.core.annotations import SIDECAR_NAME, load_annotations
 from napari_deparray_ctc.core.synth import write_export
-from napari_deparray_ctc.napari.cells import deparray_meta
-from napari_deparray_ctc.napari.keys import (
-    annotations_path_for_layer,
-    current_cell_index,
-    install_annotation_keys,
-)
+from napari_deparray_ctc.napari.cells import current_cell_index, deparray_meta
+from napari_deparray_ctc.napari.keys import install_annotation_keys
+from napari_deparray_ctc.napari.session import annotations_path_for_layer, session_for
 
 PLUGIN = "napari-deparray-ctc"
 
@@ -125,9 +125,11 @@ def test_classify_table_edits_are_autosaved(make_napari_viewer, export) -> None:
     viewer = make_napari_viewer()
     layers = _by_channel(viewer.open(str(export), plugin=PLUGIN))
     _dock, classify = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify cells")
-    install_annotation_keys(viewer)  # finds the docked classify widget
     cell = deparray_meta(layers["BF"])["cell_ids"][3]
-    classify.set_annotation(cell, None)
+    heard = []
+    session_for(viewer).events.annotation.connect(lambda e: heard.append((e.cell_id, e.label)))
+    classify.table.annotationEdited.emit(cell, None)  # what an edit of the column emits
+    assert heard == [(cell, None)]
     assert _labels(layers["DAPI"])[3] is None
     assert load_annotations(export / SIDECAR_NAME) == {cell: None}
 
@@ -161,13 +163,14 @@ def test_a_failed_save_keeps_the_label_and_says_why(make_napari_viewer, export, 
 def test_close_removes_the_key_bindings(make_napari_viewer, export) -> None:
     viewer = make_napari_viewer()
     layers = _by_channel(viewer.open(str(export), plugin=PLUGIN))
-    controller = install_annotation_keys(viewer)
-    controller.close()
+    session = install_annotation_keys(viewer)
+    keys = session.keys
+    keys.close()
     viewer.layers.selection.active = layers["BF"]
     before = _labels(layers["BF"])
     _press(viewer, "c")  # napari's own "auto-contrast once" again
     assert _labels(layers["BF"]) == before
-    assert install_annotation_keys(viewer) is not controller
+    assert install_annotation_keys(viewer) is session and session.keys is not keys
 
 
 def test_several_files_opened_at_once_share_the_folder_sidecar(make_napari_viewer, tmp_path):

@@ -466,7 +466,8 @@ def test_temporary_files_left_by_a_kill_are_ignored_by_the_reader(tmp_path) -> N
 CLASSIFY_CHILD = textwrap.dedent(
     """
     import csv, sys, time
-    from napari_deparray_ctc.cli import app as cli
+    from napari_deparray_ctc.cli import data as cli_data
+    from napari_deparray_ctc.cli import main as cli_main
 
     slow = sys.argv[1] == "slow-disk"
     real_writer = csv.writer
@@ -487,17 +488,17 @@ CLASSIFY_CHILD = textwrap.dedent(
             for row in rows:
                 self.writerow(row)
 
-    cli.csv.writer = SlowWriter
-    real_load = cli._load_model
+    csv.writer = SlowWriter  # core.cell_table's DictWriter builds its writer from it
+    real_load = cli_data.load_cli_model
 
     def announced_load(*args, **kwargs):
         model = real_load(*args, **kwargs)
         print("MODEL-LOADED", flush=True)
         return model
 
-    cli._load_model = announced_load
+    cli_data.load_cli_model = announced_load
     print("CLASSIFYING", flush=True)
-    code = cli.main(["classify", *sys.argv[2:]])
+    code = cli_main(["classify", *sys.argv[2:]])
     print("EXIT", code, flush=True)
     """
 )

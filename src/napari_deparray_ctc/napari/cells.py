@@ -1,4 +1,4 @@
-"""Cells inside napari image layers: the glue shared by the classify and train widgets.
+"""Cells inside napari image layers: the glue shared by the session, the workers and the widgets.
 
 Works on any object with ``.name``, ``.data`` and ``.metadata`` (a napari ``Image`` layer,
 or a stand-in in tests), so nothing here imports napari or Qt.
@@ -25,13 +25,21 @@ __all__ = [
     "CellPairing",
     "cell_count",
     "cell_image",
+    "cells_for_training",
+    "current_cell_index",
     "deparray_meta",
     "ensure_deparray_metadata",
+    "find_partner_layers",
+    "is_cell_layer",
+    "is_stack",
     "iter_cell_images",
     "layer_channel",
     "pair_channel_layers",
     "set_cell_label",
 ]
+
+#: cells read at once from a stack (a lazy dask stack is read chunk by chunk, not cell by cell)
+READ_CHUNK = 64
 
 #: annotation values a cell can carry
 LABELS = ("CTC", "WBC", None)
@@ -50,13 +58,19 @@ def layer_channel(layer: Any) -> str | None:
     return None if meta is None else meta.get("channel")
 
 
-def _is_stack(layer: Any) -> bool:
+def is_stack(layer: Any) -> bool:
+    """``(N, Y, X)`` stack of cells (the first axis steps through the cells)."""
     return np.ndim(layer.data) == 3 and not getattr(layer, "rgb", False)
+
+
+def is_cell_layer(layer: Any) -> bool:
+    """A layer opened by the DEPArray reader (2-D cell or stack of cells)."""
+    return deparray_meta(layer) is not None and np.ndim(getattr(layer, "data", None)) in (2, 3)
 
 
 def cell_count(layer: Any) -> int:
     """Number of cells a layer holds: ``N`` for an ``(N, Y, X)`` stack, otherwise 1."""
-    return int(np.shape(layer.data)[0]) if _is_stack(layer) else 1
+    return int(np.shape(layer.data)[0]) if is_stack(layer) else 1
 
 
 def cell_image(layer: Any, index: int = 0) -> np.ndarray:
@@ -67,7 +81,7 @@ def cell_image(layer: Any, index: int = 0) -> np.ndarray:
     data = layer.data
     if getattr(layer, "rgb", False):
         return np.asarray(data, dtype=np.float32)[..., :3].mean(axis=-1)
-    if _is_stack(layer):
+    if is_stack(layer):
         return np.asarray(data[index])
     if np.ndim(data) != 2:
         raise ValueError(
@@ -77,10 +91,51 @@ def cell_image(layer: Any, index: int = 0) -> np.ndarray:
     return np.asarray(data)
 
 
-def iter_cell_images(layer: Any) -> Iterator[np.ndarray]:
-    """Yield each cell's 2-D image, one at a time (stacks are not copied whole)."""
-    for index in range(cell_count(layer)):
-        yield cell_image(layer, index)
+def iter_cell_images(
+    layer: Any, indices: Sequence[int] | None = None, chunk: int = READ_CHUNK
+) -> Iterator[np.ndarray]:
+    """Yield cells' 2-D images in order, reading a stack ``chunk`` cells at a time.
+
+    A napari stack may be a lazy dask array (a large export): slicing it cell by cell would
+    read one small piece per call, so consecutive cells are read together and handed out one
+    by one; at most ``chunk`` cells are in memory at once.
+
+    Parameters
+    ----------
+    layer
+        A cell layer (or any object with ``.data``, ``.name``).
+    indices
+        Cells to read (default: all, in order).
+    chunk
+        Cells read per step from a stack.
+    """
+    if indices is None:
+        indices = range(cell_count(layer))
+    if not is_stack(layer):
+        for index in indices:
+            yield cell_image(layer, index)
+        return
+    order = list(indices)
+    position = 0
+    while position < len(order):
+        # the longest run of consecutive indices, up to chunk cells, in one read
+        end = position + 1
+        while end < len(order) and end - position < chunk and order[end] == order[end - 1] + 1:
+            end += 1
+        first, last = order[position], order[end - 1]
+        block = np.asarray(layer.data[first : last + 1])
+        yield from block
+        position = end
+
+
+def current_cell_index(viewer: Any, layer: Any) -> int:
+    """Index of the cell of ``layer`` on screen now: the stack slice under the slider, or 0."""
+    n = cell_count(layer)
+    if n <= 1:
+        return 0
+    point = np.asarray(viewer.dims.point, dtype=float)
+    data_point = np.asarray(layer.world_to_data(point[-layer.ndim :]), dtype=float)
+    return int(np.clip(np.round(data_point[0]), 0, n - 1))
 
 
 def ensure_deparray_metadata(layer: Any, channel: str = "BF") -> dict:
@@ -143,6 +198,64 @@ def set_cell_label(layers: Iterable[Any], cell_id: str, label: str | None) -> in
             meta["labels"] = labels
             updated += 1
     return updated
+
+
+def _usable_dapi(image: np.ndarray) -> bool:
+    """A DAPI plane carries information (a cell without DAPI is stacked as a flat plane)."""
+    return image.size > 0 and bool(np.ptp(image) > 0)
+
+
+def cells_for_training(pairing: CellPairing) -> tuple[list[Any], int]:
+    """The annotated cells of a BF layer and their DAPI partners, as ``core.io.Cell`` objects.
+
+    A cell's label is its BF annotation, or its DAPI partner's when the BF one is empty. The
+    cells go through core's one TrainingSet assembler (``training_set_from_cells``).
+
+    Returns
+    -------
+    (cells, n_unlabelled)
+    """
+    from napari_deparray_ctc.core.io import Cell
+
+    bf_meta = deparray_meta(pairing.bf_layer) or {}
+    n = len(pairing.cell_ids)
+    bf_labels = list(bf_meta.get("labels") or [None] * n)
+    groups = list(bf_meta.get("groups") or [None] * n)
+    paths = list(bf_meta.get("paths") or [None] * n)
+    dapi_labels: list[Any] = []
+    if pairing.dapi_layer is not None:
+        dapi_labels = list((deparray_meta(pairing.dapi_layer) or {}).get("labels") or [])
+    chosen: list[tuple[int, int | None, str, str]] = []
+    n_unlabelled = 0
+    for bf_index, dapi_index, cell_id in zip(
+        pairing.bf_indices, pairing.dapi_indices, pairing.cell_ids, strict=True
+    ):
+        label = bf_labels[bf_index] if bf_index < len(bf_labels) else None
+        if label is None and dapi_index is not None and dapi_index < len(dapi_labels):
+            label = dapi_labels[dapi_index]
+        if label in ("CTC", "WBC"):
+            chosen.append((bf_index, dapi_index, str(cell_id), label))
+        else:
+            n_unlabelled += 1
+    bf_images = iter_cell_images(pairing.bf_layer, [c[0] for c in chosen])
+    cells = []
+    for (bf_index, dapi_index, cell_id, label), bf in zip(chosen, bf_images, strict=True):
+        channels = {"BF": bf}
+        if pairing.dapi_layer is not None and dapi_index is not None:
+            dapi = cell_image(pairing.dapi_layer, dapi_index)
+            if _usable_dapi(dapi):
+                channels["DAPI"] = dapi
+        cells.append(
+            Cell(
+                cell_id=cell_id,
+                channels=channels,
+                path=(paths[bf_index] if bf_index < len(paths) else None) or "",
+                label=label,
+                group=groups[bf_index] if bf_index < len(groups) else None,
+                original_shape=tuple(np.shape(bf)),
+            )
+        )
+    return cells, n_unlabelled
 
 
 @dataclass

@@ -45,22 +45,6 @@ class DemoSession:
     classify_widget: Any
 
 
-def _new_folder(
-    requested: str | os.PathLike | None, default: str = "deparray-ctc-demo-gui"
-) -> Path:
-    """``requested`` (new or empty), or ``./deparray-ctc-demo-gui[-N]`` that does not clash."""
-    if requested is not None:
-        folder = Path(requested)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise FileExistsError(f"{folder}: exists and is not an empty folder")
-        return folder
-    folder, n = Path(default), 1
-    while folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        n += 1
-        folder = Path(f"{default}-{n}")
-    return folder
-
-
 def setup_demo(
     viewer: Any,
     folder: str | os.PathLike | None = None,
@@ -75,8 +59,7 @@ def setup_demo(
     viewer
         A napari viewer.
     folder
-        New or empty folder for the demo (default: ``./deparray-ctc-demo-gui``, or
-        ``-2``, ``-3``... when that holds files).
+        New or empty folder for the demo (default: a new folder in the user cache).
     n_cells, seed, image_size
         Size and seed of the synthetic export.
 
@@ -84,24 +67,17 @@ def setup_demo(
     -------
     DemoSession
     """
-    from napari_deparray_ctc.core.synth import write_export
+    from napari_deparray_ctc.core.demo import new_demo_folder, write_demo_export
 
-    demo = _new_folder(folder).absolute()
-    demo.mkdir(parents=True, exist_ok=True)
-    export = write_export(
-        demo / "export",
-        n_cells=n_cells,
-        ctc_fraction=DEMO_CTC_FRACTION,
-        seed=seed,
-        layout="classdirs",
-        image_size=image_size,
-        n_samples=DEMO_SAMPLES,
+    demo = new_demo_folder(folder, kind="demo-gui")
+    export = write_demo_export(
+        demo / "export", n_cells, DEMO_CTC_FRACTION, seed, DEMO_SAMPLES, image_size=image_size
     )
     layers = viewer.open(str(export), plugin=PLUGIN)
     _dock, classify = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify cells")
     _dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train classifier")
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Cell gallery")
     train.out_edit.setText(str(demo / "model.pt"))
-    train.annotations.connect_classify_widget(classify)
     bf = next(
         (layer for layer in layers if layer.metadata.get("deparray", {}).get("channel") == "BF"),
         None,

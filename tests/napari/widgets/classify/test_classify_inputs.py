@@ -122,7 +122,7 @@ def test_unwritable_settings_do_not_raise(tmp_path, monkeypatch, model_file):
 def test_inputs_module_imports_no_qt_or_torch():
     code = (
         "import sys; import napari_deparray_ctc.napari.widgets.classify.inputs, "
-        "napari_deparray_ctc.napari.widgets.classify.results;"
+        "napari_deparray_ctc.napari.results;"
         "bad = [m for m in ('torch', 'qtpy', 'PyQt5', 'napari') if m in sys.modules];"
         "print(','.join(bad))"
     )

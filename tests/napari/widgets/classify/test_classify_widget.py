@@ -1,15 +1,16 @@
 """The "Classify cells" dock widget.
 
-Most tests patch the heavy part (model loading and the network) with a stand-in whose
-P(CTC) is a known function of the image, so they check the widget's wiring exactly; the
-``real`` tests run a tiny ResNet trained in a module-scoped fixture end to end, and
-compare the widget with ``core.classify`` and with the ``deparray-ctc classify`` CLI.
+Most tests replace core's ``load_model`` and ``classify`` (what the worker calls) with a
+stand-in whose P(CTC) is a known function of the image, so they check the widget's wiring
+exactly; the ``real`` tests run a tiny ResNet trained in a module-scoped fixture end to end,
+and compare the widget with ``core.classify`` and with the ``deparray-ctc classify`` CLI.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,12 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_deparray_ctc.napari.caption import _text_overlay
+from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify import widget as cw
 from napari_deparray_ctc.napari.widgets.classify.inputs import CONFIG_DIR_ENV, last_model_path
-from napari_deparray_ctc.napari.widgets.classify.widget import COL_ANNOTATION, ClassifyWidget
+from napari_deparray_ctc.napari.widgets.classify.table import COL_ANNOTATION
+from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget
 
 WAIT_MS = 60_000
 
@@ -72,7 +76,7 @@ class FakeCore:
         self.release = threading.Event()
         self.release.set()
 
-    def load_model(self, path, device):
+    def load_model(self, path, device=None):
         return FakeModel(self.threshold)
 
     def classify(
@@ -84,6 +88,7 @@ class FakeCore:
         cell_ids=None,
         progress=None,
         should_stop=None,
+        **options,
     ):
         self.calls += 1
         p = []
@@ -93,18 +98,24 @@ class FakeCore:
             assert image.ndim == 2
             p.append(float(np.mean(image)) / 100.0)
             self.images_seen += 1
-        if self.calls == 1:
-            self.first_chunk_done.set()
-        self.release.wait(10)
+            if progress is not None and len(p) % batch_size == 0:
+                progress(len(p), None)
+                if len(p) == batch_size:
+                    self.first_chunk_done.set()
+                    self.release.wait(10)
         time.sleep(self.delay_s)
         return FakePredictions(np.array(p), model.threshold, list(cell_ids))
+
+
+def _patch_core(monkeypatch, core) -> None:
+    monkeypatch.setattr("napari_deparray_ctc.core.model.load_model", core.load_model)
+    monkeypatch.setattr("napari_deparray_ctc.core.classify.classify", core.classify)
 
 
 @pytest.fixture
 def fake_core(monkeypatch):
     core = FakeCore()
-    monkeypatch.setattr(cw, "_load_model", core.load_model)
-    monkeypatch.setattr(cw, "_classify", core.classify)
+    _patch_core(monkeypatch, core)
     return core
 
 
@@ -160,7 +171,17 @@ def _add_stack(viewer, values=STACK_VALUES, name="export", labels=None):
     return bf_layer, dapi_layer
 
 
+def _choose_model(widget, qtbot, path):
+    widget.set_model_path(path)
+    qtbot.waitUntil(lambda: not widget.model_box.is_checking, timeout=WAIT_MS)
+
+
+def _caption(viewer) -> str:
+    return session_for(viewer).caption.text
+
+
 def _run(widget, qtbot):
+    qtbot.waitUntil(lambda: not widget.model_box.is_checking, timeout=WAIT_MS)
     worker = widget.run()
     assert worker is not None, widget.status_label.text()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
@@ -175,7 +196,7 @@ def test_widget_is_contributed_to_napari(viewer, qtbot, fake_core, model_file):
     bf_layer, _ = _add_stack(viewer)
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Classify cells")
     assert isinstance(widget, ClassifyWidget)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     assert len(bf_layer.metadata["deparray"]["predictions"]) == len(STACK_VALUES)
     widget.table.setCurrentCell(3, 0)
@@ -186,12 +207,24 @@ def test_widget_is_contributed_to_napari(viewer, qtbot, fake_core, model_file):
 def test_widget_says_only_bf_is_used(widget, viewer):
     _add_stack(viewer)
     note = widget.findChild(cw.QLabel, "bf_only_note").text()
-    assert "Only the bright-field (BF)" in note and "ignored" in note
-    items = [widget.layer_list.item(i) for i in range(widget.layer_list.count())]
-    texts = {item.data(Qt.ItemDataRole.UserRole): item for item in items}
-    assert texts["export :: DAPI"].flags() == Qt.ItemFlag.NoItemFlags  # cannot be chosen
-    assert "ignored" in texts["export :: DAPI"].text()
-    assert texts["export :: BF"].flags() & Qt.ItemFlag.ItemIsUserCheckable
+    assert "Only the bright-field (BF)" in note and "not used" in note
+    choices = [widget.target_combo.itemText(i) for i in range(widget.target_combo.count())]
+    assert choices == ["export  (5 cells, BF)"]  # fluorescence layers are not offered
+
+
+def test_two_exports_classify_only_the_chosen_one(widget, viewer, qtbot, fake_core, model_file):
+    old_bf, _ = _add_stack(viewer, name="training")
+    new_bf, _ = _add_stack(viewer, values=[10.0, 90.0], name="new export")
+    # the newest export is offered first and chosen
+    assert widget.target_combo.currentData() == ("new export :: BF",)
+    _choose_model(widget, qtbot, model_file)
+    _run(widget, qtbot)
+    assert len(widget.results) == 2 and widget.results.layers == ["new export :: BF"]
+    assert "predictions" not in old_bf.metadata["deparray"]
+    assert [r["layer"] for r in widget.table.visible_rows()] == ["new export", "new export"]
+    widget.choose_layers(["training :: BF"])
+    _run(widget, qtbot)
+    assert widget.results.layers == ["training :: BF"] and len(widget.results) == 5
 
 
 # ============================================================================ running (patched core)
@@ -199,7 +232,7 @@ def test_widget_says_only_bf_is_used(widget, viewer):
 
 def test_classify_stack_stores_predictions(widget, viewer, qtbot, fake_core, model_file):
     bf_layer, dapi_layer = _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)  # the real button
     assert widget.is_running or widget.results is not None
     qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
@@ -216,61 +249,56 @@ def test_classify_stack_stores_predictions(widget, viewer, qtbot, fake_core, mod
     assert fake_core.images_seen == 5
 
     assert widget.table.rowCount() == 5
-    rows = widget.table_rows()
+    rows = widget.table.visible_rows()
     assert [r["cell id"] for r in rows] == meta["cell_ids"]
-    assert rows[0] == {"cell id": "cell0000", "P(CTC)": "0.930", "call": "CTC", "annotation": ""}
+    assert rows[0] == {
+        "cell id": "cell0000",
+        "layer": "export",
+        "P(CTC)": "0.930",
+        "call": "CTC",
+        "annotation": "",
+    }
     assert "CTC 3 · WBC 2" in widget.counts_label.text()
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert widget.threshold_slider.value() == pytest.approx(0.5)
+    assert session_for(viewer).results is widget.results  # shared with the other widgets
 
 
-def test_classify_set_of_2d_layers(widget, viewer, qtbot, fake_core, model_file):
+def test_classify_set_of_plain_2d_layers(widget, viewer, qtbot, fake_core, model_file):
     layers = [
-        viewer.add_image(
-            np.full((6, 7), v, dtype=np.uint16), name=f"cell{i}", metadata=_meta("BF", [f"c{i}"])
-        )
+        viewer.add_image(np.full((6, 7), v, dtype=np.uint16), name=f"cell{i}")
         for i, v in enumerate([80, 20, 60])
     ]
-    widget.set_model_path(model_file)
+    assert widget.target_combo.currentData() == ("cell0", "cell1", "cell2")
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     for layer, expected in zip(layers, [0.8, 0.2, 0.6], strict=True):
         (prediction,) = layer.metadata["deparray"]["predictions"]
         assert prediction["cell_id"] == layer.metadata["deparray"]["cell_ids"][0]
         assert prediction["p_ctc"] == pytest.approx(expected)
-    # clicking a row selects that cell's layer
-    row = next(r for r in range(3) if widget.table.item(r, 0).text() == "c1")
+    # clicking a row selects that cell's layer, and the caption shows its call
+    row = next(r for r in range(3) if widget.table.item(r, 0).text() == "cell1")
     qtbot.mouseClick(
         widget.table.viewport(),
         Qt.MouseButton.LeftButton,
-        pos=widget.table.visualItemRect(widget.table.item(row, 1)).center(),
+        pos=widget.table.visualItemRect(widget.table.item(row, 2)).center(),
     )
     assert viewer.layers.selection.active is layers[1]
-    assert widget.overlay_text() == "WBC 0.20"
+    assert "called WBC 0.20" in _caption(viewer)
 
 
-def test_plain_layer_without_metadata(widget, viewer, qtbot, fake_core, model_file, errors):
-    layer = viewer.add_image(np.full((9, 9), 75, dtype=np.uint8), name="from another reader")
-    assert "deparray" not in layer.metadata
-    widget.set_model_path(model_file)
-    # by default only BF layers are used: there is none
+def test_no_cells_is_refused_with_a_reason(widget, viewer, qtbot, fake_core, model_file, errors):
+    _choose_model(widget, qtbot, model_file)
     assert widget.run() is None
-    assert errors and "No bright-field (BF) layer" in errors[-1]
+    assert errors and "Choose the cells to classify" in errors[-1]
     assert widget.run_button.isEnabled()
-
-    widget.choose_layers(["from another reader"])
-    _run(widget, qtbot)
-    meta = layer.metadata["deparray"]
-    assert meta["channel"] == "BF" and meta["cell_ids"] == ["from another reader"]
-    assert meta["predictions"] == [
-        {"cell_id": "from another reader", "p_ctc": pytest.approx(0.75), "label": "CTC"}
-    ]
 
 
 def test_plain_stack_without_metadata_gets_generated_ids(
     widget, viewer, qtbot, fake_core, model_file
 ):
     layer = viewer.add_image(np.stack([np.full((5, 5), v) for v in (10.0, 90.0)]), name="raw")
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     widget.choose_layers(["raw"])
     _run(widget, qtbot)
     ids = [p["cell_id"] for p in layer.metadata["deparray"]["predictions"]]
@@ -279,7 +307,7 @@ def test_plain_stack_without_metadata_gets_generated_ids(
 
 def test_threshold_relabels_without_rerun(widget, viewer, qtbot, fake_core, model_file):
     bf_layer, _ = _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     calls_before = fake_core.calls
 
@@ -288,61 +316,58 @@ def test_threshold_relabels_without_rerun(widget, viewer, qtbot, fake_core, mode
     assert widget.results.threshold == pytest.approx(0.6)
     labels = [p["label"] for p in bf_layer.metadata["deparray"]["predictions"]]
     assert labels == ["CTC", "WBC", "WBC", "WBC", "CTC"]
-    assert [r["call"] for r in widget.table_rows()] == labels
+    assert [r["call"] for r in widget.table.visible_rows()] == labels
     assert "CTC 2 · WBC 3" in widget.counts_label.text()
     assert bf_layer.metadata["deparray"]["predictions_threshold"] == pytest.approx(0.6)
 
     widget.reset_threshold()
     assert widget.results.threshold == pytest.approx(0.5)
-    assert [r["call"] for r in widget.table_rows()] == ["CTC", "WBC", "CTC", "WBC", "CTC"]
+    assert [r["call"] for r in widget.table.visible_rows()] == ["CTC", "WBC", "CTC", "WBC", "CTC"]
 
 
 def test_slider_defaults_to_the_model_threshold(widget, viewer, qtbot, fake_core, model_file):
     fake_core.threshold = 0.8
     _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     assert widget.threshold_slider.value() == pytest.approx(0.8)
-    assert [r["call"] for r in widget.table_rows()].count("CTC") == 1  # only 0.93
-    # a rerun with the same model keeps the threshold the user chose
-    widget.set_threshold(0.4)
-    _run(widget, qtbot)
-    assert widget.results.threshold == pytest.approx(0.4)
-    assert widget.results.model_threshold == pytest.approx(0.8)
+    assert [r["call"] for r in widget.table.visible_rows()].count("CTC") == 1  # only 0.93
 
 
 def test_review_queue_orders_by_uncertainty(widget, viewer, qtbot, fake_core, model_file):
     _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
-    widget.set_review_queue(True)
-    ids = [r["cell id"] for r in widget.table_rows()]
+    widget.review_checkbox.setChecked(True)
+    ids = [r["cell id"] for r in widget.table.visible_rows()]
     # |p - 0.5|: 0.43, 0.38, 0.05, 0.02, 0.20 -> 48, 55, 70, 12, 93
     assert ids == ["cell0003", "cell0002", "cell0004", "cell0001", "cell0000"]
-    assert widget.table_order() == widget.results.uncertainty_order()
+    assert widget.table.order() == widget.results.uncertainty_order()
     # moving the threshold re-sorts the queue at once
     widget.set_threshold(0.9)
-    assert widget.table_rows()[0]["cell id"] == "cell0000"
-    widget.set_review_queue(False)
-    assert widget.table_order() == [0, 1, 2, 3, 4]
+    assert widget.table.visible_rows()[0]["cell id"] == "cell0000"
+    widget.review_checkbox.setChecked(False)
+    assert widget.table.order() == [0, 1, 2, 3, 4]
 
 
-def test_row_click_moves_slider_and_overlay_follows(widget, viewer, qtbot, fake_core, model_file):
+def test_row_click_moves_slider_and_caption_follows(widget, viewer, qtbot, fake_core, model_file):
     bf_layer, dapi_layer = _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     widget.table.setCurrentCell(2, 1)  # cell0002, p = 0.55
     assert viewer.layers.selection.active is bf_layer
     assert viewer.dims.current_step[0] == 2
-    overlay = cw._text_overlay(viewer)
-    assert overlay.visible and overlay.text == "CTC 0.55"
-    # moving the slider by hand updates the overlay
+    overlay = _text_overlay(viewer)
+    assert overlay.visible and "cell0002 (3 of 5)" in overlay.text
+    assert "called CTC 0.55" in overlay.text and "keys: c = CTC" in overlay.text
+    # moving the slider by hand updates the caption
     viewer.dims.set_current_step(0, 1)
-    assert overlay.text == "WBC 0.12"
+    assert "cell0001" in overlay.text and "called WBC 0.12" in overlay.text
     # the DAPI layer of the same cells shows the BF call
     viewer.layers.selection.active = dapi_layer
-    assert overlay.text == "WBC 0.12"
-    widget.overlay_checkbox.setChecked(False)
+    assert "called WBC 0.12" in overlay.text
+    # with a layer that holds no cells, the caption is hidden (the keys do nothing there)
+    viewer.layers.selection.active = viewer.add_points(np.zeros((1, 3)))
     assert not overlay.visible
 
 
@@ -350,15 +375,13 @@ def test_annotation_column_writes_every_channel_and_notifies(
     widget, viewer, qtbot, fake_core, model_file
 ):
     bf_layer, dapi_layer = _add_stack(viewer, labels=["CTC", None, None, None, None])
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
-    assert widget.table_rows()[0]["annotation"] == "CTC"  # existing labels are shown
+    assert widget.table.visible_rows()[0]["annotation"] == "CTC"  # existing labels are shown
 
     seen = []
-    widget.annotation_changed.append(lambda cell_id, label: seen.append((cell_id, label)))
-    with qtbot.waitSignal(widget.annotationChanged, timeout=1000) as signal:
-        widget.table.item(1, COL_ANNOTATION).setText("WBC")  # what the combo editor does
-    assert signal.args == ["cell0001", "WBC"]
+    session_for(viewer).events.annotation.connect(lambda e: seen.append((e.cell_id, e.label)))
+    widget.table.item(1, COL_ANNOTATION).setText("WBC")  # what the combo editor does
     assert seen == [("cell0001", "WBC")]
     for layer in (bf_layer, dapi_layer):
         assert layer.metadata["deparray"]["labels"][1] == "WBC"
@@ -373,11 +396,23 @@ def test_annotation_column_writes_every_channel_and_notifies(
     assert bf_layer.metadata["deparray"]["labels"][3] is None
     assert seen[-2:] == [("cell0003", "CTC"), ("cell0003", None)]
     assert "annotated 2 of 5" in widget.counts_label.text()
+    assert widget.table.visible_rows()[1]["annotation"] == "WBC"
+
+
+def test_keys_in_the_viewer_update_the_table(widget, viewer, qtbot, fake_core, model_file):
+    bf_layer, _ = _add_stack(viewer)
+    _choose_model(widget, qtbot, model_file)
+    _run(widget, qtbot)
+    viewer.layers.selection.active = bf_layer
+    viewer.dims.set_current_step(0, 4)
+    session_for(viewer).annotate_current("WBC")  # the w key
+    assert widget.table.visible_rows()[4]["annotation"] == "WBC"
+    assert "annotated WBC" in _caption(viewer)
 
 
 def test_annotation_editor_is_a_combo(widget, viewer, qtbot, fake_core, model_file):
     _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     delegate = widget.table.itemDelegateForColumn(COL_ANNOTATION)
     index = widget.table.model().index(0, COL_ANNOTATION)
@@ -385,23 +420,23 @@ def test_annotation_editor_is_a_combo(widget, viewer, qtbot, fake_core, model_fi
     assert [editor.itemText(i) for i in range(editor.count())] == ["", "CTC", "WBC"]
     editor.setCurrentText("CTC")
     delegate.setModelData(editor, widget.table.model(), index)
-    assert widget.results.rows[widget.table_order()[0]].annotation == "CTC"
+    assert widget.results.rows[widget.table.order()[0]].annotation == "CTC"
 
 
 def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp_path):
     _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
-    widget.set_annotation("cell0002", "WBC")
+    session_for(viewer).set_label("cell0002", "WBC")
     widget.set_threshold(0.52)
-    widget.set_review_queue(True)
+    widget.review_checkbox.setChecked(True)
     out = tmp_path / "calls.csv"
     assert widget.export_csv(out)
     with out.open(newline="") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == ["cell_id", "path", "p_ctc", "label", "threshold", "annotation"]
         rows = list(reader)
-    table = widget.table_rows()
+    table = widget.table.visible_rows()
     assert [r["cell_id"] for r in rows] == [t["cell id"] for t in table]  # same order
     for row, shown in zip(rows, table, strict=True):
         assert row["label"] == shown["call"]
@@ -410,13 +445,15 @@ def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp
         assert row["path"] == f"/export/{row['cell_id']}.tif"
         assert row["threshold"] == "0.520000"
     assert {r["cell_id"]: r["annotation"] for r in rows}["cell0002"] == "WBC"
+    # Export CSV suggests the classified export's folder and name
+    assert str(widget.suggested_csv_path()) == "/export/export_ctc_calls.csv"
 
 
 def test_csv_write_failure_keeps_old_file(
     widget, viewer, qtbot, fake_core, model_file, errors, tmp_path
 ):
     _add_stack(viewer)
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     missing_folder = tmp_path / "no" / "such" / "calls.csv"
     assert widget.export_csv(missing_folder) is False
@@ -425,9 +462,9 @@ def test_csv_write_failure_keeps_old_file(
 
 def test_cancel_keeps_partial_results_out(widget, viewer, qtbot, fake_core, model_file):
     bf_layer, _ = _add_stack(viewer, values=[float(v) for v in range(10)])
-    widget.set_model_path(model_file)
-    widget.batch_spin.setValue(2)  # five chunks
-    fake_core.release.clear()  # hold the first chunk until we cancel
+    _choose_model(widget, qtbot, model_file)
+    widget.batch_spin.setValue(2)  # five batches
+    fake_core.release.clear()  # hold the first batch until we cancel
     worker = widget.run()
     assert worker is not None
     assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
@@ -448,53 +485,46 @@ def test_cancel_keeps_partial_results_out(widget, viewer, qtbot, fake_core, mode
     assert len(bf_layer.metadata["deparray"]["predictions"]) == 10
 
 
-def test_quit_from_activity_dock_cancels(widget, viewer, qtbot, fake_core, model_file):
-    bf_layer, _ = _add_stack(viewer, values=[float(v) for v in range(6)])
-    widget.set_model_path(model_file)
-    widget.batch_spin.setValue(2)
-    fake_core.release.clear()
-    worker = widget.run()
-    assert fake_core.first_chunk_done.wait(10)
-    worker.quit()  # what napari's activity dock cancel button calls
-    fake_core.release.set()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
-    assert "predictions" not in bf_layer.metadata["deparray"]
-    assert widget.run_button.isEnabled()
-
-
 def test_progress_reaches_the_widget_and_activity_dock(
     widget, viewer, qtbot, fake_core, model_file
 ):
     _add_stack(viewer, values=[float(v) for v in range(7)])
-    widget.set_model_path(model_file)
+    _choose_model(widget, qtbot, model_file)
     widget.batch_spin.setValue(3)
     seen = []
+    fake_core.release.clear()  # hold the first batch until we listen
     worker = widget.run()
-    worker.yielded.connect(seen.append)
-    assert worker.pbar.total == 3  # napari progress bar (activity dock): one step per chunk
+    worker.progress.connect(lambda done, total: seen.append((done, total)))
+    fake_core.release.set()
+    assert widget._activity is not None and widget._activity.total == 7  # activity dock
     assert widget.progress_bar.maximum() == 7
     qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
-    assert seen == [3, 6, 7] or seen[-1] == 7
+    assert seen and seen[-1][1] == 7 and all(done <= 7 for done, _ in seen)
+    assert widget._activity is None  # closed at the end
 
 
-def test_bad_model_file_notifies_and_widget_stays_usable(
+def test_bad_model_file_is_caught_when_chosen(
     widget, viewer, qtbot, errors, tmp_path, monkeypatch
 ):
-    """Real core loader: a foreign file gives ModelFileError's message (path + reason)."""
+    """Real core loader: a foreign file is reported as soon as it is chosen, in words."""
     _add_stack(viewer)
     bad = tmp_path / "holiday-photo.pt"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not a model")
-    widget.set_model_path(bad)
-    _run(widget, qtbot)
-    assert errors, "no notification"
-    assert str(bad) in errors[-1] and "model" in errors[-1]
+    _choose_model(widget, qtbot, bad)
+    problem = widget.model_box.problem
+    assert problem is not None and str(bad) in problem
+    assert not re.search(r"\b[A-Z]\w*(Error|Exception)\b", problem)  # no exception names
+    assert str(bad) in widget.model_box.info.text()
+    assert widget.run() is None  # refused before any run, with the same words
+    assert errors[-1] == problem
     assert widget.run_button.isEnabled() and widget.results is None
-    assert widget.status_label.text() == errors[-1]
 
     # the same widget then runs fine with a usable model
     core = FakeCore()
-    monkeypatch.setattr(cw, "_load_model", core.load_model)
-    monkeypatch.setattr(cw, "_classify", core.classify)
+    _patch_core(monkeypatch, core)
+    _choose_model(widget, qtbot, tmp_path / "good.pt")
+    (tmp_path / "good.pt").write_bytes(b"read by the patched loader only")
+    _choose_model(widget, qtbot, tmp_path / "good.pt")
     _run(widget, qtbot)
     assert widget.results is not None and len(widget.results) == 5
 
@@ -505,57 +535,36 @@ def test_missing_model_and_classifier_errors(
     _add_stack(viewer)
     assert widget.run() is None
     assert "Choose a model file" in errors[-1]
-    widget.set_model_path(tmp_path / "gone.pt")
+    _choose_model(widget, qtbot, tmp_path / "gone.pt")
+    assert "does not exist" in widget.model_box.info.text()
     assert widget.run() is None
     assert "gone.pt" in errors[-1] and "does not exist" in errors[-1]
 
     def too_small(*args, **kwargs):
         raise ValueError("image 0 is 1x1 pixels, too small")
 
-    widget.set_model_path(model_file)
-    monkeypatch.setattr(cw, "_classify", too_small)
+    _choose_model(widget, qtbot, model_file)
+    monkeypatch.setattr("napari_deparray_ctc.core.classify.classify", too_small)
     _run(widget, qtbot)
-    assert "export :: BF" in errors[-1] and "too small" in errors[-1]
+    assert "could not be classified" in errors[-1] and "too small" in errors[-1]
     assert widget.run_button.isEnabled()
 
 
-def test_incompatible_model_channel(
-    widget, viewer, qtbot, errors, fake_core, model_file, monkeypatch
-):
-    _add_stack(viewer)
-    monkeypatch.setattr(
-        cw, "_load_model", lambda path, device: FakeModel(metadata={"input_channel": "DAPI"})
-    )
-    widget.set_model_path(model_file)
-    _run(widget, qtbot)
-    assert "'DAPI'" in errors[-1] and "BF" in errors[-1] and str(model_file) in errors[-1]
-    assert widget.run_button.isEnabled()
-
-
-def test_layer_of_wrong_shape_is_refused(widget, viewer, errors, model_file, fake_core):
-    viewer.add_image(np.zeros((2, 3, 8, 8)), name="4d", metadata=_meta("BF", ["a"]))
-    widget.set_model_path(model_file)
-    assert widget.run() is None
-    assert "'4d'" in errors[-1] and "(2, 3, 8, 8)" in errors[-1]
-
-
-def test_model_path_is_remembered_across_sessions(viewer, qtbot, model_file):
+def test_model_path_is_remembered_across_sessions(viewer, qtbot, fake_core, model_file):
     first = ClassifyWidget(viewer)
     viewer.window.add_dock_widget(first, name="first")
-    first.set_model_path(model_file)
+    _choose_model(first, qtbot, model_file)
     assert last_model_path() == str(model_file)
     second = ClassifyWidget(viewer)
     viewer.window.add_dock_widget(second, name="second")
     assert second.model_path == str(model_file)
 
 
-def test_refresh_annotations_reads_layer_labels(widget, viewer, qtbot, fake_core, model_file):
-    bf_layer, _ = _add_stack(viewer)
-    widget.set_model_path(model_file)
-    _run(widget, qtbot)
-    bf_layer.metadata["deparray"]["labels"][4] = "WBC"  # e.g. the training widget
-    widget.refresh_annotations()
-    assert widget.table_rows()[4]["annotation"] == "WBC"
+def test_model_card_is_shown_before_a_run(widget, viewer, qtbot, fake_core, model_file):
+    fake_core.threshold = 0.37
+    _choose_model(widget, qtbot, model_file)
+    text = widget.model_box.info.text()
+    assert "threshold" in text and "0.500" not in text
 
 
 # ============================================================================ real end to end
@@ -613,7 +622,7 @@ def test_real_end_to_end_matches_core_and_cli(
     bf_layer = next(ly for ly in viewer.layers if ly.metadata["deparray"]["channel"] == "BF")
     assert bf_layer.data.shape[0] == 12
 
-    widget.set_model_path(tiny_model)
+    _choose_model(widget, qtbot, tiny_model)
     _run(widget, qtbot)
     assert not errors, errors
     meta = bf_layer.metadata["deparray"]
@@ -625,7 +634,7 @@ def test_real_end_to_end_matches_core_and_cli(
     np.testing.assert_allclose([p["p_ctc"] for p in predictions], expected.p_ctc, atol=1e-5)
     assert [p["label"] for p in predictions] == expected.labels
     assert widget.results.model_threshold == pytest.approx(model.threshold)
-    assert "resnet18" in widget.model_info.text()
+    assert "resnet18" in widget.model_box.info.text()
 
     # the CSV has the CLI's columns (plus annotation) and the same numbers
     ours = tmp_path / "widget.csv"
@@ -657,7 +666,7 @@ def test_real_model_on_plain_2d_layers(widget, viewer, qtbot, tiny_model, errors
     cells = synth_cells(3, ctc_fraction=0.34, seed=11, image_size=40)
     for cell in cells:
         viewer.add_image(cell.channels["BF"], name=f"png {cell.cell_id}")  # no metadata
-    widget.set_model_path(tiny_model)
+    _choose_model(widget, qtbot, tiny_model)
     widget.choose_layers([f"png {c.cell_id}" for c in cells])
     _run(widget, qtbot)
     assert not errors, errors

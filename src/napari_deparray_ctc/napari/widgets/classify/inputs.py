@@ -1,11 +1,7 @@
-"""What the "Classify cells" widget runs with: one dataclass, defaults written once.
+"""What the "Classify cells" widget runs with: the inputs, the cell choices, the last model.
 
-Nothing here imports Qt, napari or torch, so the inputs, their validation and the
-"remember the last model" setting are tested without a display.
-
-The last model used is remembered across sessions in a small JSON file in the user's
-config folder (``platformdirs.user_config_dir("napari-deparray-ctc")``); the environment
-variable ``DEPARRAY_CTC_CONFIG_DIR`` points it elsewhere (tests use a temporary folder).
+Nothing here imports Qt, napari or torch. The last model used is remembered across sessions
+in a small JSON file in the user's config folder (``$DEPARRAY_CTC_CONFIG_DIR`` overrides).
 """
 
 from __future__ import annotations
@@ -13,27 +9,65 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
-    "ALL_BF",
     "CONFIG_DIR_ENV",
     "ClassifyInputs",
+    "Target",
+    "classify_targets",
     "config_dir",
     "last_model_path",
     "remember_model_path",
 ]
 
-#: shown in the layer chooser for the default choice (``layer_names=None``)
-ALL_BF = "all BF layers"
 #: environment variable that overrides where widget settings are kept
 CONFIG_DIR_ENV = "DEPARRAY_CTC_CONFIG_DIR"
-#: model files as written by ``core.model.save_model`` (filter for the file dialog)
-MODEL_FILE_FILTER = "Model files (*.pt *.pth);;All files (*)"
 _SETTINGS_FILE = "classify_widget.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One choice of the widget's "Cells" list: an export's BF layer, or the plain layers."""
+
+    label: str
+    layer_names: tuple[str, ...]
+
+
+def classify_targets(layers: Sequence[Any]) -> list[Target]:
+    """What can be classified: each BF layer (one export each), newest first, then the plain
+    2-D image layers from other readers together (one cell each).
+
+    Parameters
+    ----------
+    layers
+        The viewer's image layers (objects with ``name``, ``data``, ``metadata``, ``rgb``).
+    """
+    from napari_deparray_ctc.napari.cells import cell_count, layer_channel
+
+    targets: list[Target] = []
+    plain: list[str] = []
+    for layer in reversed(list(layers)):
+        channel = layer_channel(layer)
+        if channel == "BF":
+            n = cell_count(layer)
+            name = layer.name.split(" :: ")[0]
+            targets.append(Target(f"{name}  ({n} cell{'s' if n != 1 else ''}, BF)", (layer.name,)))
+        elif channel is None and (np.ndim(layer.data) == 2 or getattr(layer, "rgb", False)):
+            plain.append(layer.name)
+    if plain:
+        targets.append(
+            Target(
+                f"plain image layers ({len(plain)}, one cell each, used as BF)",
+                tuple(reversed(plain)),
+            )
+        )
+    return targets
 
 
 @dataclass
@@ -45,8 +79,8 @@ class ClassifyInputs:
     model_path
         Model file written by training (``core.model.save_model``).
     layer_names
-        Names of the image layers to classify, or ``None`` for every layer whose
-        ``metadata["deparray"]["channel"]`` is ``"BF"`` (the default).
+        Names of the image layers to classify (one export's BF layer, or plain layers);
+        ``None`` until the user chose.
     batch_size
         Cells per forward pass.
     threshold
@@ -92,9 +126,9 @@ class ClassifyInputs:
                 return f"threshold must be a number between 0 and 1, not {t!r}"
             if not 0.0 <= float(t) <= 1.0:
                 return f"threshold must be between 0 and 1, not {t}"
+        if self.layer_names is None or len(self.layer_names) == 0:
+            return "Choose the cells to classify: open an export, or pick it under 'Cells'."
         if self.layer_names is not None:
-            if len(self.layer_names) == 0:
-                return "No layer chosen: tick at least one bright-field layer to classify."
             if available_layers is not None:
                 missing = [name for name in self.layer_names if name not in available_layers]
                 if missing:

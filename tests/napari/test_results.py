@@ -7,12 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.napari.widgets.classify.results import (
-    CSV_COLUMNS,
-    CellResult,
-    ClassificationResults,
-    format_probability,
-)
+from napari_deparray_ctc.core.cell_table import format_probability
+from napari_deparray_ctc.core.constants import PREDICTION_CSV_COLUMNS as CSV_COLUMNS
+from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
 
 P = [0.875, 0.125, 0.625, 0.375, 0.5]  # exact in binary: ties are real ties
 
@@ -114,7 +111,7 @@ def test_failed_csv_write_keeps_the_old_file(results, tmp_path, monkeypatch):
 
     # a failure while writing rows: the csv module raises inside atomic_write
     monkeypatch.setattr(
-        "csv.DictWriter.writerows", lambda self, rows: (_ for _ in ()).throw(OSError("disk full"))
+        "csv.DictWriter.writerow", lambda self, row: (_ for _ in ()).throw(OSError("disk full"))
     )
     with pytest.raises(OSError, match="disk full"):
         results.to_csv(out)

@@ -1,17 +1,14 @@
-"""Results of one classification run, independent of Qt: the model behind the table.
+"""Results of one classification run, Qt-free: what the table, the gallery and the CSV show.
 
-One :class:`CellResult` per classified cell (its id, the layer and index it came from,
-P(CTC) and the human annotation). :class:`ClassificationResults` calls the cells at a
-threshold (``CTC`` if ``p_ctc >= threshold``, as ``core.classify.Predictions`` does),
-relabels them when the threshold moves, counts the calls, orders the cells for review
-(nearest the threshold first) and writes the CSV (the columns of the CLI's ``deparray-ctc
-classify``, ``cell_id,path,p_ctc,label,threshold``, with the same number format, plus
-``annotation``) atomically.
+One :class:`CellResult` per classified cell (its id, the layer and index it came from, P(CTC)
+and the human annotation). :class:`ClassificationResults` calls the cells at a threshold
+(``CTC`` if ``p_ctc >= threshold``, as ``core.classify.Predictions`` does), relabels them when
+the threshold moves, counts the calls, orders the cells for review (nearest the threshold
+first) and writes the one cell table of ``core.cell_table``.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -19,21 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "CSV_COLUMNS",
-    "CellResult",
-    "ClassificationResults",
-    "format_probability",
-]
+from napari_deparray_ctc.core.cell_table import CellRow, write_cell_table
 
-#: columns of the exported CSV: the CLI's ``classify`` columns plus the annotation
-CSV_COLUMNS = ("cell_id", "path", "p_ctc", "label", "threshold", "annotation")
+__all__ = ["CellResult", "ClassificationResults"]
+
 _CLASSES = ("CTC", "WBC")
-
-
-def format_probability(p: float) -> str:
-    """P(CTC) or a threshold as written to CSV files: six decimals, as the CLI writes them."""
-    return f"{float(p):.6f}"
 
 
 @dataclass
@@ -235,26 +222,22 @@ class ClassificationResults:
             return None
         return out  # type: ignore[return-value]
 
-    def csv_rows(self, order: Sequence[int] | None = None) -> list[dict[str, str]]:
-        """The CSV rows as strings (``CSV_COLUMNS``), in ``order`` (default: as classified)."""
+    def cell_rows(self, order: Sequence[int] | None = None) -> list[CellRow]:
+        """The rows of the cell table, in ``order`` (default: as classified)."""
         indices = range(len(self.rows)) if order is None else order
-        out = []
-        for i in indices:
-            row = self.rows[i]
-            out.append(
-                {
-                    "cell_id": row.cell_id,
-                    "path": row.path or "",
-                    "p_ctc": format_probability(self._p[i]),
-                    "label": self.call(i),
-                    "threshold": format_probability(self._threshold),
-                    "annotation": row.annotation or "",
-                }
+        return [
+            CellRow(
+                cell_id=self.rows[i].cell_id,
+                path=self.rows[i].path,
+                p_ctc=float(self._p[i]),
+                threshold=self._threshold,
+                annotation=self.rows[i].annotation,
             )
-        return out
+            for i in indices
+        ]
 
     def to_csv(self, path: str | os.PathLike, order: Sequence[int] | None = None) -> None:
-        """Write the results to ``path`` atomically (an existing file is replaced whole or kept).
+        """Write the results to ``path`` atomically (``core.cell_table.write_cell_table``).
 
         Parameters
         ----------
@@ -263,11 +246,4 @@ class ClassificationResults:
         order
             Row order (e.g. the table's current sort); default: as classified.
         """
-        from napari_deparray_ctc.core.atomic import atomic_write
-
-        rows = self.csv_rows(order)
-        # surrogateescape: paths with non-UTF-8 bytes are written as they are (as in labels.csv)
-        with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_cell_table(path, self.cell_rows(order))

@@ -1,0 +1,197 @@
+"""Reading DATA and model files for the commands: thin calls into core, errors as CliError."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_deparray_ctc.cli.output import StderrProgress, only_other_images, skip_warning
+from napari_deparray_ctc.core.errors import DeparrayError
+
+__all__ = [
+    "CliError",
+    "StreamedCells",
+    "check_out_folder",
+    "check_paths_exist",
+    "classify_paths",
+    "join",
+    "load_cli_model",
+    "read_training_set",
+]
+
+
+class CliError(DeparrayError):
+    """A user-facing error of the command line: one line on stderr, exit status 2."""
+
+
+def join(paths: Sequence[str]) -> str:
+    """Paths for a message."""
+    return ", ".join(str(p) for p in paths)
+
+
+def check_paths_exist(paths: Sequence[str]) -> None:
+    """Every DATA path exists."""
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise CliError(missing[0], "no such file or folder")
+
+
+def check_out_folder(path: Path) -> None:
+    """The folder of an output file exists."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CliError(path, f"the folder {parent} does not exist")
+
+
+def _no_cells_error(paths: Sequence[str], skipped: Sequence[tuple[str, str]]) -> CliError:
+    if only_other_images(skipped):
+        return CliError(
+            join(paths),
+            f"holds no TIFF images ({len(skipped)} other image file(s), e.g. "
+            f"{os.path.basename(skipped[0][0])}); the command line reads TIFF exports only "
+            "(napari opens PNG and JPEG cells as plain layers, which the widgets can classify)",
+        )
+    return CliError(join(paths), "no readable cell with a bright-field (BF) image")
+
+
+@dataclasses.dataclass
+class StreamedCells:
+    """Streams the BF images of DATA and remembers, per cell, what the CSV needs.
+
+    Uses :func:`core.io.iter_cells`, so only one cell's pixels are in memory at a time.
+    Skipped files are collected in ``skipped`` for one warning at the end.
+    """
+
+    paths: Sequence[str]
+    channel_map: Any = None
+    cell_ids: list[str] = dataclasses.field(default_factory=list)
+    cell_paths: list[str] = dataclasses.field(default_factory=list)
+    labels: list[str | None] = dataclasses.field(default_factory=list)
+    groups: list[str | None] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    total: int | None = None
+
+    def count(self) -> int:
+        """Number of cells found (headers only, no pixels), for the progress bar."""
+        from napari_deparray_ctc.core.io import discover_cells
+
+        sources, _ = discover_cells(list(self.paths), channel_map=self.channel_map)
+        self.total = len(sources)
+        return self.total
+
+    def images(self) -> Iterator[Any]:
+        """Yield each readable cell's 2-D BF image, one at a time."""
+        from napari_deparray_ctc.core.io import iter_cells
+
+        on_skip = lambda path, reason: self.skipped.append((path, reason))  # noqa: E731
+        for cell in iter_cells(list(self.paths), self.channel_map, on_skip=on_skip):
+            bf = cell.channels.get("BF")
+            if bf is None:
+                self.skipped.append(
+                    (cell.path, f"cell {cell.cell_id} has no bright-field (BF) channel")
+                )
+                continue
+            self.cell_ids.append(cell.cell_id)
+            self.cell_paths.append(cell.path)
+            self.labels.append(cell.label)
+            self.groups.append(cell.group)
+            yield bf
+
+
+def load_cli_model(path: str, device: str | None):
+    """Load a model file; a missing or unusable file is a one-line error."""
+    if not os.path.isfile(path):
+        raise CliError(path, "model file not found")
+    from napari_deparray_ctc.core.model import load_model
+
+    return load_model(path, device=device)
+
+
+def check_device(device: str | None) -> None:
+    """A ``--device`` that this machine lacks is a one-line error, before any work."""
+    if device is None:
+        return
+    from napari_deparray_ctc.core.model import select_device
+
+    try:
+        select_device(device)
+    except ValueError as exc:
+        raise CliError(f"--device: {' '.join(str(exc).split())}") from None
+
+
+def classify_paths(
+    paths: Sequence[str],
+    model_path: str,
+    batch_size: int,
+    device: str | None,
+    label: str,
+    channel_map: str | None = None,
+    classify_options: dict | None = None,
+):
+    """Stream every cell of DATA through the model; returns ``(stream, predictions, model)``."""
+    from napari_deparray_ctc.core.classify import classify
+
+    check_device(device)
+    model = load_cli_model(model_path, device)
+    stream = StreamedCells(paths, channel_map=channel_map)
+    stream.count()
+    bar = StderrProgress(label, total=stream.total)
+    predictions = classify(
+        stream.images(),
+        model,
+        batch_size=batch_size,
+        device=device,
+        progress=lambda done, total=None: bar.update(done, total or stream.total),
+        **(classify_options or {}),
+    )
+    bar.close()
+    if not stream.cell_ids:
+        raise _no_cells_error(paths, stream.skipped)
+    skip_warning(stream.skipped)
+    return stream, predictions, model
+
+
+def read_training_set(paths: Sequence[str], channel_map: str | None = None):
+    """Read DATA into a TrainingSet (BF, DAPI, labels, groups), streaming cell by cell."""
+    from napari_deparray_ctc.core.data import training_set_from_cells
+    from napari_deparray_ctc.core.io import iter_cells
+
+    skipped: list[tuple[str, str]] = []
+    bar = StderrProgress("reading")
+    read = 0
+
+    def counted() -> Iterator[Any]:
+        nonlocal read
+        on_skip = lambda path, reason: skipped.append((path, reason))  # noqa: E731
+        for cell in iter_cells(list(paths), channel_map, on_skip=on_skip):
+            read += 1
+            bar.update(read)
+            yield cell
+
+    try:
+        data = training_set_from_cells(counted(), on_skip=lambda p, r: skipped.append((p, r)))
+    except DeparrayError:
+        bar.close()
+        if read == 0 or len(skipped) >= read:
+            raise _no_cells_error(paths, skipped) from None
+        raise
+    bar.close()
+    skip_warning(skipped)
+    return data
+
+
+@contextlib.contextmanager
+def naming_data(paths: Sequence[str]) -> Iterator[None]:
+    """A TrainingDataError without a file gets DATA as its path (so the message names it)."""
+    from napari_deparray_ctc.core.errors import TrainingDataError
+
+    try:
+        yield
+    except TrainingDataError as exc:
+        if exc.path is None:
+            raise CliError(join(paths), exc.reason) from None
+        raise

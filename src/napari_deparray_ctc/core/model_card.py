@@ -1,0 +1,119 @@
+"""The model card: what a model file says about itself, as lines a person can read.
+
+Works on a model's metadata dict (``LoadedModel.metadata``), so it needs no torch.
+``deparray-ctc info M.pt`` prints :func:`model_card_lines`, and the classify widget shows
+:func:`model_summary_lines` as soon as a model file is chosen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "SMALL_VALIDATION_PER_CLASS",
+    "model_card_lines",
+    "model_summary_lines",
+    "validation_note",
+]
+
+#: below this many validation cells of a class, the stored figures say little
+SMALL_VALIDATION_PER_CLASS = 10
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return (
+        f"{value:.{digits}f}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else "n/a"
+    )
+
+
+def _validation_sizes(meta: dict) -> tuple[int | None, int | None]:
+    metrics = meta.get("metrics") or {}
+    n_ctc, n_wbc = metrics.get("n_ctc"), metrics.get("n_wbc")
+    if not isinstance(n_ctc, int) or not isinstance(n_wbc, int):
+        summary = meta.get("data_summary") or {}
+        n_val, n_val_ctc = summary.get("n_val"), summary.get("n_val_ctc")
+        if isinstance(n_val, int) and isinstance(n_val_ctc, int):
+            return n_val_ctc, n_val - n_val_ctc
+        return None, None
+    return n_ctc, n_wbc
+
+
+def validation_note(meta: dict) -> str | None:
+    """A sentence when the stored figures rest on too few validation cells (else ``None``)."""
+    try:
+        from napari_deparray_ctc.core import model_files
+
+        note = getattr(model_files, "validation_too_small", None)
+        if callable(note):
+            return note(meta)
+    except ImportError:  # pragma: no cover - older core
+        pass
+    n_ctc, n_wbc = _validation_sizes(meta)
+    if n_ctc is None or n_wbc is None:
+        return "The model file does not say how many cells its validation figures rest on."
+    if min(n_ctc, n_wbc) < SMALL_VALIDATION_PER_CLASS:
+        return (
+            f"Its validation figures rest on only {n_ctc} CTC and {n_wbc} WBC cells, too few to "
+            "trust them: check the calls on your own cells."
+        )
+    return None
+
+
+def model_summary_lines(meta: dict) -> list[str]:
+    """Three or four short lines: network, training data, validation, threshold."""
+    lines = [f"{meta.get('arch', '?')}, {meta.get('image_size', '?')} px bright-field input"]
+    summary = meta.get("data_summary") or {}
+    if summary:
+        lines.append(
+            f"trained on {summary.get('n_cells', '?')} cells ({summary.get('n_ctc', '?')} CTC, "
+            f"{summary.get('n_wbc', '?')} WBC) from {summary.get('n_groups') or 1} sample(s)"
+        )
+    metrics = meta.get("metrics") or {}
+    n_ctc, n_wbc = _validation_sizes(meta)
+    sizes = f" on {n_ctc} CTC + {n_wbc} WBC" if n_ctc is not None else ""
+    lines.append(
+        f"validation{sizes}: F1 {_number(metrics.get('f1'))}, precision "
+        f"{_number(metrics.get('precision'))}, recall {_number(metrics.get('recall'))}"
+    )
+    threshold = f"threshold {_number(meta.get('threshold'))}"
+    if isinstance(meta.get("threshold_sd"), (int, float)):
+        threshold += f" (± {meta['threshold_sd']:.3f} across folds)"
+    if meta.get("calibration"):
+        method = (meta["calibration"] or {}).get("method", "yes")
+        threshold += f", calibrated ({method})"
+    lines.append(threshold)
+    warning = meta.get("warning") or (
+        None if meta.get("learned", True) else "training learned nothing"
+    )
+    if warning:
+        lines.append(f"warning: {warning}")
+    note = validation_note(meta)
+    if note:
+        lines.append(f"note: {note}")
+    return lines
+
+
+def model_card_lines(meta: dict) -> list[str]:
+    """Everything the card holds (``deparray-ctc info``): summary, settings, versions, note."""
+    lines = model_summary_lines(meta)
+    summary = meta.get("data_summary") or {}
+    groups = summary.get("groups") or []
+    if groups:
+        lines.append(f"samples: {', '.join(str(g) for g in groups[:20])}")
+    augment = meta.get("augment") or (meta.get("train_config") or {}).get("augment") or []
+    lines.append(
+        f"augmentation: {', '.join(augment) or 'none'}; DAPI strategy: "
+        f"{meta.get('dapi_strategy') or (meta.get('train_config') or {}).get('dapi_strategy', '?')}"
+    )
+    versions = meta.get("versions") or {}
+    if versions:
+        lines.append(
+            "written by napari-deparray-ctc "
+            f"{versions.get('napari_deparray_ctc', '?')} with torch {versions.get('torch', '?')}"
+            f" on {meta.get('created', '?')}"
+        )
+    if meta.get("note"):
+        lines.append(f"note from the trainer: {meta['note']}")
+    return lines

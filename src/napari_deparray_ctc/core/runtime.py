@@ -1,0 +1,137 @@
+"""Loading torch without freezing a user interface, and torch's thread count while working.
+
+``import torch`` maps about a gigabyte of shared libraries. CPython's import machinery calls
+``dlopen`` while holding the interpreter lock (GIL), so whichever thread imports torch, every
+other Python thread (napari's UI thread included) stops for the whole load: 0.7 s measured on
+the development machine. A call through :mod:`ctypes` to libc's ``dlopen`` releases the GIL
+for the duration of the call, so :func:`preload_torch_libraries` maps torch's libraries that
+way first, from a background thread; the later ``import torch`` then finds them loaded and
+only runs Python-level initialisation (``benchmarks/bench_classify_ui.py`` measures the
+largest event-loop stall with and without).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+import sys
+import threading
+from collections.abc import Iterator
+
+__all__ = ["preload_torch_libraries", "torch_threads", "warm_up_torch"]
+
+_RTLD_NOW = 0x2
+_RTLD_GLOBAL = 0x100
+#: torch's own libraries, in dependency order (missing ones are skipped: CPU builds, macOS)
+_TORCH_LIBRARIES = (
+    "libtorch_global_deps.so",
+    "libc10.so",
+    "libtorch_cpu.so",
+    "libc10_cuda.so",
+    "libtorch_cuda.so",
+    "libtorch.so",
+    "libtorch_python.so",
+)
+_PRELOAD_LOCK = threading.Lock()
+_PRELOADED = False
+_WARMUP: threading.Thread | None = None
+
+
+def _package_dir(name: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    return os.path.dirname(spec.origin)
+
+
+def preload_torch_libraries() -> bool:
+    """Map torch's (and torchvision's) shared libraries with the GIL released.
+
+    Linux with glibc only; elsewhere, or when torch is already imported, this does nothing.
+    Never raises: any failure leaves the normal ``import torch`` to do the work.
+
+    Returns
+    -------
+    bool
+        ``True`` when libraries were mapped by this call.
+    """
+    global _PRELOADED
+    if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return False
+    with _PRELOAD_LOCK:
+        if _PRELOADED:
+            return False
+        _PRELOADED = True
+        torch_dir = _package_dir("torch")
+        if torch_dir is None:
+            return False
+        try:
+            libc = ctypes.CDLL(None)
+            dlopen = libc.dlopen
+        except (OSError, AttributeError):
+            return False
+        # a ctypes foreign call releases the GIL while dlopen maps and relocates the library
+        dlopen.restype = ctypes.c_void_p
+        dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        paths = [os.path.join(torch_dir, "lib", name) for name in _TORCH_LIBRARIES]
+        vision_dir = _package_dir("torchvision")
+        if vision_dir is not None:
+            paths.append(os.path.join(vision_dir, "_C.so"))
+        loaded = False
+        for path in paths:
+            if os.path.exists(path):
+                loaded |= bool(dlopen(os.fsencode(path), _RTLD_NOW | _RTLD_GLOBAL))
+        return loaded
+
+
+def _import_classifier() -> None:
+    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+
+    avoid_gl_llvm_clash()
+    preload_torch_libraries()
+    try:
+        import torch  # noqa: F401
+        import torchvision.models  # noqa: F401
+
+        import napari_deparray_ctc.core.classify
+        import napari_deparray_ctc.core.train  # noqa: F401
+    except Exception:  # a broken install is reported, with its reason, when work starts
+        pass
+
+
+def warm_up_torch() -> threading.Thread:
+    """Import torch, torchvision and the classifier in a background thread (once per process).
+
+    Returns
+    -------
+    threading.Thread
+        The (possibly finished) import thread; ``join()`` it to wait.
+    """
+    global _WARMUP
+    if _WARMUP is None:
+        _WARMUP = threading.Thread(
+            target=_import_classifier, name="deparray-ctc-import", daemon=True
+        )
+        _WARMUP.start()
+    return _WARMUP
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Limit torch's intra-op threads inside the block (``None``: leave them), then restore."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,0 +1,94 @@
+"""The caption on the canvas: the cell on screen, its annotation and its call, at all times.
+
+While a DEPArray cell layer is selected, napari's text overlay (top left) shows for example::
+
+    cell0012 (13 of 24) · annotated CTC · called CTC 0.93
+    keys: c = CTC, w = WBC, u = clear
+
+It follows the slider, the selected layer, every annotation and every classification run
+(through the viewer's :class:`~napari_deparray_ctc.napari.session.Session`). With any other
+layer selected the caption is hidden, which also shows where the keys work.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from napari_deparray_ctc.napari.cells import cell_count, deparray_meta
+
+__all__ = ["KEYS_HINT", "CellCaption", "caption_text"]
+
+KEYS_HINT = "keys: c = CTC, w = WBC, u = clear"
+
+
+def _text_overlay(viewer: Any) -> Any:
+    """The viewer's text overlay (``viewer.canvas.overlays.text`` from napari 0.9 on)."""
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    text = getattr(overlays, "text", None)
+    return text if text is not None else viewer.text_overlay
+
+
+def caption_text(session: Any) -> str:
+    """What the caption shows for the cell on screen (``""`` when no cell layer is selected)."""
+    current = session.current()
+    if current is None:
+        return ""
+    layer, index, cell_id = current
+    meta = deparray_meta(layer) or {}
+    n = cell_count(layer)
+    parts = [cell_id if n == 1 else f"{cell_id} ({index + 1} of {n})"]
+    labels = meta.get("labels") or []
+    label = labels[index] if index < len(labels) else None
+    parts.append(f"annotated {label}" if label in ("CTC", "WBC") else "not annotated")
+    results = session.results
+    rows = results.indices_of(cell_id) if results is not None else []
+    if rows:
+        row = rows[0]
+        parts.append(f"called {results.call(row)} {results.rows[row].p_ctc:.2f}")
+    return " · ".join(parts) + "\n" + KEYS_HINT
+
+
+class CellCaption:
+    """Keeps napari's text overlay on the current cell (made by ``session_for``).
+
+    Attributes
+    ----------
+    enabled
+        Turn the caption off (the overlay is then left to others).
+    """
+
+    def __init__(self, viewer: Any, session: Any) -> None:
+        self._viewer_ref = weakref.ref(viewer)
+        self._session_ref = weakref.ref(session)
+        self._owned = False
+        self.enabled = True
+        viewer.dims.events.current_step.connect(self.update)
+        viewer.layers.selection.events.active.connect(self.update)
+        session.events.annotation.connect(self.update)
+        session.events.results.connect(self.update)
+        session.events.shown.connect(self.update)
+
+    @property
+    def text(self) -> str:
+        """The caption now (``""`` when hidden)."""
+        session = self._session_ref()
+        return caption_text(session) if session is not None and self.enabled else ""
+
+    def update(self, *_: Any) -> None:
+        """Redraw the caption (connected to the viewer's and the session's events)."""
+        viewer = self._viewer_ref()
+        if viewer is None:
+            return
+        text = self.text
+        overlay = _text_overlay(viewer)
+        if text:
+            if not self._owned:  # first use: readable, and clear of notifications
+                overlay.font_size = max(float(overlay.font_size), 12.0)
+                overlay.position = "top_left"
+                self._owned = True
+            overlay.text = text
+            overlay.visible = True
+        elif self._owned:
+            overlay.text = ""
+            overlay.visible = False

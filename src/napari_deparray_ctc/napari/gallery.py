@@ -1,0 +1,136 @@
+"""The cells of an export as gallery tiles (Qt-free): which cells, in which order, what image.
+
+A tile shows one cell's channels side by side (BF grey, then DAPI, PE, APC... in their
+colours), each scaled to its own 1st-99th percentiles, with the cell's call and annotation
+as its caption. :func:`gallery_cells` collects an export's cells with what is known about
+them, :func:`sort_cells` orders them, :func:`tile_image` draws one tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_deparray_ctc.napari.cells import (
+    cell_image,
+    deparray_meta,
+    find_partner_layers,
+    layer_channel,
+)
+
+__all__ = [
+    "SORT_KEYS",
+    "GalleryCell",
+    "channel_layers",
+    "gallery_cells",
+    "sort_cells",
+    "tile_image",
+]
+
+#: how the gallery can be ordered
+SORT_KEYS = ("P(CTC), highest first", "doubt (review queue)", "annotation", "cell id")
+#: RGB weights of each channel's colour in a tile
+CHANNEL_RGB = {
+    "BF": (1.0, 1.0, 1.0),
+    "DAPI": (0.3, 0.5, 1.0),
+    "FITC": (0.2, 1.0, 0.2),
+    "PE": (1.0, 0.9, 0.2),
+    "APC": (1.0, 0.3, 1.0),
+}
+
+
+@dataclass
+class GalleryCell:
+    """One tile: a cell of the export, and what is known about it."""
+
+    cell_id: str
+    index: int
+    p_ctc: float | None = None
+    call: str | None = None
+    annotation: str | None = None
+    uncertainty: float | None = None
+
+    @property
+    def caption(self) -> str:
+        """Two short lines under the tile."""
+        call = f"{self.call} {self.p_ctc:.2f}" if self.call is not None else "not classified"
+        annotation = f"annotated {self.annotation}" if self.annotation else "not annotated"
+        return f"{self.cell_id}\n{call} · {annotation}"
+
+
+def channel_layers(layers: Sequence[Any], bf_layer: Any) -> list[Any]:
+    """The BF layer and one layer per other channel holding the same cells, BF first."""
+    found = [bf_layer]
+    seen = {"BF"}
+    for layer in layers:
+        channel = layer_channel(layer)
+        if channel is None or channel in seen:
+            continue
+        if layer in find_partner_layers(list(layers), bf_layer, channel):
+            found.append(layer)
+            seen.add(channel)
+    order = {name: i for i, name in enumerate(CHANNEL_RGB)}
+    return sorted(found, key=lambda ly: order.get(layer_channel(ly) or "", len(order)))
+
+
+def gallery_cells(bf_layer: Any, results: Any = None) -> list[GalleryCell]:
+    """The cells of ``bf_layer`` with their annotation and, when classified, their call."""
+    meta = deparray_meta(bf_layer) or {}
+    labels = meta.get("labels") or []
+    cells = []
+    for index, cell_id in enumerate(meta.get("cell_ids") or []):
+        cell = GalleryCell(str(cell_id), index)
+        label = labels[index] if index < len(labels) else None
+        cell.annotation = label if label in ("CTC", "WBC") else None
+        rows = results.indices_of(str(cell_id)) if results is not None else []
+        if rows:
+            row = rows[0]
+            cell.p_ctc = float(results.rows[row].p_ctc)
+            cell.call = results.call(row)
+            cell.uncertainty = results.uncertainty(row)
+        cells.append(cell)
+    return cells
+
+
+def sort_cells(cells: Sequence[GalleryCell], key: str) -> list[GalleryCell]:
+    """The cells in the order of ``key`` (one of :data:`SORT_KEYS`); unclassified cells last."""
+    if key == SORT_KEYS[0]:
+        return sorted(cells, key=lambda c: (c.p_ctc is None, -(c.p_ctc or 0.0), c.index))
+    if key == SORT_KEYS[1]:
+        return sorted(cells, key=lambda c: (c.uncertainty is None, c.uncertainty or 0.0, c.index))
+    if key == SORT_KEYS[2]:
+        rank = {"CTC": 0, "WBC": 1, None: 2}
+        return sorted(cells, key=lambda c: (rank[c.annotation], c.index))
+    return sorted(cells, key=lambda c: c.index)
+
+
+def _scaled(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros(image.shape, np.float32)
+    low, high = np.percentile(finite, [1.0, 99.0])
+    if not high > low:
+        return np.zeros(image.shape, np.float32)
+    return np.clip((np.nan_to_num(image, nan=low) - low) / (high - low), 0.0, 1.0)
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape
+    rows = np.clip((np.arange(size) + 0.5) * h / size, 0, h - 1).astype(int)
+    cols = np.clip((np.arange(size) + 0.5) * w / size, 0, w - 1).astype(int)
+    return image[rows][:, cols]
+
+
+def tile_image(layers: Sequence[Any], index: int, size: int = 64, gap: int = 2) -> np.ndarray:
+    """One cell's channels side by side, ``(size, k * size + gaps, 3)`` ``uint8`` RGB."""
+    panels = []
+    for layer in layers:
+        image = _resized(_scaled(cell_image(layer, index)), size)
+        colour = np.asarray(CHANNEL_RGB.get(layer_channel(layer) or "", (1.0, 1.0, 1.0)))
+        panels.append((image[..., None] * colour[None, None, :] * 255).astype(np.uint8))
+        panels.append(np.full((size, gap, 3), 40, np.uint8))
+    return np.ascontiguousarray(np.concatenate(panels[:-1], axis=1))

@@ -1,0 +1,349 @@
+"""One evented state per viewer that every widget listens to (no Qt, no polling).
+
+The session holds what the plugin's widgets share: the annotations (set in the layers'
+metadata and autosaved to each export's sidecar), the last classification results, the model
+file in use, and requests to bring a cell on screen. Widgets change it through its methods and
+react to its events (napari's ``EmitterGroup``, as in napari-animation's evented key-frame list):
+
+``events.annotation(cell_id, label, saved_to)``
+    a cell was annotated (keys, table, gallery...), after the layers and the sidecar changed;
+``events.results(results)``
+    a run finished, or the threshold relabelled the cells;
+``events.model_path(path)``
+    the model file changed ("Use this model", Browse...);
+``events.shown(layer, index, cell_id)``
+    a cell was brought on screen (table row, gallery tile);
+``events.message(text)``
+    a one-line status for the user (also set as the viewer's status).
+
+:func:`session_for` gives the viewer's one session, created on first use together with the
+annotation keys and the on-canvas cell caption.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+from napari.utils.events import EmitterGroup, Event
+
+from napari_deparray_ctc.core.annotations import (
+    AnnotationStore,
+    sidecar_for_cell_paths,
+    sidecar_path,
+)
+from napari_deparray_ctc.core.errors import AnnotationFileError
+from napari_deparray_ctc.napari.cells import (
+    cell_count,
+    current_cell_index,
+    deparray_meta,
+    is_cell_layer,
+    is_stack,
+    set_cell_label,
+)
+
+__all__ = ["Session", "annotations_path_for_layer", "session_for"]
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def annotations_path_for_layer(layer: Any) -> Path | None:
+    """The annotation sidecar of the export a layer was opened from.
+
+    In order: ``metadata["deparray"]["annotations_path"]`` (set by the reader: the file it
+    applied when opening), the path napari recorded as the layer's source, and the common
+    folder (or single file) of the cells' paths (e.g. the sample data). ``None`` for a
+    plain layer.
+    """
+    meta = deparray_meta(layer) or {}
+    explicit = meta.get("annotations_path")
+    if explicit:
+        return Path(explicit)
+    source = getattr(getattr(layer, "source", None), "path", None)
+    if source:
+        return sidecar_path(source)
+    return sidecar_for_cell_paths(meta.get("paths") or [])
+
+
+def _notify(kind: str, message: str) -> None:
+    from napari.utils import notifications
+
+    {
+        "info": notifications.show_info,
+        "warning": notifications.show_warning,
+        "error": notifications.show_error,
+    }[kind](message)
+
+
+class Session:
+    """The plugin's shared state for one viewer.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer (held weakly).
+
+    Attributes
+    ----------
+    events
+        ``annotation``, ``results``, ``model_path``, ``shown`` and ``message`` (see the
+        module docstring).
+    sidecar_override
+        Save every annotation to this file instead of each export's own sidecar.
+    advance
+        After an annotation key, move the slider to the next cell.
+    last_message
+        The last status message.
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        self._viewer_ref = weakref.ref(viewer)
+        self.events = EmitterGroup(
+            source=self,
+            annotation=Event,
+            results=Event,
+            model_path=Event,
+            shown=Event,
+            message=Event,
+        )
+        self.sidecar_override: Path | None = None
+        self.advance = False
+        self.last_message = ""
+        self._results: Any = None
+        self._model_path = ""
+        self._stores: dict[Path, AnnotationStore] = {}
+        self._warned_unsaved = False
+        self._widgets: dict[str, weakref.ref] = {}
+
+    # -- shared values --------------------------------------------------------------------
+
+    @property
+    def viewer(self) -> Any:
+        """The viewer (``None`` once it was garbage collected)."""
+        return self._viewer_ref()
+
+    @property
+    def results(self) -> Any:
+        """The last :class:`~napari_deparray_ctc.napari.results.ClassificationResults`."""
+        return self._results
+
+    @results.setter
+    def results(self, value: Any) -> None:
+        self._results = value
+        self.events.results(results=value)
+
+    def results_changed(self) -> None:
+        """Tell the listeners that the results changed in place (e.g. a new threshold)."""
+        self.events.results(results=self._results)
+
+    @property
+    def model_path(self) -> str:
+        """The model file the classifier uses (``""`` when none is chosen)."""
+        return self._model_path
+
+    @model_path.setter
+    def model_path(self, value: str | os.PathLike) -> None:
+        text = os.fspath(value) if value else ""
+        if text != self._model_path:
+            self._model_path = text
+            self.events.model_path(path=text)
+
+    def register_widget(self, kind: str, widget: Any) -> None:
+        """Remember the docked widget of a kind (``"classify"``, ``"train"``, ``"gallery"``)."""
+        self._widgets[kind] = weakref.ref(widget)
+
+    def widget(self, kind: str) -> Any | None:
+        """The registered widget of a kind, or ``None`` (never docked, or closed)."""
+        ref = self._widgets.get(kind)
+        return ref() if ref is not None else None
+
+    # -- messages -------------------------------------------------------------------------
+
+    def status(self, message: str) -> None:
+        """A one-line message in napari's status bar (and ``events.message``)."""
+        self.last_message = message
+        viewer = self.viewer
+        if viewer is not None:
+            viewer.status = message
+        self.events.message(text=message)
+
+    # -- annotations ----------------------------------------------------------------------
+
+    def layers(self) -> list[Any]:
+        """The viewer's layers (empty once the viewer is gone)."""
+        viewer = self.viewer
+        return list(viewer.layers) if viewer is not None else []
+
+    def layer_of(self, cell_id: str) -> Any | None:
+        """A layer holding ``cell_id`` (a BF layer when there is one)."""
+        holders = [
+            layer
+            for layer in self.layers()
+            if cell_id in ((deparray_meta(layer) or {}).get("cell_ids") or [])
+        ]
+        bf = [layer for layer in holders if (deparray_meta(layer) or {}).get("channel") == "BF"]
+        return (bf or holders or [None])[0]
+
+    def set_label(self, cell_id: str, label: str | None, layer: Any | None = None) -> Path | None:
+        """Annotate ``cell_id`` in every layer holding it, autosave, then tell the listeners.
+
+        Parameters
+        ----------
+        cell_id
+            The cell.
+        label
+            ``"CTC"``, ``"WBC"`` or ``None`` (cleared).
+        layer
+            A layer holding the cell (decides which export's sidecar is written); found among
+            the viewer's layers when omitted.
+
+        Returns
+        -------
+        pathlib.Path or None
+            The sidecar written, or ``None`` when it could not be saved (a message says why;
+            the label is still set in the layers).
+        """
+        label = label if label in ("CTC", "WBC") else None
+        layers = self.layers() or ([layer] if layer is not None else [])
+        set_cell_label(layers, cell_id, label)
+        if layer is None:
+            layer = self.layer_of(cell_id)
+        saved = self._autosave(cell_id, label, layer)
+        if self._results is not None:
+            self._results.set_annotation(cell_id, label)
+        self.events.annotation(cell_id=cell_id, label=label, saved_to=saved)
+        return saved
+
+    def annotate_current(self, label: str | None, layer: Any | None = None) -> str | None:
+        """Annotate the cell on screen in ``layer`` (default: the selected layer).
+
+        Returns
+        -------
+        str or None
+            The annotated cell's id, or ``None`` when there is no cell to annotate (a status
+            message says why).
+        """
+        viewer = self.viewer
+        if viewer is None:
+            return None
+        if layer is None:
+            layer = viewer.layers.selection.active
+        if layer is None or not is_cell_layer(layer):
+            name = "no layer is selected" if layer is None else f"layer {layer.name!r} is"
+            self.status(
+                f"Annotation keys c / w / u: {name} not a DEPArray cell layer; select a BF or "
+                "DAPI layer opened with the DEPArray reader"
+            )
+            return None
+        n = cell_count(layer)
+        if n > 1 and viewer.dims.ndisplay == 3:
+            self.status("Annotation: switch to the 2-D view to annotate one cell at a time")
+            return None
+        index = current_cell_index(viewer, layer)
+        cell_id = deparray_meta(layer)["cell_ids"][index]
+        self.set_label(cell_id, label, layer)
+        if self.advance and n > 1 and index + 1 < n:
+            self.show(layer, index + 1)
+        return cell_id
+
+    def sidecar_for(self, layer: Any | None) -> Path | None:
+        """Where annotations of ``layer``'s cells are saved (``None``: nowhere known)."""
+        if self.sidecar_override is not None:
+            return self.sidecar_override
+        return None if layer is None else annotations_path_for_layer(layer)
+
+    def store(self, path: str | os.PathLike) -> AnnotationStore:
+        """The (cached) annotation store of a sidecar file."""
+        path = Path(path)
+        if path not in self._stores:
+            self._stores[path] = AnnotationStore(path)
+        return self._stores[path]
+
+    def _autosave(self, cell_id: str, label: str | None, layer: Any | None) -> Path | None:
+        shown = label or "unknown"
+        path = self.sidecar_for(layer)
+        if path is None:
+            self.status(
+                f"{cell_id}: {shown} (not saved: no file is known for these cells; choose an "
+                "annotations file in 'Train classifier')"
+            )
+            if not self._warned_unsaved:
+                self._warned_unsaved = True
+                _notify(
+                    "warning",
+                    "Annotations of this layer are kept in memory only: choose an annotations "
+                    "file in the 'Train classifier' widget to save them.",
+                )
+            return None
+        store = self.store(path)
+        try:
+            written = store.update(cell_id, label)
+        except AnnotationFileError as exc:
+            self.status(f"{cell_id}: {shown} (NOT saved: {exc})")
+            _notify("error", f"Annotation not saved: {exc}")
+            return None
+        if store.moved_aside is not None and store.load_error is not None:
+            _notify(
+                "warning",
+                f"{store.load_error}; the unreadable file was kept as {store.moved_aside}",
+            )
+            store.load_error = None
+        notice = getattr(store, "notice", None)
+        if notice:
+            _notify("info", notice)
+            store.notice = None
+        self.status(f"{cell_id}: {shown} (saved to {written.name})")
+        return written
+
+    # -- navigation -----------------------------------------------------------------------
+
+    def show(self, layer: Any, index: int) -> None:
+        """Bring cell ``index`` of ``layer`` on screen: select the layer, move the slider."""
+        viewer = self.viewer
+        if viewer is None or layer not in viewer.layers:
+            self.status("That layer is no longer in the viewer.")
+            return
+        layer.visible = True
+        viewer.layers.selection.active = layer
+        if is_stack(layer):
+            axis = viewer.dims.ndim - layer.ndim
+            world = layer.data_to_world([index] + [0] * (layer.ndim - 1))
+            viewer.dims.set_point(axis, float(world[0]))
+        ids = (deparray_meta(layer) or {}).get("cell_ids") or []
+        cell_id = ids[index] if index < len(ids) else None
+        self.events.shown(layer=layer, index=index, cell_id=cell_id)
+
+    def show_cell(self, cell_id: str) -> bool:
+        """Bring ``cell_id`` on screen (in its BF layer); ``False`` when no layer holds it."""
+        layer = self.layer_of(cell_id)
+        if layer is None:
+            self.status(f"Cell {cell_id} is not in any open layer.")
+            return False
+        self.show(layer, list(deparray_meta(layer)["cell_ids"]).index(cell_id))
+        return True
+
+    def current(self) -> tuple[Any, int, str] | None:
+        """``(layer, index, cell_id)`` of the cell on screen in the selected layer, or ``None``."""
+        viewer = self.viewer
+        layer = viewer.layers.selection.active if viewer is not None else None
+        if layer is None or not is_cell_layer(layer):
+            return None
+        index = current_cell_index(viewer, layer)
+        ids = deparray_meta(layer).get("cell_ids") or []
+        return (layer, index, str(ids[index])) if index < len(ids) else None
+
+
+def session_for(viewer: Any) -> Session:
+    """The viewer's session (created on first use, with the annotation keys and the caption)."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = Session(viewer)
+        _SESSIONS[viewer] = session
+        from napari_deparray_ctc.napari.caption import CellCaption
+        from napari_deparray_ctc.napari.keys import AnnotationKeys
+
+        session.keys = AnnotationKeys(viewer, session)  # type: ignore[attr-defined]
+        session.caption = CellCaption(viewer, session)  # type: ignore[attr-defined]
+    return session

@@ -1,0 +1,287 @@
+"""The results table of "Classify cells": sortable, review order, editable annotation column.
+
+A view of :class:`~napari_deparray_ctc.napari.results.ClassificationResults`; it holds no state
+of its own beyond the Qt items. It emits ``rowActivated(result_row)`` when the user picks a
+row (click or keyboard) and ``annotationEdited(cell_id, label)`` when the annotation column is
+edited or the C / W / Delete keys are pressed on a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHeaderView,
+    QStyledItemDelegate,
+    QTableWidget,
+    QTableWidgetItem,
+)
+
+__all__ = ["COLUMNS", "ResultsTable"]
+
+#: visible columns
+COLUMNS = ("cell id", "layer", "P(CTC)", "call", "annotation")
+COL_ID, COL_LAYER, COL_P, COL_CALL, COL_ANNOTATION, COL_UNCERTAINTY, COL_ORDER = range(7)
+#: item data role holding the result row index (column 0) or a numeric sort key
+ROW_ROLE = Qt.ItemDataRole.UserRole
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+ANNOTATION_CHOICES = ("", "CTC", "WBC")
+REVIEW_KEYS: dict[int, str | None] = {
+    int(Qt.Key.Key_C): "CTC",
+    int(Qt.Key.Key_W): "WBC",
+    int(Qt.Key.Key_Delete): None,
+    int(Qt.Key.Key_Backspace): None,
+}
+CALL_COLOURS = {"CTC": "#ff6b6b", "WBC": "#7fb3ff"}
+
+
+class _SortableItem(QTableWidgetItem):
+    """Table item that sorts by a numeric key (``SORT_ROLE``) instead of its text."""
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        mine, theirs = self.data(SORT_ROLE), other.data(SORT_ROLE)
+        if mine is None or theirs is None:
+            return super().__lt__(other)
+        return float(mine) < float(theirs)
+
+
+class _AnnotationDelegate(QStyledItemDelegate):
+    """Edits the annotation column with a combo box: blank / CTC / WBC."""
+
+    def createEditor(self, parent, option, index):
+        combo = QComboBox(parent)
+        combo.addItems(list(ANNOTATION_CHOICES))
+        combo.activated.connect(lambda _i, c=combo: self._commit(c))
+        return combo
+
+    def _commit(self, editor: QComboBox) -> None:
+        self.commitData.emit(editor)
+        self.closeEditor.emit(editor)
+
+    def setEditorData(self, editor, index):
+        editor.setCurrentText(index.data() or "")
+
+    def setModelData(self, editor, model, index):
+        model.setData(index, editor.currentText())
+
+
+class ResultsTable(QTableWidget):
+    """One row per classified cell; see the module docstring for its signals."""
+
+    rowActivated = Signal(int)
+    annotationEdited = Signal(str, object)
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(0, 7, parent)
+        self.results: Any = None
+        self._updating = False
+        self._call_items: list[QTableWidgetItem] = []
+        self._annotation_items: list[QTableWidgetItem] = []
+        self._uncertainty_items: list[QTableWidgetItem] = []
+        self._uncertainty_stale = True
+        self.setHorizontalHeaderLabels([*COLUMNS, "|p - threshold|", "#"])
+        self.setColumnHidden(COL_UNCERTAINTY, True)
+        self.setColumnHidden(COL_ORDER, True)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked
+            | QAbstractItemView.EditTrigger.SelectedClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+        )
+        self.setItemDelegateForColumn(COL_ANNOTATION, _AnnotationDelegate(self))
+        self.verticalHeader().setVisible(False)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(COL_ID, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_LAYER, QHeaderView.ResizeMode.ResizeToContents)
+        self.setSortingEnabled(True)
+        self.setMinimumHeight(160)
+        self.setToolTip(
+            "Click a row to show the cell. Annotate: double-click the annotation column, or "
+            "press C (CTC), W (WBC), Del (clear) on a row. Click a header to sort."
+        )
+        self.currentCellChanged.connect(self._on_current_changed)
+        self.cellClicked.connect(lambda r, _c: self._activate(r))
+        self.itemChanged.connect(self._on_item_changed)
+        self.installEventFilter(self)
+
+    # -- filling ----------------------------------------------------------------------
+
+    def populate(self, results: Any, review: bool) -> None:
+        """Show ``results`` (ordered for review, or as classified)."""
+        self.results = results
+        self._updating = True
+        try:
+            self.setSortingEnabled(False)
+            self.clearContents()
+            self.setRowCount(len(results))
+            self._call_items, self._annotation_items, self._uncertainty_items = [], [], []
+            fixed = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+            for i, row in enumerate(results.rows):
+                id_item = QTableWidgetItem(row.cell_id)
+                id_item.setData(ROW_ROLE, i)
+                id_item.setToolTip(
+                    f"{row.layer} [{row.index}]" + (f"\n{row.path}" if row.path else "")
+                )
+                layer_item = QTableWidgetItem(row.layer.split(" :: ")[0])
+                p_item = _SortableItem(f"{row.p_ctc:.3f}")
+                p_item.setData(SORT_ROLE, float(row.p_ctc))
+                p_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                call_item = QTableWidgetItem()
+                annotation_item = QTableWidgetItem(row.annotation or "")
+                annotation_item.setToolTip("Double-click, or press C / W / Del")
+                uncertainty_item = _SortableItem()
+                order_item = _SortableItem(str(i))
+                order_item.setData(SORT_ROLE, i)
+                for column, item in enumerate(
+                    (
+                        id_item,
+                        layer_item,
+                        p_item,
+                        call_item,
+                        annotation_item,
+                        uncertainty_item,
+                        order_item,
+                    )
+                ):
+                    editable = column == COL_ANNOTATION
+                    item.setFlags(fixed | Qt.ItemFlag.ItemIsEditable if editable else fixed)
+                    self.setItem(i, column, item)
+                self._call_items.append(call_item)
+                self._annotation_items.append(annotation_item)
+                self._uncertainty_items.append(uncertainty_item)
+            self.set_calls(range(len(results)))
+            self._set_uncertainties()
+            self.setSortingEnabled(True)
+            self.sortItems(COL_UNCERTAINTY if review else COL_ORDER, Qt.SortOrder.AscendingOrder)
+        finally:
+            self._updating = False
+
+    def set_calls(self, rows: Sequence[int] | range) -> None:
+        """Refresh the call column of ``rows`` (after a threshold change)."""
+        sorting = self.isSortingEnabled()
+        self.setSortingEnabled(False)
+        for i in rows:
+            call = self.results.call(i)
+            item = self._call_items[i]
+            item.setText(call)
+            item.setForeground(QColor(CALL_COLOURS[call]))
+        self._uncertainty_stale = True
+        self.setSortingEnabled(sorting)
+
+    def _set_uncertainties(self) -> None:
+        for i, item in enumerate(self._uncertainty_items):
+            u = self.results.uncertainty(i)
+            item.setData(SORT_ROLE, u)
+            item.setText(f"{u:.4f}")
+        self._uncertainty_stale = False
+
+    def set_annotations(self, rows: Sequence[int] | None = None) -> None:
+        """Refresh the annotation column (all rows, or ``rows``) from the results."""
+        if self.results is None:
+            return
+        self._updating = True
+        self.setSortingEnabled(False)
+        try:
+            for i in range(len(self.results)) if rows is None else rows:
+                self._annotation_items[i].setText(self.results.rows[i].annotation or "")
+        finally:
+            self.setSortingEnabled(True)
+            self._updating = False
+
+    def order_for_review(self, review: bool) -> None:
+        """Most doubtful first (``|P(CTC) - threshold|``), or back to the run's order."""
+        if self.results is None:
+            return
+        self._updating = True
+        try:
+            if review and self._uncertainty_stale:
+                self.setSortingEnabled(False)
+                self._set_uncertainties()
+                self.setSortingEnabled(True)
+            self.sortItems(COL_UNCERTAINTY if review else COL_ORDER, Qt.SortOrder.AscendingOrder)
+            if review and self.rowCount():
+                self.selectRow(0)
+        finally:
+            self._updating = False
+        if review and self.rowCount():
+            self._activate(0)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def order(self) -> list[int]:
+        """Result row indices in the table's current (sorted) order."""
+        return [
+            int(self.item(r, COL_ID).data(ROW_ROLE))
+            for r in range(self.rowCount())
+            if self.item(r, COL_ID) is not None
+        ]
+
+    def visible_rows(self) -> list[dict[str, str]]:
+        """The table content, top to bottom (column name -> text)."""
+        return [
+            {
+                name: (self.item(r, c).text() if self.item(r, c) else "")
+                for c, name in enumerate(COLUMNS)
+            }
+            for r in range(self.rowCount())
+        ]
+
+    def result_row_at(self, table_row: int) -> int | None:
+        """The result row shown at ``table_row``."""
+        item = self.item(table_row, COL_ID)
+        return None if item is None else int(item.data(ROW_ROLE))
+
+    def select_result_row(self, result_row: int) -> None:
+        """Select (without emitting ``rowActivated``) the table row of a result row."""
+        if self.results is None or not 0 <= result_row < len(self._call_items):
+            return
+        self._updating = True
+        try:
+            table_row = self.row(self._call_items[result_row])
+            self.selectRow(table_row)
+            self.scrollToItem(self.item(table_row, COL_ID))
+        finally:
+            self._updating = False
+
+    # -- user actions -----------------------------------------------------------------
+
+    def _activate(self, table_row: int) -> None:
+        row = self.result_row_at(table_row)
+        if row is not None and not self._updating:
+            self.rowActivated.emit(row)
+
+    def _on_current_changed(self, row: int, *_: int) -> None:
+        if row >= 0:
+            self._activate(row)
+
+    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+        if self._updating or item.column() != COL_ANNOTATION or self.results is None:
+            return
+        row = self.result_row_at(item.row())
+        text = item.text().strip().upper()
+        self.annotationEdited.emit(
+            self.results.rows[row].cell_id, text if text in ("CTC", "WBC") else None
+        )
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:
+        """Review keys on a row: C = CTC, W = WBC, Delete/Backspace = blank."""
+        if (
+            watched is self
+            and event.type() == QEvent.Type.KeyPress
+            and int(event.key()) in REVIEW_KEYS
+            and not (event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier)
+            and self.state() != QAbstractItemView.State.EditingState
+        ):
+            row = self.result_row_at(self.currentRow())
+            if row is not None and self.results is not None:
+                self.annotationEdited.emit(
+                    self.results.rows[row].cell_id, REVIEW_KEYS[int(event.key())]
+                )
+            return True
+        return super().eventFilter(watched, event)

@@ -1,0 +1,1 @@
+"""The "Cell gallery" dock widget."""

@@ -1,0 +1,256 @@
+"""The "Cell gallery" dock widget: a mosaic of many cells, channels side by side.
+
+Each tile is one cell (BF, DAPI, PE, APC... side by side) with its call and annotation under
+it. Sort by P(CTC), by doubt (the review queue) or by annotation; click a tile to bring the
+cell on screen everywhere (slider, table); hover a tile and press c / w / u to annotate it.
+Tiles are drawn a page at a time, so a large export stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtGui import QColor, QCursor, QIcon, QImage, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_deparray_ctc.napari.cells import layer_channel
+from napari_deparray_ctc.napari.gallery import (
+    SORT_KEYS,
+    channel_layers,
+    gallery_cells,
+    sort_cells,
+    tile_image,
+)
+from napari_deparray_ctc.napari.session import session_for
+
+__all__ = ["GalleryWidget"]
+
+_KEYS = {int(Qt.Key.Key_C): "CTC", int(Qt.Key.Key_W): "WBC", int(Qt.Key.Key_U): None}
+_BACKGROUND = {"CTC": QColor(120, 40, 40), "WBC": QColor(40, 60, 110), None: QColor(0, 0, 0, 0)}
+_ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _icon(rgb) -> QIcon:
+    height, width, _ = rgb.shape
+    image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+    return QIcon(QPixmap.fromImage(image))
+
+
+class GalleryWidget(QWidget):
+    """Dock widget showing an export's cells as a sortable, clickable mosaic."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.session.register_widget("gallery", self)
+        self.page = 0
+        self.order: list[Any] = []
+        self.only_ids: list[str] | None = None
+        self._items: dict[str, QListWidgetItem] = {}
+        self._build_ui()
+        self._add_callbacks()
+        self.refresh_exports()
+
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.export_combo = QComboBox()
+        self.export_combo.setToolTip("The export whose cells are shown (its BF layer)")
+        self.sort_combo = QComboBox()
+        self.sort_combo.addItems(list(SORT_KEYS))
+        self.sort_combo.setToolTip(
+            "P(CTC): the likeliest CTCs first; doubt: the cells nearest the threshold first "
+            "(the review queue); annotation: CTC, then WBC, then not annotated"
+        )
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(24, 160)
+        self.tile_spin.setValue(56)
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setToolTip("Size of each channel's picture in a tile")
+        form.addRow("Export", self.export_combo)
+        form.addRow("Sort by", self.sort_combo)
+        form.addRow("Tile size", self.tile_spin)
+        layout.addLayout(form)
+        hint = QLabel(
+            "Click a tile to show the cell; hover a tile and press c = CTC, w = WBC, u = clear."
+        )
+        hint.setWordWrap(True)
+        layout.addWidget(hint)
+        self.tiles = QListWidget()
+        self.tiles.setViewMode(QListView.ViewMode.IconMode)
+        self.tiles.setResizeMode(QListView.ResizeMode.Adjust)
+        self.tiles.setMovement(QListView.Movement.Static)
+        self.tiles.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tiles.setWordWrap(True)
+        self.tiles.setSpacing(4)
+        self.tiles.setMouseTracking(True)
+        self.tiles.setMinimumHeight(200)
+        self.tiles.installEventFilter(self)
+        layout.addWidget(self.tiles, 1)
+        row = QHBoxLayout()
+        self.previous_button = QPushButton("◀ Previous")
+        self.next_button = QPushButton("Next ▶")
+        self.page_label = QLabel("")
+        self.page_size_spin = QSpinBox()
+        self.page_size_spin.setRange(12, 500)
+        self.page_size_spin.setValue(60)
+        self.page_size_spin.setToolTip("Cells per page")
+        row.addWidget(self.previous_button)
+        row.addWidget(self.page_label, 1)
+        row.addWidget(self.page_size_spin)
+        row.addWidget(self.next_button)
+        layout.addLayout(row)
+
+    def _add_callbacks(self) -> None:
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed):
+            event.connect(self.refresh_exports)
+        self.export_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
+        self.sort_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
+        self.tile_spin.valueChanged.connect(lambda *_: self.refresh())
+        self.page_size_spin.valueChanged.connect(lambda *_: self.refresh(reset_page=True))
+        self.previous_button.clicked.connect(lambda: self.go_to_page(self.page - 1))
+        self.next_button.clicked.connect(lambda: self.go_to_page(self.page + 1))
+        self.tiles.itemClicked.connect(self._on_clicked)
+        self.session.events.annotation.connect(self._on_annotation)
+        self.session.events.results.connect(lambda *_: self.refresh())
+        self.session.events.shown.connect(self._on_shown)
+
+    # -- content ---------------------------------------------------------------------------
+
+    def bf_layer(self) -> Any | None:
+        """The BF layer of the export shown."""
+        name = self.export_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def refresh_exports(self, *_: Any) -> None:
+        """Refill the export choice (BF layers), keeping the current one."""
+        current = self.export_combo.currentText()
+        # newest export first: it is the one just opened
+        names = [ly.name for ly in reversed(self.viewer.layers) if layer_channel(ly) == "BF"]
+        self.export_combo.blockSignals(True)
+        self.export_combo.clear()
+        self.export_combo.addItems(names)
+        if current in names:
+            self.export_combo.setCurrentText(current)
+        self.export_combo.blockSignals(False)
+        self.refresh(reset_page=current not in names)
+
+    def show_cells(self, cell_ids: list[str] | None) -> None:
+        """Show only these cells, in this order (e.g. the suggested ones); ``None``: all."""
+        self.only_ids = list(cell_ids) if cell_ids is not None else None
+        self.refresh(reset_page=True)
+
+    def refresh(self, reset_page: bool = False) -> None:
+        """Recompute the order and redraw the current page."""
+        bf = self.bf_layer()
+        if bf is None:
+            self.order = []
+        else:
+            cells = gallery_cells(bf, self.session.results)
+            if self.only_ids is not None:
+                by_id = {c.cell_id: c for c in cells}
+                self.order = [by_id[i] for i in self.only_ids if i in by_id]
+            else:
+                self.order = sort_cells(cells, self.sort_combo.currentText())
+        if reset_page:
+            self.page = 0
+        self._draw_page()
+
+    def page_count(self) -> int:
+        """Number of pages."""
+        size = self.page_size_spin.value()
+        return max(1, -(-len(self.order) // size))
+
+    def go_to_page(self, page: int) -> None:
+        """Show page ``page`` (0-based, clipped)."""
+        self.page = min(max(0, page), self.page_count() - 1)
+        self._draw_page()
+
+    def _draw_page(self) -> None:
+        self.tiles.clear()
+        self._items = {}
+        bf = self.bf_layer()
+        size = self.tile_spin.value()
+        per_page = self.page_size_spin.value()
+        shown = self.order[self.page * per_page : (self.page + 1) * per_page]
+        layers = channel_layers(list(self.viewer.layers), bf) if bf is not None else []
+        if layers:
+            self.tiles.setIconSize(QSize((size + 2) * len(layers), size))
+        for cell in shown:
+            item = QListWidgetItem(_icon(tile_image(layers, cell.index, size)), cell.caption)
+            item.setData(_ID_ROLE, cell.cell_id)
+            item.setBackground(_BACKGROUND[cell.annotation])
+            item.setToolTip(
+                f"{cell.caption}\nchannels: {', '.join(layer_channel(ly) or '?' for ly in layers)}"
+            )
+            self.tiles.addItem(item)
+            self._items[cell.cell_id] = item
+        self.page_label.setText(
+            f"page {self.page + 1} of {self.page_count()} · {len(self.order)} cells"
+            if self.order
+            else "no cells: open an export"
+        )
+        self.previous_button.setEnabled(self.page > 0)
+        self.next_button.setEnabled(self.page + 1 < self.page_count())
+
+    # -- interaction -----------------------------------------------------------------------
+
+    def _on_clicked(self, item: QListWidgetItem) -> None:
+        self.session.show_cell(item.data(_ID_ROLE))
+
+    def item_under_cursor(self) -> QListWidgetItem | None:
+        """The tile under the mouse, else the selected tile."""
+        item = self.tiles.itemAt(self.tiles.viewport().mapFromGlobal(QCursor.pos()))
+        return item or self.tiles.currentItem()
+
+    def annotate(self, cell_id: str, label: str | None) -> None:
+        """Annotate a cell (through the session: every layer, the sidecar, every widget)."""
+        self.session.set_label(cell_id, label)
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:
+        """c / w / u annotate the tile under the cursor."""
+        if (
+            watched is self.tiles
+            and event.type() == QEvent.Type.KeyPress
+            and int(event.key()) in _KEYS
+        ):
+            item = self.item_under_cursor()
+            if item is not None:
+                self.annotate(item.data(_ID_ROLE), _KEYS[int(event.key())])
+            return True
+        return super().eventFilter(watched, event)
+
+    def _on_annotation(self, event: Any) -> None:
+        item = self._items.get(event.cell_id)
+        if item is None:
+            return
+        for cell in self.order:
+            if cell.cell_id == event.cell_id:
+                cell.annotation = event.label
+                item.setText(cell.caption)
+                item.setBackground(_BACKGROUND[cell.annotation])
+                break
+
+    def _on_shown(self, event: Any) -> None:
+        item = self._items.get(event.cell_id) if event.cell_id else None
+        if item is not None:
+            self.tiles.blockSignals(True)
+            self.tiles.setCurrentItem(item)
+            self.tiles.scrollToItem(item)
+            self.tiles.blockSignals(False)

@@ -1,0 +1,291 @@
+"""Background workers: classification and training off napari's UI thread.
+
+Each worker is a napari ``WorkerBase`` (cellfinder's pattern) whose ``work()`` calls one core
+function and turns the core's plain-callable progress reports into Qt signals. Qt queues a
+signal emitted from the worker thread to the receiver's thread, so every slot runs on the UI
+thread; nothing here touches a widget or a layer.
+
+The handshake, in order:
+
+1. the widget builds a Qt-free job (:class:`ClassifyJob` / :class:`TrainJob`) on the UI thread:
+   references to the layers' arrays, the settings, the cells;
+2. ``work()`` first maps torch's libraries with the GIL released
+   (:func:`~napari_deparray_ctc.core.runtime.preload_torch_libraries`), imports torch and
+   loads the model, emitting ``stage`` before each step, so no heavy import or model load
+   ever runs on the UI thread;
+3. the core function runs; its ``progress`` callback emits ``progress`` at most
+   :data:`EMITS_PER_SECOND` times a second (and always for the last step or an epoch end), so
+   the UI thread is never flooded; its ``should_stop`` reads a ``threading.Event`` the widget
+   sets;
+4. ``work()`` returns an outcome object. Expected problems (a foreign model file, unusable
+   cells) are an outcome with ``error`` set, in words, never an exception; an unexpected
+   exception reaches ``errored``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.qt.threading import WorkerBase, WorkerBaseSignals
+from qtpy.QtCore import Signal
+
+from napari_deparray_ctc.core.errors import DeparrayError
+from napari_deparray_ctc.napari.cells import iter_cell_images
+
+__all__ = [
+    "EMITS_PER_SECOND",
+    "ClassifyJob",
+    "ClassifyOutcome",
+    "ClassifyWorker",
+    "LayerCells",
+    "TrainJob",
+    "TrainOutcome",
+    "TrainWorker",
+]
+
+LOG = logging.getLogger(__name__)
+#: at most this many progress signals per second reach the UI thread
+EMITS_PER_SECOND = 8.0
+
+
+class _Throttle:
+    """True at most ``rate`` times a second (and always when ``force``)."""
+
+    def __init__(self, rate: float = EMITS_PER_SECOND) -> None:
+        self.interval = 1.0 / rate
+        self.last = -1e9
+
+    def __call__(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def _load_torch(stage: Any) -> None:
+    """Map and import torch in this (worker) thread; see ``core.runtime``."""
+    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+    from napari_deparray_ctc.core.runtime import preload_torch_libraries
+
+    stage.emit("loading the classifier")
+    avoid_gl_llvm_clash()
+    preload_torch_libraries()
+    import torch  # noqa: F401
+
+
+# ============================================================================ classification
+
+
+@dataclass
+class LayerCells:
+    """The cells of one layer to classify, as the worker reads them (no layer object)."""
+
+    name: str
+    data: Any  # the layer's array (numpy or dask); read in chunks, never copied whole
+    rgb: bool
+    indices: list[int]
+    cell_ids: list[str]
+
+
+@dataclass
+class ClassifyJob:
+    """One classification run, prepared on the UI thread."""
+
+    model_path: str
+    layers: list[LayerCells]
+    batch_size: int = 64
+    device: str | None = None
+    num_threads: int | None = None
+    options: dict = field(default_factory=dict)  # extra keyword arguments of core classify
+
+    @property
+    def n_cells(self) -> int:
+        """Cells in the run."""
+        return sum(len(layer.indices) for layer in self.layers)
+
+
+@dataclass
+class ClassifyOutcome:
+    """What the classification worker returns."""
+
+    p_ctc: np.ndarray | None = None
+    model_threshold: float | None = None
+    model_metadata: dict = field(default_factory=dict)
+    done: int = 0
+    cancelled: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class ClassifySignals(WorkerBaseSignals):
+    """``stage(text)`` before each step, ``progress(done, total)`` while classifying."""
+
+    stage = Signal(str)
+    progress = Signal(int, int)
+
+
+class _LayerStandIn:
+    """What ``iter_cell_images`` needs of a layer: name, data, rgb."""
+
+    def __init__(self, layer: LayerCells) -> None:
+        self.name, self.data, self.rgb = layer.name, layer.data, layer.rgb
+
+
+class ClassifyWorker(WorkerBase):
+    """Loads the model and classifies the job's cells with ``core.classify.classify``."""
+
+    def __init__(self, job: ClassifyJob) -> None:
+        super().__init__(SignalsClass=ClassifySignals)
+        self.job = job
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Stop after the current batch (the outcome says ``cancelled``)."""
+        self.stop_event.set()
+
+    def _images(self):
+        for layer in self.job.layers:
+            yield from iter_cell_images(_LayerStandIn(layer), layer.indices)
+
+    def work(self) -> ClassifyOutcome:
+        start = time.perf_counter()
+        job = self.job
+        _load_torch(self.stage)
+        from napari_deparray_ctc.core.classify import classify
+        from napari_deparray_ctc.core.model import load_model
+        from napari_deparray_ctc.core.runtime import torch_threads
+
+        try:
+            model = load_model(job.model_path, device=job.device)
+        except DeparrayError as exc:
+            return ClassifyOutcome(error=str(exc))
+        total = job.n_cells
+        throttle = _Throttle()
+        self.stage.emit("classifying")
+        self.progress.emit(0, total)
+
+        def progress(done: int, _total: int | None = None) -> None:
+            if throttle(force=done >= total):
+                self.progress.emit(int(done), total)
+
+        ids = [cell_id for layer in job.layers for cell_id in layer.cell_ids]
+        try:
+            with torch_threads(job.num_threads), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                predictions = classify(
+                    self._images(),
+                    model,
+                    batch_size=job.batch_size,
+                    cell_ids=ids,
+                    progress=progress,
+                    should_stop=self.stop_event.is_set,
+                    **job.options,
+                )
+        except (DeparrayError, ValueError) as exc:
+            return ClassifyOutcome(error=f"The cells could not be classified: {exc}")
+        if predictions.cancelled:
+            return ClassifyOutcome(done=len(predictions.p_ctc), cancelled=True)
+        return ClassifyOutcome(
+            p_ctc=np.asarray(predictions.p_ctc, dtype=np.float64),
+            model_threshold=float(model.threshold),
+            model_metadata=dict(model.metadata),
+            done=len(predictions.p_ctc),
+            seconds=time.perf_counter() - start,
+            notes=[str(w.message) for w in caught if issubclass(w.category, UserWarning)],
+        )
+
+
+# ============================================================================ training
+
+
+@dataclass
+class TrainJob:
+    """One training run, prepared on the UI thread."""
+
+    config: Any  # core.train.TrainConfig (its ``out`` is the in-progress file)
+    data: Any  # core TrainingSet
+    out: Path  # the model file the user chose
+    overwrite_if_worse: bool = False
+
+
+@dataclass
+class TrainOutcome:
+    """What the training worker returns."""
+
+    result: Any = None  # core TrainResult
+    model_path: Path | None = None
+    destination: Any = None  # core.model_files.ModelDestination
+    message: str = ""
+    error: str | None = None
+
+
+class TrainSignals(WorkerBaseSignals):
+    """``stage(text)`` before each step, ``progress(TrainProgress)`` while training."""
+
+    stage = Signal(str)
+    progress = Signal(object)
+
+
+class TrainWorker(WorkerBase):
+    """Trains with ``core.train.train`` and applies the model-file policy of core."""
+
+    def __init__(self, job: TrainJob) -> None:
+        super().__init__(SignalsClass=TrainSignals)
+        self.job = job
+        self.stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Stop after the current batch; the best model so far is kept."""
+        self.stop_event.set()
+
+    def work(self) -> TrainOutcome:
+        job = self.job
+        _load_torch(self.stage)
+        from napari_deparray_ctc.core import model_files
+        from napari_deparray_ctc.core.train import train
+
+        working = Path(job.config.out)
+        recovered = model_files.recover_leftover(working)
+        throttle = _Throttle(4.0)
+
+        def progress(report: Any) -> None:
+            if throttle(force=report.phase != "batch"):
+                self.progress.emit(report)
+
+        self.stage.emit("training")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                result = train(
+                    job.config, data=job.data, progress=progress, should_stop=self.stop_event.is_set
+                )
+        except DeparrayError as exc:
+            return TrainOutcome(error=f"Training refused: {exc}")
+        written = Path(result.out_path) if result.out_path else None
+        if written is None or not written.exists():
+            return TrainOutcome(
+                result, None, None, f"No model was written; {job.out} was left as it was."
+            )
+        destination = model_files.decide_model_destination(
+            job.out, result.model.metadata, job.overwrite_if_worse
+        )
+        os.replace(written, destination.path)
+        message = destination.message
+        if result.cancelled:
+            message = "Stopped; the best model so far was kept. " + message
+        warning = getattr(result, "warning", None)
+        if warning:
+            message = f"{warning} {message}"
+        if recovered is not None:
+            message += f" A model left by an interrupted run was kept as {recovered.name}."
+        return TrainOutcome(result, destination.path, destination, message)
