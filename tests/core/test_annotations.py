@@ -103,7 +103,7 @@ def test_save_is_atomic_when_the_write_crashes(tmp_path: Path, monkeypatch) -> N
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(AnnotationFileError, match="No space left") as info:
+    with pytest.raises(AnnotationFileError, match="the disk is full") as info:
         save_annotations(path, {"a": "WBC", "b": "WBC"})
     assert str(path) in str(info.value)
     monkeypatch.undo()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from napari_deparray_ctc.cli.output import PROG, warn
 from napari_deparray_ctc.cli.parser import build_parser
-from napari_deparray_ctc.core.errors import DeparrayError
+from napari_deparray_ctc.core.errors import DeparrayError, describe_os_error, printable_path
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "main"]
 
@@ -49,4 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except DeparrayError as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a full disk, a share that went away...: in words, not errno
+        where = f"{printable_path(exc.filename)}: " if exc.filename else ""
+        print(
+            f"{PROG}: error: {where}a file could not be read or written: "
+            f"{describe_os_error(exc)} (nothing was half-written)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE

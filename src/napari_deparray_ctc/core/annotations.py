@@ -29,6 +29,14 @@ label they came with.
 Merging rule: **the sidecar wins** over class folders and ``labels.csv``, because it holds
 the user's corrections.
 
+Several sessions at once (two napari windows on a shared drive, or napari and a script):
+every save re-reads the file under a short advisory lock (``.<sidecar>.lock``, ``fcntl.flock``
+where the file system supports it) and merges **per cell by the last-writer timestamp**
+(``annotated_at``, microseconds), so no session silently drops another's annotations; the
+newest call for a cell wins. A read-only export folder (a CD, a share without write
+permission): annotations go to a per-user fallback file (:func:`fallback_sidecar`), the user
+is told once, and the reader finds them there again on reopening.
+
 Nothing here imports napari, Qt or torch.
 """
 
@@ -37,13 +45,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import errno
+import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_deparray_ctc.core.errors import AnnotationFileError, LabelsFileError
+from napari_deparray_ctc.core.errors import AnnotationFileError, LabelsFileError, describe_os_error
 from napari_deparray_ctc.core.labels import (
     canonical_label,
     read_labels_csv,
@@ -56,7 +66,9 @@ __all__ = [
     "AnnotationFileError",
     "AnnotationStore",
     "apply_sidecar",
+    "fallback_sidecar",
     "load_annotations",
+    "load_effective_annotations",
     "merge_labels",
     "save_annotations",
     "sidecar_for_cell_paths",
@@ -169,7 +181,7 @@ def load_annotations(path: str | os.PathLike) -> dict[str, str | None]:
     except LabelsFileError as exc:
         raise AnnotationFileError(exc.path, exc.reason) from None
     except OSError as exc:
-        raise AnnotationFileError(path, f"cannot read ({exc.strerror or exc})") from exc
+        raise AnnotationFileError(path, f"cannot be read: {describe_os_error(exc)}") from exc
     return {cell_id: record.label for cell_id, record in records.items()}
 
 
@@ -210,7 +222,9 @@ def save_annotations(
     except LabelsFileError as exc:
         raise AnnotationFileError(exc.path, exc.reason) from None
     except OSError as exc:
-        raise AnnotationFileError(path, f"cannot write ({exc.strerror or exc})") from exc
+        raise AnnotationFileError(
+            path, f"could not be saved: {describe_os_error(exc)}; the previous file was kept"
+        ) from exc
 
 
 def merge_labels(
@@ -271,7 +285,7 @@ def apply_sidecar(
     """
     path = sidecar_path(export_path)
     try:
-        annotations = load_annotations(path)
+        annotations = load_effective_annotations(path)
     except AnnotationFileError as exc:
         warnings.warn(f"annotations not applied: {exc}", UserWarning, stacklevel=2)
         return path
@@ -296,16 +310,105 @@ def _read_times(path: Path) -> dict[str, str]:
 
 
 def _now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
+    return _dt.datetime.now().isoformat(timespec="microseconds")
+
+
+#: environment variable overriding the per-user folder of fallback annotation files
+FALLBACK_DIR_ENV = "DEPARRAY_CTC_DATA_DIR"
+
+
+def fallback_sidecar(path: str | os.PathLike) -> Path:
+    """The per-user file that stands in for a sidecar whose folder cannot be written.
+
+    ``<user data folder>/annotations/<hash of the sidecar's full path>/<sidecar name>``, so
+    every export has its own, found again from the export's path alone.
+    """
+    root = os.environ.get(FALLBACK_DIR_ENV)
+    if root:
+        base = Path(root)
+    else:
+        from platformdirs import user_data_dir
+
+        base = Path(user_data_dir("napari-deparray-ctc", appauthor=False))
+    key = hashlib.sha256(os.fspath(Path(path).absolute()).encode("utf-8", "surrogateescape"))
+    return base / "annotations" / key.hexdigest()[:16] / Path(path).name
+
+
+def _entries(path: Path) -> dict[str, tuple[str | None, str]]:
+    """``cell_id -> (label, annotated_at)`` of a sidecar (empty when it does not exist)."""
+    labels = load_annotations(path)
+    times = _read_times(path) if labels else {}
+    return {cell_id: (label, times.get(cell_id, "")) for cell_id, label in labels.items()}
+
+
+def _merge(*tables: dict[str, tuple[str | None, str]]) -> dict[str, tuple[str | None, str]]:
+    """Per cell, the entry with the newest timestamp (later tables win a tie)."""
+    merged: dict[str, tuple[str | None, str]] = {}
+    for table in tables:
+        for cell_id, entry in table.items():
+            if cell_id not in merged or entry[1] >= merged[cell_id][1]:
+                merged[cell_id] = entry
+    return merged
+
+
+def load_effective_annotations(path: str | os.PathLike) -> dict[str, str | None]:
+    """A sidecar merged with its per-user fallback (newest entry per cell wins).
+
+    Raises
+    ------
+    AnnotationFileError
+        When the sidecar exists but cannot be read.
+    """
+    path = Path(path)
+    entries = _entries(path)
+    fallback = fallback_sidecar(path)
+    if fallback.exists():
+        with contextlib.suppress(AnnotationFileError):
+            entries = _merge(entries, _entries(fallback))
+    return {cell_id: label for cell_id, (label, _time) in entries.items()}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An advisory lock on ``<path>.lock`` while a save reads, merges and writes.
+
+    Where locking is not available (Windows, some network file systems) the save goes on
+    without it: the per-cell merge still keeps both sessions' annotations, only a save at the
+    very same instant could then miss the other's latest one, until the next save.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock_path = path.with_name(f".{path.name}.lock")  # hidden: readers skip dot files
+    try:
+        handle = open(lock_path, "a+b")
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class AnnotationStore:
     """The user's annotations of one export, autosaved to its sidecar after every change.
 
-    Loads the existing sidecar first, so entries from earlier sessions are kept and only
-    updated. If the existing file cannot be read it is moved aside (renamed to
-    ``<name>.unreadable-<timestamp>``) before the first save, never overwritten, and
-    :attr:`moved_aside` tells where it went.
+    Loads the existing sidecar (and its per-user fallback) first, so entries from earlier
+    sessions are kept and only updated. Every save merges with what is on disk by the
+    last-writer timestamp per cell (see the module docstring). If the existing file cannot be
+    read it is moved aside (renamed to ``<name>.unreadable-<timestamp>``) before the first
+    save, never overwritten, and :attr:`moved_aside` tells where it went. When the export
+    folder is read-only, saves go to :func:`fallback_sidecar` and :attr:`notice` says so once.
 
     Parameters
     ----------
@@ -319,12 +422,24 @@ class AnnotationStore:
         self.times: dict[str, str] = {}
         self.load_error: AnnotationFileError | None = None
         self.moved_aside: Path | None = None
+        self.using_fallback = False
+        self.notice: str | None = None
         try:
-            self.annotations = load_annotations(self.path)
+            entries = _entries(self.path)
         except AnnotationFileError as exc:
             self.load_error = exc
-        else:
-            self.times = _read_times(self.path)
+            entries = {}
+        fallback = fallback_sidecar(self.path)
+        if fallback.exists():
+            with contextlib.suppress(AnnotationFileError):
+                entries = _merge(entries, _entries(fallback))
+        self.annotations = {cid: label for cid, (label, _t) in entries.items()}
+        self.times = {cid: time for cid, (_label, time) in entries.items()}
+
+    @property
+    def target(self) -> Path:
+        """Where the next save goes (the sidecar, or its per-user fallback)."""
+        return fallback_sidecar(self.path) if self.using_fallback else self.path
 
     def set(self, cell_id: str, label: str | None) -> None:
         """Record ``label`` for ``cell_id`` (``None`` = cleared) without saving."""
@@ -336,40 +451,71 @@ class AnnotationStore:
         self.set(cell_id, label)
         return self.save()
 
+    def _move_unreadable_aside(self) -> None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise AnnotationFileError(
+                self.path,
+                f"the existing file is unreadable ({self.load_error.reason}) and could not be "
+                f"moved aside ({describe_os_error(exc)}); it was not overwritten",
+            ) from None
+        self.moved_aside = aside
+
+    def _write(self, target: Path) -> None:
+        with _locked(target):
+            with contextlib.suppress(AnnotationFileError):
+                on_disk = _entries(target)
+                ours = {
+                    cid: (label, self.times.get(cid, "")) for cid, label in self.annotations.items()
+                }
+                merged = _merge(on_disk, ours)
+                self.annotations = {cid: label for cid, (label, _t) in merged.items()}
+                self.times = {cid: time for cid, (_label, time) in merged.items()}
+            rows = [
+                {"cell_id": cid, "label": label, "annotated_at": self.times.get(cid, "")}
+                for cid, label in self.annotations.items()
+            ]
+            save_annotations(target, rows)
+
     def save(self) -> Path:
-        """Write every recorded annotation to :attr:`path`, atomically.
+        """Merge with the file on disk and write every annotation, atomically.
 
         Returns
         -------
         pathlib.Path
-            The file written.
+            The file written (the sidecar, or its per-user fallback).
 
         Raises
         ------
         AnnotationFileError
-            When the file cannot be written (the in-memory annotations are kept, so a
-            later save can succeed).
+            When the file cannot be written (the in-memory annotations are kept, so a later
+            save can succeed; the previous file is left whole).
         """
         if self.load_error is not None and self.path.exists() and self.moved_aside is None:
-            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
-            try:
-                os.replace(self.path, aside)
-            except OSError as exc:
-                raise AnnotationFileError(
-                    self.path,
-                    f"existing file is unreadable ({self.load_error.reason}) and could not be "
-                    f"moved aside ({exc.strerror or exc}); not overwriting it",
-                ) from exc
-            self.moved_aside = aside
+            self._move_unreadable_aside()
         if not self.path.parent.is_dir():
-            raise AnnotationFileError(self.path, "folder does not exist")
-        rows = [
-            {"cell_id": cid, "label": label, "annotated_at": self.times.get(cid, "")}
-            for cid, label in self.annotations.items()
-        ]
-        save_annotations(self.path, rows)
-        return self.path
+            raise AnnotationFileError(self.path, "the folder does not exist")
+        if not self.using_fallback:
+            try:
+                self._write(self.path)
+                return self.path
+            except AnnotationFileError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, OSError) and cause.errno in _READ_ONLY):
+                    raise
+            self.using_fallback = True
+            self.notice = (
+                f"The folder {self.path.parent} cannot be written (read-only); annotations are "
+                f"saved to {self.target} instead, and are found there again when you reopen "
+                "this export."
+            )
+        target = self.target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._write(target)
+        return target
 
     def __len__(self) -> int:
         return len(self.annotations)

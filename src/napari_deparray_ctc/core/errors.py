@@ -18,6 +18,7 @@ __all__ = [
     "LabelsFileError",
     "ModelFileError",
     "TrainingDataError",
+    "describe_os_error",
     "printable_path",
 ]
 
@@ -82,3 +83,31 @@ class AnnotationFileError(LabelsFileError):
 
 class ChannelMapError(DeparrayError):
     """A channel map file (``channels.csv`` / ``channels.txt``) cannot be used."""
+
+
+_OS_ERROR_WORDS = {
+    "ENOSPC": "the disk is full",
+    "EDQUOT": "the disk quota is exceeded",
+    "EROFS": "the folder is read-only",
+    "EACCES": "permission denied",
+    "EPERM": "permission denied",
+    "ENOENT": "the file or its folder does not exist",
+    "ENOTDIR": "a part of the path is not a folder",
+    "EISDIR": "it is a folder, not a file",
+    "EIO": "the disk or the network share reported an input/output error",
+    "ESTALE": "the network share went away",
+    "ETIMEDOUT": "the network share did not answer in time",
+    "EMFILE": "too many files are open",
+    "ENAMETOOLONG": "the file name is too long",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What went wrong with a file, in words (``the disk is full``), never ``[Errno 28]``."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or -1, "")
+    if name in _OS_ERROR_WORDS:
+        return _OS_ERROR_WORDS[name]
+    text = exc.strerror or ""
+    return text[:1].lower() + text[1:] if text else "the operating system refused the operation"

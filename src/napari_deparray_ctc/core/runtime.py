@@ -20,8 +20,10 @@ import sys
 import threading
 from collections.abc import Iterator
 
-__all__ = ["preload_torch_libraries", "torch_threads", "warm_up_torch"]
+__all__ = ["PRELOAD_ENV", "preload_torch_libraries", "torch_threads", "warm_up_torch"]
 
+#: set to ``0`` to skip the preload (to measure what it saves)
+PRELOAD_ENV = "DEPARRAY_CTC_PRELOAD"
 _RTLD_NOW = 0x2
 _RTLD_GLOBAL = 0x100
 #: torch's own libraries, in dependency order (missing ones are skipped: CPU builds, macOS)
@@ -62,6 +64,8 @@ def preload_torch_libraries() -> bool:
     """
     global _PRELOADED
     if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return False
+    if os.environ.get(PRELOAD_ENV) == "0":  # benchmarks/bench_ui_stalls.py compares both
         return False
     with _PRELOAD_LOCK:
         if _PRELOADED:

@@ -37,7 +37,7 @@ import numpy as np
 from napari.qt.threading import WorkerBase, WorkerBaseSignals
 from qtpy.QtCore import Signal
 
-from napari_deparray_ctc.core.errors import DeparrayError
+from napari_deparray_ctc.core.errors import DeparrayError, describe_os_error
 from napari_deparray_ctc.napari.cells import iter_cell_images
 
 __all__ = [
@@ -193,6 +193,11 @@ class ClassifyWorker(WorkerBase):
                 )
         except (DeparrayError, ValueError) as exc:
             return ClassifyOutcome(error=f"The cells could not be classified: {exc}")
+        except OSError as exc:  # a lazily read export whose files went away
+            where = f" ({exc.filename})" if exc.filename else ""
+            return ClassifyOutcome(
+                error=f"The cells could not be read{where}: {describe_os_error(exc)}"
+            )
         if predictions.cancelled:
             return ClassifyOutcome(done=len(predictions.p_ctc), cancelled=True)
         return ClassifyOutcome(
@@ -271,6 +276,12 @@ class TrainWorker(WorkerBase):
                 )
         except DeparrayError as exc:
             return TrainOutcome(error=f"Training refused: {exc}")
+        except OSError as exc:  # a full disk or a vanished share while saving the model
+            where = f" ({exc.filename})" if exc.filename else ""
+            return TrainOutcome(
+                error=f"The model could not be saved{where}: {describe_os_error(exc)}; any "
+                "previous model file was kept."
+            )
         written = Path(result.out_path) if result.out_path else None
         if written is None or not written.exists():
             return TrainOutcome(

@@ -36,7 +36,6 @@ def _truncated_lognormal(
     return float(np.clip(median, lo, hi))
 
 
-
 def draw_sample_biology(
     rng: np.random.Generator, jitter_rng: np.random.Generator, jitter: float = 0.0
 ) -> dict[str, float]:
@@ -146,5 +145,3 @@ def draw_biology(
     p["flatten"] = rng.uniform(0.75, 0.95)
     p["edge_softness_um"] = rng.uniform(0.3, 0.7)
     return p
-
-

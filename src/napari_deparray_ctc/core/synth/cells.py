@@ -133,5 +133,3 @@ def synth_cells(
                 )
             )
     return cells
-
-

@@ -79,7 +79,11 @@ def _domains() -> dict[str, Domain]:
             Domain(
                 "low_light_8bit",
                 ref.replace(
-                    photons=900.0, gain_e_per_adu=5.0, offset_adu=10.0, read_noise_e=9.0, bit_depth=8
+                    photons=900.0,
+                    gain_e_per_adu=5.0,
+                    offset_adu=10.0,
+                    read_noise_e=9.0,
+                    bit_depth=8,
                 ),
                 64,
                 "10x fewer photons, more read noise, an 8-bit camera",

@@ -140,9 +140,7 @@ def render_cell(
         )
         all_cells = np.maximum(all_cells, nb_mask)
     n_debris = (
-        add_debris(scene, grid, rng, cell_optics)
-        if rng.random() < optics.debris_probability
-        else 0
+        add_debris(scene, grid, rng, cell_optics) if rng.random() < optics.debris_probability else 0
     )
     channels = _image(rng, scene, grid, cell_optics, all_cells)
     params: dict[str, float | int | str | bool] = {
@@ -166,5 +164,3 @@ def render_cell(
         pixel_size_um=px,
         params=params,
     )
-
-

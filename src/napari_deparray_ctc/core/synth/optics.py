@@ -188,4 +188,3 @@ class Optics:
     def to_dict(self) -> dict[str, float | int]:
         """Plain dict of the fields (JSON-safe)."""
         return dataclasses.asdict(self)
-

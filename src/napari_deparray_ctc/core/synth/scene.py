@@ -50,7 +50,6 @@ class Scene:
         return cls(*(np.zeros((size, size)) for _ in range(5)))
 
 
-
 def _outline(
     rng: np.random.Generator,
     direction: np.ndarray,
@@ -155,7 +154,6 @@ def _sample_inside(
     idx = rng.choice(flat.size, size=n, p=flat / total)
     ys, xs = np.divmod(idx, weight.shape[1])
     return ys + rng.uniform(-0.5, 0.5, n), xs + rng.uniform(-0.5, 0.5, n)
-
 
 
 def add_cell(
@@ -307,5 +305,3 @@ def add_debris(scene: Scene, grid: Grid, rng: np.random.Generator, optics: Optic
         if rng.random() < 0.08:
             scene.dapi += optics.dapi_photons * rng.uniform(0.2, 0.8) * m
     return n
-
-

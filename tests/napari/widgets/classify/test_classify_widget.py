@@ -46,7 +46,9 @@ def _settings_in_tmp(tmp_path, monkeypatch):
 def errors(monkeypatch):
     """Messages passed to napari's show_error by the widget."""
     shown: list[str] = []
-    monkeypatch.setattr(cw, "show_error", lambda message: shown.append(str(message)))
+    monkeypatch.setattr(
+        "napari.utils.notifications.show_error", lambda message: shown.append(str(message))
+    )
     return shown
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from napari_deparray_ctc.core.synth import write_export
 from napari_deparray_ctc.napari.cells import deparray_meta, set_cell_label
-from napari_deparray_ctc.napari.widgets.train.inputs import in_progress_path
+from napari_deparray_ctc.core.model_files import in_progress_path
+from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.train.widget import CHOOSE_DAPI, TrainWidget
 
 PLUGIN = "napari-deparray-ctc"
@@ -88,8 +89,8 @@ def test_ambiguous_dapi_needs_a_manual_choice(viewer_widget) -> None:
     viewer.add_image(
         np.asarray(dapi.data), name="copy :: DAPI", metadata={"deparray": dict(deparray_meta(dapi))}
     )
-    widget._refresh_layers()
-    widget._on_bf_changed(layers["BF"].name)  # a fresh automatic pairing
+    widget.cells.refresh()
+    widget.cells._on_bf_changed(layers["BF"].name)  # a fresh automatic pairing
     assert widget.dapi_combo.currentText() == CHOOSE_DAPI
     assert widget.start() is None
     assert "Several DAPI layers" in widget.last_message
@@ -143,29 +144,44 @@ def test_counts_follow_key_annotations(viewer_widget) -> None:
 # ------------------------------------------------------------------ wiring (core train patched)
 
 
+class _FakeModel:
+    def __init__(self, metrics: dict) -> None:
+        self.metadata = {"arch": "resnet18", "threshold": 0.4, "metrics": metrics}
+
+
 class _FakeResult:
     def __init__(self, out: str | None, cancelled: bool, history: list[dict]) -> None:
+        from napari_deparray_ctc.core.metrics import confusion
+
         self.out_path = out
         self.cancelled = cancelled
         self.history = history
+        self.warning = None
         self.metrics = {
             "precision": 0.8,
             "recall": 0.75,
             "f1": 0.77,
             "threshold": 0.4,
-            "confusion_matrix": [[9, 1], [2, 6]],
+            # the form core.metrics returns (a dict), which the widget must show as a table
+            "confusion_matrix": confusion([0] * 10 + [1] * 8, [0] * 9 + [1] + [0] * 2 + [1] * 6),
         }
-        self.model = None
+        self.model = _FakeModel(self.metrics)
 
 
-def _fake_train(batches_per_epoch: int = 5, batch_s: float = 0.01, started=None):
-    """A stand-in for core ``train`` that reports progress and honours should_stop."""
+def _fake_train(batches_per_epoch: int = 5, batch_s: float = 0.01, started=None, hold=False):
+    """A stand-in for core ``train`` that reports progress and honours should_stop.
+
+    With ``hold``, it waits for ``started`` to be set (by the test) before it begins.
+    """
     from napari_deparray_ctc.core.train import TrainProgress
 
     def train(config, data=None, progress=None, should_stop=None):
         history = []
         if started is not None:
-            started.set()
+            if hold:
+                assert started.wait(30)
+            else:
+                started.set()
         for epoch in range(1, config.epochs + 1):
             for b in range(1, batches_per_epoch + 1):
                 if should_stop():
@@ -202,31 +218,40 @@ def _fake_train(batches_per_epoch: int = 5, batch_s: float = 0.01, started=None)
     return train
 
 
-def test_plot_and_progress_receive_points(viewer_widget, qtbot, tmp_path) -> None:
+def test_plot_and_progress_receive_points(viewer_widget, qtbot, tmp_path, monkeypatch) -> None:
     _viewer, widget, _layers = viewer_widget
     out = tmp_path / "m.pt"
     _tiny_settings(widget, out, epochs=3)
     seen = []
-    worker = widget.start(train=_fake_train())
+    started = threading.Event()
+    monkeypatch.setattr(
+        "napari_deparray_ctc.core.train.train", _fake_train(started=started, hold=True)
+    )
+    worker = widget.start()
     assert worker is not None and widget.is_running
     assert not widget.train_button.isEnabled() and widget.stop_button.isEnabled()
-    worker.yielded.connect(seen.append)
+    worker.progress.connect(seen.append)
+    started.set()
     _wait(qtbot, widget)
     assert [p.epoch for p in widget.plot.points] == [1, 2, 3]
     assert widget.plot.points[-1].val_f1 == pytest.approx(0.8)
     assert any(p.phase == "epoch_end" for p in seen)
     assert widget.progress.value() == widget.progress.maximum()
     assert out.read_bytes() == b"model" and not in_progress_path(out).exists()
-    assert "F1 0.770" in widget.metrics_label.text() and "true CTC" in widget.metrics_label.text()
+    text = widget.metrics_label.text()
+    assert "F1 0.770" in text and "true CTC" in text  # the confusion matrix is shown
+    assert "<td align='right'>9</td><td align='right'>1</td>" in text
     assert widget.use_button.isEnabled() and widget.train_button.isEnabled()
 
 
-def test_stop_cancels_within_a_batch(viewer_widget, qtbot, tmp_path) -> None:
+def test_stop_cancels_within_a_batch(viewer_widget, qtbot, tmp_path, monkeypatch) -> None:
     _viewer, widget, _layers = viewer_widget
     out = tmp_path / "m.pt"
     _tiny_settings(widget, out, epochs=50)
     started = threading.Event()
-    widget.start(train=_fake_train(batches_per_epoch=100, batch_s=0.05, started=started))
+    fake = _fake_train(batches_per_epoch=100, batch_s=0.05, started=started)
+    monkeypatch.setattr("napari_deparray_ctc.core.train.train", fake)
+    widget.start()
     assert started.wait(30)
     qtbot.wait(200)
     t0 = time.perf_counter()
@@ -238,14 +263,17 @@ def test_stop_cancels_within_a_batch(viewer_widget, qtbot, tmp_path) -> None:
     assert widget.last_message.startswith("Stopped")
 
 
-def test_training_errors_are_reported_and_the_widget_recovers(viewer_widget, qtbot, tmp_path):
+def test_training_errors_are_reported_and_the_widget_recovers(
+    viewer_widget, qtbot, tmp_path, monkeypatch
+):
     _viewer, widget, _layers = viewer_widget
     _tiny_settings(widget, tmp_path / "m.pt")
 
     def broken(config, data=None, progress=None, should_stop=None):
         raise RuntimeError("out of memory on the pretend device")
 
-    widget.start(train=broken)
+    monkeypatch.setattr("napari_deparray_ctc.core.train.train", broken)
+    widget.start()
     _wait(qtbot, widget)
     assert "out of memory on the pretend device" in widget.last_message
     assert widget.train_button.isEnabled() and not widget.use_button.isEnabled()
@@ -285,6 +313,9 @@ def test_real_tiny_training_gives_a_model_the_classify_widget_uses(
 
     classify = widget.use_model()  # docks "Classify cells" and hands it the model
     assert classify is not None and classify.model_path == str(out)
+    assert session_for(viewer).model_path == str(out)
+    qtbot.waitUntil(lambda: not classify.model_box.is_checking, timeout=WAIT_MS)
+    classify.choose_layers([widget.bf_combo.currentText()])
     worker = classify.run()
     assert worker is not None
     qtbot.waitUntil(lambda: not classify.is_running, timeout=WAIT_MS)
@@ -302,7 +333,7 @@ def test_stop_keeps_a_better_previous_model_intact(viewer_widget, qtbot, tmp_pat
     widget.dapi_strategy_combo.setCurrentText("none")
     worker = widget.start()
     assert worker is not None
-    worker.yielded.connect(lambda p: widget.stop())  # Stop at the first progress event
+    worker.progress.connect(lambda p: widget.stop())  # Stop at the first progress event
     _wait(qtbot, widget)
     outcome = widget.last_outcome
     assert outcome is not None, widget.last_message
@@ -320,14 +351,13 @@ def test_stop_keeps_a_better_previous_model_intact(viewer_widget, qtbot, tmp_pat
 
 def test_demo_gui_opens_the_export_with_both_widgets(make_napari_viewer, tmp_path) -> None:
     from napari_deparray_ctc.napari.demo_gui import setup_demo
-    from napari_deparray_ctc.napari.keys import find_classify_widgets
 
     viewer = make_napari_viewer()
     session = setup_demo(viewer, tmp_path / "demo", n_cells=12, image_size=32)
     assert {deparray_meta(layer)["channel"] for layer in session.layers} >= {"BF", "DAPI"}
     assert len(deparray_meta(session.layers[0])["cell_ids"]) == 12
     assert isinstance(session.train_widget, TrainWidget)
-    assert find_classify_widgets(viewer) == [session.classify_widget]
+    assert session_for(viewer).widget("classify") is session.classify_widget
     assert session.train_widget.out_edit.text() == str(session.folder / "model.pt")
     assert session.train_widget.bf_combo.currentText() == viewer.layers.selection.active.name
     assert "CTC" in session.train_widget.counts_label.text()  # labels came with the export

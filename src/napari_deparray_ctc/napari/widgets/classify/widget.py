@@ -13,22 +13,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
-from superqt import QLabeledDoubleSlider
 
 from napari_deparray_ctc.core.constants import background_threads
 from napari_deparray_ctc.napari.cells import cell_count, deparray_meta, ensure_deparray_metadata
@@ -36,8 +30,8 @@ from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify.inputs import ClassifyInputs, classify_targets
 from napari_deparray_ctc.napari.widgets.classify.model_box import ModelBox
-from napari_deparray_ctc.napari.widgets.classify.table import ResultsTable
-from napari_deparray_ctc.napari.widgets.common import scrollable_body, section
+from napari_deparray_ctc.napari.widgets.classify.results_box import ResultsBox
+from napari_deparray_ctc.napari.widgets.common import notify, scrollable_body, section
 from napari_deparray_ctc.napari.workers import ClassifyJob, ClassifyWorker, LayerCells
 
 __all__ = ["ClassifyWidget"]
@@ -81,7 +75,6 @@ class ClassifyWidget(QWidget):
         if remembered:
             self.model_box.set_path(remembered)
         self._set_running(False)
-        self.results_box.setEnabled(False)
 
     # -- building -----------------------------------------------------------------------
 
@@ -124,42 +117,19 @@ class ClassifyWidget(QWidget):
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
 
-        results = QWidget()
-        box = QVBoxLayout(results)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Threshold"))
-        self.threshold_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
-        self.threshold_slider.setRange(0.0, 1.0)
-        self.threshold_slider.setDecimals(3)
-        self.threshold_slider.setValue(0.5)
-        self.threshold_slider.setToolTip(
-            "Cells with P(CTC) at or above the threshold are called CTC; moving it relabels "
-            "every cell at once, without a rerun"
+        self.results_box = ResultsBox(self.session, self._store_predictions)
+        layout.addWidget(section("Results", self.results_box), 1)
+        # what tests and scripts reach directly
+        box = self.results_box
+        self.table, self.threshold_slider, self.counts_label = (
+            box.table,
+            box.threshold_slider,
+            box.counts_label,
         )
-        self.reset_threshold_button = QPushButton("Model's")
-        self.reset_threshold_button.setToolTip("Back to the threshold stored in the model file")
-        row.addWidget(self.threshold_slider, 1)
-        row.addWidget(self.reset_threshold_button)
-        box.addLayout(row)
-        self.counts_label = QLabel("")
-        self.counts_label.setWordWrap(True)
-        box.addWidget(self.counts_label)
-        self.review_checkbox = QCheckBox("Review queue (most doubtful first)")
-        self.review_checkbox.setToolTip(
-            "Order the table by |P(CTC) - threshold|, so the cells nearest the threshold come "
-            "first. Keys in the table: C = CTC, W = WBC, Del = clear."
-        )
-        box.addWidget(self.review_checkbox)
-        self.table = ResultsTable()
-        box.addWidget(self.table, 1)
-        self.export_button = QPushButton("Export CSV…")
-        self.export_button.setToolTip(
-            "Write the table (in its current order) to a CSV file: cell_id, path, p_ctc, "
-            "label, threshold, annotation; the file is replaced whole or not at all"
-        )
-        box.addWidget(self.export_button)
-        self.results_box = results
-        layout.addWidget(section("Results", results), 1)
+        self.review_checkbox, self.export_button = box.review_checkbox, box.export_button
+        self.reset_threshold_button = box.reset_threshold_button
+        self.set_threshold, self.reset_threshold = box.set_threshold, box.reset_threshold
+        self.export_csv, self.suggested_csv_path = box.export_csv, box.suggested_csv_path
 
     def _add_callbacks(self) -> None:
         events = self.viewer.layers.events
@@ -167,13 +137,7 @@ class ClassifyWidget(QWidget):
             event.connect(self.refresh_targets)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
-        self.reset_threshold_button.clicked.connect(self.reset_threshold)
-        self.review_checkbox.toggled.connect(self.table.order_for_review)
-        self.export_button.clicked.connect(self._export_dialog)
         self.table.rowActivated.connect(self.show_cell)
-        self.table.annotationEdited.connect(lambda cid, label: self.session.set_label(cid, label))
-        self.session.events.annotation.connect(self._on_annotation)
         self.session.events.shown.connect(self._on_shown)
 
     @property
@@ -289,7 +253,7 @@ class ClassifyWidget(QWidget):
 
     def _fail(self, message: str) -> None:
         self.status_label.setText(message)
-        show_error(message)
+        notify("error", message)
 
     def _open_activity(self, total: int) -> None:
         from napari.utils import progress
@@ -357,17 +321,12 @@ class ClassifyWidget(QWidget):
         threshold = float(outcome.model_threshold)
         results = ClassificationResults(rows, threshold, threshold, self.model_box.path)
         self._store_predictions(results)
-        self.table.populate(results, self.review_checkbox.isChecked())
         self.session.results = results
-        self.threshold_slider.blockSignals(True)
-        self.threshold_slider.setValue(threshold)
-        self.threshold_slider.blockSignals(False)
-        self.results_box.setEnabled(True)
-        self._update_counts()
+        self.results_box.show_results(results)
         text = f"Classified {len(rows)} cells in {outcome.seconds:.1f} s."
         for note in outcome.notes:
             text += f" {note}"
-            show_info(note)
+            notify("info", note)
         self.status_label.setText(text)
 
     @property
@@ -387,44 +346,6 @@ class ClassifyWidget(QWidget):
                 meta["predictions_threshold"] = results.threshold
                 meta["predictions_model"] = results.model_path
 
-    def set_threshold(self, threshold: float) -> None:
-        """Move the threshold slider (relabels at once, no rerun)."""
-        self.threshold_slider.setValue(float(threshold))
-
-    def reset_threshold(self) -> None:
-        """Back to the threshold stored in the model file."""
-        if self.results is not None:
-            self.set_threshold(self.results.model_threshold)
-
-    def _on_threshold_changed(self, value: float) -> None:
-        results = self.results
-        if results is None:
-            return
-        changed = results.set_threshold(min(1.0, max(0.0, float(value))))
-        self.table.set_calls(changed)
-        if self.review_checkbox.isChecked():
-            self.table.order_for_review(True)
-        self._store_predictions(results)
-        self._update_counts()
-        self.session.results_changed()
-
-    def _update_counts(self) -> None:
-        results = self.results
-        if results is None:
-            self.counts_label.setText("")
-            return
-        counts, annotated = results.counts(), results.annotation_counts()
-        self.counts_label.setText(
-            f"CTC {counts['CTC']} · WBC {counts['WBC']} at threshold {results.threshold:.3f} "
-            f"(model: {results.model_threshold:.3f}) · annotated "
-            f"{annotated['CTC'] + annotated['WBC']} of {len(results)}"
-        )
-
-    def _on_annotation(self, event: Any) -> None:
-        if self.results is not None:
-            self.table.set_annotations(self.results.indices_of(event.cell_id))
-            self._update_counts()
-
     def show_cell(self, result_row: int) -> None:
         """Bring a classified cell on screen (its layer selected, the slider on it)."""
         row = self.results.rows[result_row]
@@ -443,48 +364,6 @@ class ClassifyWidget(QWidget):
                 row = rows[0] if rows else None
             if row is not None:
                 self.table.select_result_row(row)
-
-    # -- export ---------------------------------------------------------------------------
-
-    def export_csv(self, path: str | os.PathLike) -> bool:
-        """Write the table (its current order) to a CSV file, atomically; ``False`` on failure."""
-        if self.results is None:
-            self._fail("Nothing to export yet: run the classifier first.")
-            return False
-        try:
-            self.results.to_csv(path, order=self.table.order())
-        except OSError as exc:
-            self._fail(
-                f"{os.fspath(path)}: could not write the CSV ({exc.strerror or 'write failed'})"
-            )
-            return False
-        message = f"Exported {len(self.results)} cells to {os.fspath(path)}"
-        self.status_label.setText(message)
-        show_info(message)
-        return True
-
-    def suggested_csv_path(self) -> Path:
-        """``<export folder>/<export name>_ctc_calls.csv`` for the classified export."""
-        results = self.results
-        paths = [row.path for row in results.rows if row.path] if results is not None else []
-        name = (
-            results.layers[0].split(" :: ")[0]
-            if results is not None and results.layers
-            else "cells"
-        )
-        if paths:
-            folder = Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]))
-        else:
-            folder = Path.home()
-        return folder / f"{name}_ctc_calls.csv"
-
-    def _export_dialog(self) -> None:
-        if self.results is None:
-            return
-        start = str(self.suggested_csv_path())
-        path, _ = QFileDialog.getSaveFileName(self, "Export calls as CSV", start, "CSV (*.csv)")
-        if path:
-            self.export_csv(path if path.lower().endswith(".csv") else path + ".csv")
 
 
 def _remembered_model() -> str:

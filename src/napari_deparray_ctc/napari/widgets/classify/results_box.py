@@ -1,0 +1,177 @@
+"""The "Results" box of "Classify cells": threshold, counts, review queue, table, CSV export.
+
+It shows the session's :class:`~napari_deparray_ctc.napari.results.ClassificationResults`:
+moving the threshold relabels every cell at once (no rerun) and tells the session, so the
+caption and the gallery follow; annotations come and go through the session too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QLabeledDoubleSlider
+
+from napari_deparray_ctc.napari.widgets.classify.table import ResultsTable
+from napari_deparray_ctc.napari.widgets.common import notify
+
+__all__ = ["ResultsBox"]
+
+
+class ResultsBox(QWidget):
+    """Threshold slider, counts, review queue, the table and Export CSV."""
+
+    def __init__(
+        self, session: Any, on_threshold: Callable[[Any], None], parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.session = session
+        self._on_threshold = on_threshold
+        box = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Threshold"))
+        self.threshold_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0.0, 1.0)
+        self.threshold_slider.setDecimals(3)
+        self.threshold_slider.setValue(0.5)
+        self.threshold_slider.setToolTip(
+            "Cells with P(CTC) at or above the threshold are called CTC; moving it relabels "
+            "every cell at once, without a rerun"
+        )
+        self.reset_threshold_button = QPushButton("Model's")
+        self.reset_threshold_button.setToolTip("Back to the threshold stored in the model file")
+        row.addWidget(self.threshold_slider, 1)
+        row.addWidget(self.reset_threshold_button)
+        box.addLayout(row)
+        self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        box.addWidget(self.counts_label)
+        self.review_checkbox = QCheckBox("Review queue (most doubtful first)")
+        self.review_checkbox.setToolTip(
+            "Order the table by |P(CTC) - threshold|, so the cells nearest the threshold come "
+            "first. Keys in the table: C = CTC, W = WBC, Del = clear."
+        )
+        box.addWidget(self.review_checkbox)
+        self.table = ResultsTable()
+        box.addWidget(self.table, 1)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip(
+            "Write the table (in its current order) to a CSV file: cell_id, path, p_ctc, "
+            "label, threshold, annotation; the file is replaced whole or not at all"
+        )
+        box.addWidget(self.export_button)
+        self.threshold_slider.valueChanged.connect(self._threshold_moved)
+        self.reset_threshold_button.clicked.connect(self.reset_threshold)
+        self.review_checkbox.toggled.connect(self.table.order_for_review)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.table.annotationEdited.connect(
+            lambda cell_id, label: session.set_label(cell_id, label)
+        )
+        session.events.annotation.connect(self._on_annotation)
+        self.setEnabled(False)
+
+    @property
+    def results(self) -> Any:
+        """The session's results."""
+        return self.session.results
+
+    def show_results(self, results: Any) -> None:
+        """Fill the table with a new run, the slider at its threshold."""
+        self.table.populate(results, self.review_checkbox.isChecked())
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setValue(results.threshold)
+        self.threshold_slider.blockSignals(False)
+        self.setEnabled(True)
+        self.update_counts()
+
+    def set_threshold(self, threshold: float) -> None:
+        """Move the threshold slider (relabels at once, no rerun)."""
+        self.threshold_slider.setValue(float(threshold))
+
+    def reset_threshold(self) -> None:
+        """Back to the threshold stored in the model file."""
+        if self.results is not None:
+            self.set_threshold(self.results.model_threshold)
+
+    def _threshold_moved(self, value: float) -> None:
+        results = self.results
+        if results is None:
+            return
+        changed = results.set_threshold(min(1.0, max(0.0, float(value))))
+        self.table.set_calls(changed)
+        if self.review_checkbox.isChecked():
+            self.table.order_for_review(True)
+        self._on_threshold(results)
+        self.update_counts()
+        self.session.results_changed()
+
+    def update_counts(self) -> None:
+        """The calls and annotations, counted."""
+        results = self.results
+        if results is None:
+            self.counts_label.setText("")
+            return
+        counts, annotated = results.counts(), results.annotation_counts()
+        self.counts_label.setText(
+            f"CTC {counts['CTC']} · WBC {counts['WBC']} at threshold {results.threshold:.3f} "
+            f"(model: {results.model_threshold:.3f}) · annotated "
+            f"{annotated['CTC'] + annotated['WBC']} of {len(results)}"
+        )
+
+    def _on_annotation(self, event: Any) -> None:
+        if self.results is not None and self.table.results is self.results:
+            self.table.set_annotations(self.results.indices_of(event.cell_id))
+            self.update_counts()
+
+    # -- export ---------------------------------------------------------------------------
+
+    def export_csv(self, path: str | os.PathLike) -> bool:
+        """Write the table (its current order) to a CSV file, atomically; ``False`` on failure."""
+        if self.results is None:
+            notify("error", "Nothing to export yet: run the classifier first.")
+            return False
+        try:
+            self.results.to_csv(path, order=self.table.order())
+        except OSError as exc:
+            notify(
+                "error",
+                f"{os.fspath(path)}: could not write the CSV ({exc.strerror or 'write failed'})",
+            )
+            return False
+        notify("info", f"Exported {len(self.results)} cells to {os.fspath(path)}")
+        return True
+
+    def suggested_csv_path(self) -> Path:
+        """``<export folder>/<export name>_ctc_calls.csv`` for the classified export."""
+        results = self.results
+        paths = [row.path for row in results.rows if row.path] if results is not None else []
+        name = (
+            results.layers[0].split(" :: ")[0]
+            if results is not None and results.layers
+            else "cells"
+        )
+        if paths:
+            folder = Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]))
+        else:
+            folder = Path.home()
+        return folder / f"{name}_ctc_calls.csv"
+
+    def _export_dialog(self) -> None:
+        if self.results is None:
+            return
+        start = str(self.suggested_csv_path())
+        path, _ = QFileDialog.getSaveFileName(self, "Export calls as CSV", start, "CSV (*.csv)")
+        if path:
+            self.export_csv(path if path.lower().endswith(".csv") else path + ".csv")

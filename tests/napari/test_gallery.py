@@ -1,0 +1,121 @@
+"""The cell gallery: tiles, order, clicks that move the slider, keys that annotate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_deparray_ctc.napari.gallery import (
+    SORT_KEYS,
+    GalleryCell,
+    channel_layers,
+    gallery_cells,
+    sort_cells,
+    tile_image,
+)
+from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
+from napari_deparray_ctc.napari.session import session_for
+
+
+class Layer:
+    def __init__(self, name, data, channel, labels=None):
+        n = len(data)
+        self.name, self.data, self.rgb = name, data, False
+        self.metadata = {
+            "deparray": {
+                "channel": channel,
+                "cell_ids": [f"c{i}" for i in range(n)],
+                "labels": list(labels or [None] * n),
+            }
+        }
+
+
+def test_sort_orders_and_unclassified_last() -> None:
+    cells = [
+        GalleryCell("a", 0, 0.2, "WBC", None, 0.3),
+        GalleryCell("b", 1, 0.9, "CTC", "CTC", 0.4),
+        GalleryCell("c", 2, None, None, "WBC", None),
+        GalleryCell("d", 3, 0.55, "CTC", None, 0.05),
+    ]
+    assert [c.cell_id for c in sort_cells(cells, SORT_KEYS[0])] == ["b", "d", "a", "c"]
+    assert [c.cell_id for c in sort_cells(cells, SORT_KEYS[1])] == ["d", "a", "b", "c"]
+    assert [c.cell_id for c in sort_cells(cells, SORT_KEYS[2])] == ["b", "c", "a", "d"]
+    assert [c.cell_id for c in sort_cells(cells, SORT_KEYS[3])] == ["a", "b", "c", "d"]
+    assert cells[0].caption == "a\nWBC 0.20 · not annotated"
+    assert cells[2].caption == "c\nnot classified · annotated WBC"
+
+
+def test_tiles_put_channels_side_by_side_in_their_colours() -> None:
+    rng = np.random.default_rng(0)
+    bf = Layer("e :: BF", rng.random((3, 20, 20)), "BF")
+    dapi = Layer("e :: DAPI", rng.random((3, 20, 20)), "DAPI")
+    layers = channel_layers([dapi, bf], bf)
+    assert layers == [bf, dapi]
+    tile = tile_image(layers, 1, size=16, gap=2)
+    assert tile.shape == (16, 34, 3) and tile.dtype == np.uint8
+    grey, blue = tile[:, :16], tile[:, 18:]
+    assert np.array_equal(grey[..., 0], grey[..., 2])  # BF is grey
+    assert blue[..., 2].mean() > blue[..., 0].mean()  # DAPI is blue
+
+
+def test_gallery_cells_carry_calls_and_annotations() -> None:
+    bf = Layer("e :: BF", np.zeros((3, 8, 8)), "BF", labels=["CTC", None, "WBC"])
+    results = ClassificationResults(
+        [CellResult("c0", "e :: BF", 0, 0.8), CellResult("c1", "e :: BF", 1, 0.3)], 0.5
+    )
+    cells = gallery_cells(bf, results)
+    assert [(c.call, c.annotation) for c in cells] == [("CTC", "CTC"), ("WBC", None), (None, "WBC")]
+    assert cells[1].uncertainty == pytest.approx(0.2)
+
+
+@pytest.fixture
+def viewer_with_export(make_napari_viewer):
+    viewer = make_napari_viewer()
+    values = [10.0, 90.0, 50.0, 70.0]
+    ids = [f"cell{i}" for i in range(4)]
+    for channel in ("BF", "DAPI"):
+        data = np.stack([np.full((12, 12), v) + np.eye(12) for v in values])
+        meta = {"channel": channel, "cell_ids": ids, "labels": [None] * 4, "paths": [None] * 4}
+        viewer.add_image(data, name=f"exp :: {channel}", metadata={"deparray": meta})
+    return viewer
+
+
+def test_gallery_widget_click_and_keys(viewer_with_export, qtbot) -> None:
+    from qtpy.QtCore import Qt
+
+    from napari_deparray_ctc.napari.widgets.gallery.widget import GalleryWidget
+
+    viewer = viewer_with_export
+    _dock, gallery = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Cell gallery")
+    assert isinstance(gallery, GalleryWidget)
+    assert gallery.export_combo.currentText() == "exp :: BF"
+    assert gallery.tiles.count() == 4 and "4 cells" in gallery.page_label.text()
+    # a tile shows both channels side by side
+    icon_size = gallery.tiles.iconSize()
+    assert icon_size.width() > 1.9 * icon_size.height()
+
+    # a click selects the cell everywhere: the slider moves to it
+    item = gallery.tiles.item(2)
+    gallery.tiles.itemClicked.emit(item)
+    assert viewer.dims.current_step[0] == 2
+    assert viewer.layers.selection.active.name == "exp :: BF"
+
+    # keys annotate the tile under the cursor (here: the selected one)
+    gallery.tiles.setCurrentItem(gallery.tiles.item(3))
+    qtbot.keyClick(gallery.tiles, Qt.Key.Key_C)
+    assert viewer.layers["exp :: BF"].metadata["deparray"]["labels"][3] == "CTC"
+    assert viewer.layers["exp :: DAPI"].metadata["deparray"]["labels"][3] == "CTC"
+    assert "annotated CTC" in gallery.tiles.item(3).text()
+
+    # sorting by P(CTC) follows the session's results
+    session = session_for(viewer)
+    rows = [CellResult(f"cell{i}", "exp :: BF", i, p) for i, p in enumerate([0.1, 0.9, 0.5, 0.7])]
+    session.results = ClassificationResults(rows, 0.5)
+    gallery.sort_combo.setCurrentText(SORT_KEYS[0])
+    assert [gallery.tiles.item(i).text().split("\n")[0] for i in range(4)] == [
+        "cell1", "cell3", "cell2", "cell0",
+    ]  # fmt: skip
+    gallery.sort_combo.setCurrentText(SORT_KEYS[1])
+    assert gallery.tiles.item(0).text().startswith("cell2")  # the most doubtful first
+    gallery.show_cells(["cell0", "cell2"])
+    assert gallery.tiles.count() == 2

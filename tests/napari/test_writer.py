@@ -1,0 +1,74 @@
+"""File ▸ Save Selected Layer(s) on DEPArray layers writes the one cell table (CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from napari_deparray_ctc.core.cell_table import read_cell_table
+from napari_deparray_ctc.core.constants import PREDICTION_CSV_COLUMNS
+from napari_deparray_ctc.core.errors import DeparrayError
+from napari_deparray_ctc.core.synth import write_export
+from napari_deparray_ctc.napari.writer import write_cells_csv
+
+PLUGIN = "napari-deparray-ctc"
+
+
+def _meta(channel, predictions=None):
+    meta = {
+        "channel": channel,
+        "cell_ids": ["a", "b"],
+        "paths": ["/x/a.tif", "/x/b.tif"],
+        "labels": ["CTC", None],
+    }
+    if predictions is not None:
+        meta["predictions"] = predictions
+        meta["predictions_threshold"] = 0.4
+    return meta
+
+
+def test_writer_writes_each_cell_once_with_predictions(tmp_path: Path) -> None:
+    predictions = [
+        {"cell_id": "a", "p_ctc": 0.9, "label": "CTC"},
+        {"cell_id": "b", "p_ctc": 0.1, "label": "WBC"},
+    ]
+    layers = [
+        (None, {"metadata": {"deparray": _meta("DAPI")}}, "image"),
+        (None, {"metadata": {"deparray": _meta("BF", predictions)}}, "image"),
+    ]
+    out = tmp_path / "cells.csv"
+    assert write_cells_csv(str(out), layers) == [str(out)]
+    rows = read_cell_table(out)
+    assert tuple(rows[0]) == PREDICTION_CSV_COLUMNS
+    assert rows == [
+        {"cell_id": "a", "path": "/x/a.tif", "p_ctc": "0.900000", "label": "CTC",
+         "threshold": "0.400000", "annotation": "CTC"},
+        {"cell_id": "b", "path": "/x/b.tif", "p_ctc": "0.100000", "label": "WBC",
+         "threshold": "0.400000", "annotation": ""},
+    ]  # fmt: skip
+
+
+def test_writer_without_predictions_leaves_those_columns_empty(tmp_path: Path) -> None:
+    out = tmp_path / "cells.csv"
+    write_cells_csv(str(out), [(None, {"metadata": {"deparray": _meta("BF")}}, "image")])
+    rows = read_cell_table(out)
+    assert [r["p_ctc"] for r in rows] == ["", ""] and [r["label"] for r in rows] == ["", ""]
+    assert rows[0]["annotation"] == "CTC"
+
+
+def test_writer_refuses_layers_without_cells_in_words(tmp_path: Path) -> None:
+    with pytest.raises(DeparrayError, match="none of the selected layers holds DEPArray cells"):
+        write_cells_csv(str(tmp_path / "x.csv"), [(None, {"metadata": {}}, "image")])
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_save_selected_layers_in_napari(make_napari_viewer, tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", 6, ctc_fraction=0.5, seed=1, image_size=24)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(export), plugin=PLUGIN)
+    out = tmp_path / "saved.csv"
+    written = viewer.layers.save(str(out), selected=False, plugin=PLUGIN)
+    assert [str(p) for p in written] == [str(out)]
+    rows = read_cell_table(out)
+    assert [r["cell_id"] for r in rows] == layers[0].metadata["deparray"]["cell_ids"]
