@@ -131,3 +131,37 @@ def test_evaluate_reports_metrics(model):
     assert result["model_threshold"] == 0.5
     assert 0.0 <= result["f1"] <= 1.0
     assert result["best_f1"] >= result["f1"]
+
+
+def test_adapt_re_estimates_batchnorm_without_changing_the_model(model):
+    images = _images(12)
+    before = classify(images, model).p_ctc
+    state = {k: v.clone() for k, v in model.network.state_dict().items()}
+    adapted = classify(images, model, batch_size=4, adapt=True, adapt_cells=8)
+    assert len(adapted) == 12 and np.isfinite(adapted.p_ctc).all()
+    assert not np.allclose(adapted.p_ctc, before)  # other statistics, other scores
+    for key, value in model.network.state_dict().items():
+        assert torch.equal(value, state[key]), key  # the given model is untouched
+    np.testing.assert_allclose(classify(images, model).p_ctc, before)
+
+
+def test_tta_averages_the_eight_views(model):
+    image = _images(1)[0][:20, :20]
+    views = [np.rot90(image, k) for k in range(4)]
+    views += [np.fliplr(v) for v in views]
+    p = classify(views, model, tta=True).p_ctc
+    np.testing.assert_allclose(p, p[0], atol=1e-5)  # the same cell in every view: one score
+
+
+def test_pixel_size_is_used_by_a_model_trained_at_a_canonical_scale(model):
+    scaled = LoadedModel(
+        model.network,
+        {**model.metadata, "normalisation": {"pixel_size_um": 0.5}},
+    )
+    images = _images(4)
+    same = classify(images, scaled, pixel_size=0.5).p_ctc
+    other = classify(images, scaled, pixel_size=0.25).p_ctc
+    per_image = classify(images, scaled, pixel_size=[0.5, 0.25, None, 0.5]).p_ctc
+    assert not np.allclose(same, other)
+    np.testing.assert_allclose(per_image[[0, 3]], same[[0, 3]], atol=1e-6)
+    np.testing.assert_allclose(per_image[1], other[1], atol=1e-6)

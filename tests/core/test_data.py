@@ -18,6 +18,7 @@ from napari_deparray_ctc.core.data import (
     load_training_set,
     prepare_tensors,
     split_train_val,
+    training_set_from_cells,
 )
 
 
@@ -219,3 +220,41 @@ def test_load_training_set_with_nothing_readable(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match=str(tmp_path.name)):
         load_training_set(tmp_path)
+
+
+# --------------------------------------------------------------------------- the one assembler
+def test_training_set_from_cells_skips_cells_without_bf_and_blank_dapi():
+    from napari_deparray_ctc.core.io import Cell
+
+    rng = np.random.default_rng(0)
+
+    def plane():
+        return rng.integers(0, 4096, (16, 16)).astype(np.uint16)
+
+    cells = [
+        Cell("a", {"BF": plane(), "DAPI": plane()}, "/x/a.tif", "CTC", "S1", 0.5),
+        Cell("b", {"DAPI": plane()}, "/x/b.tif", "WBC", "S1", 0.5),  # no BF
+        Cell("c", {"BF": plane(), "DAPI": np.full((16, 16), 7, np.uint16)}, "/x/c.tif", "WBC"),
+        Cell("d", {"BF": plane()}, "/x/d.tif", None, "S2"),
+    ]
+    skipped: list[tuple[str, str]] = []
+    ts = training_set_from_cells(iter(cells), on_skip=lambda p, r: skipped.append((p, r)))
+    assert ts.cell_ids == ["a", "c", "d"] and ts.labels == ["CTC", "WBC", None]
+    assert skipped == [("/x/b.tif", "no bright-field (BF) image, so it cannot be used")]
+    assert ts.dapi[0] is not None and ts.dapi[1] is None and ts.dapi[2] is None  # blank = missing
+    assert ts.groups == ["S1", None, "S2"] and ts.paths == ["/x/a.tif", "/x/c.tif", "/x/d.tif"]
+    assert ts.pixel_sizes == [0.5, None, None]
+    with pytest.warns(UserWarning, match="1 cell\\(s\\) without a bright-field .* b"):
+        training_set_from_cells(cells)
+    with pytest.raises(TrainingDataError, match="no cell with a bright-field image"):
+        training_set_from_cells([cells[1]])
+    only_blank = training_set_from_cells([cells[2]])
+    assert only_blank.dapi is None and only_blank.groups is None and only_blank.pixel_sizes is None
+
+
+def test_load_training_set_names_the_cells_left_out(tmp_path):
+    from napari_deparray_ctc.core.synth import write_export
+
+    export = write_export(tmp_path / "e", 10, ctc_fraction=0.5, seed=0, image_size=24)
+    ts = load_training_set(export)
+    assert ts.pixel_sizes is not None and all(s == pytest.approx(0.55) for s in ts.pixel_sizes)

@@ -342,3 +342,49 @@ def test_reader_opens_every_layout(tmp_path, layout):
         assert read.pixel_size_um == pytest.approx(truth.pixel_size_um)
         for name in CHANNELS:
             np.testing.assert_array_equal(read.channels[name], truth.channels[name])
+
+
+# ----------------------------------------------------------------- domains
+def test_benchmark_domains_differ_from_the_reference():
+    from napari_deparray_ctc.core.synth import DOMAINS, domain
+
+    assert set(DOMAINS) >= {
+        "reference",
+        "hospital_b",
+        "defocus",
+        "fine_pixels",
+        "low_light_8bit",
+        "uneven_background",
+    }
+    assert domain("reference").optics == Optics.default()
+    assert domain("low_light_8bit").optics.bit_depth == 8
+    with pytest.raises(ValueError, match="unknown domain"):
+        domain("mars")
+    low = synth_cells(6, 0.5, seed=1, optics=domain("low_light_8bit").optics)
+    assert max(int(c.channels["BF"].max()) for c in low) <= 255
+    fine = synth_cells(6, 0.5, seed=1, optics=domain("fine_pixels").optics)
+    assert {c.pixel_size_um for c in fine} == {0.42}
+
+
+def test_randomised_instruments_are_seeded_and_vary():
+    from napari_deparray_ctc.core.synth import randomised_optics
+
+    a = [randomised_optics(np.random.default_rng(s)) for s in range(20)]
+    b = [randomised_optics(np.random.default_rng(s)) for s in range(20)]
+    assert a == b
+    assert len({o.pixel_size_um for o in a}) == 20 and len({o.bit_depth for o in a}) > 2
+    cells = synth_cells(
+        12, 0.5, seed=3, n_samples=4, optics_sampler=randomised_optics, biology_jitter=1.0
+    )
+    assert len({c.pixel_size_um for c in cells}) == 4  # each sample its own instrument
+    for cell in cells:
+        assert cell.channels["BF"].dtype == np.uint16
+
+
+def test_biology_jitter_zero_keeps_the_documented_cells():
+    plain = synth_cells(6, 0.5, seed=4)
+    zero = synth_cells(6, 0.5, seed=4, biology_jitter=0.0)
+    jittered = synth_cells(6, 0.5, seed=4, n_samples=1, biology_jitter=1.0)
+    for a, b in zip(plain, zero, strict=True):
+        np.testing.assert_array_equal(a.channels["BF"], b.channels["BF"])
+    assert any(a.diameter_um != c.diameter_um for a, c in zip(plain, jittered, strict=True))

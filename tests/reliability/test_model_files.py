@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,18 @@ def _random_bytes(path: Path) -> Path:
     return path
 
 
+def _text_file(path: Path) -> Path:
+    """What a user picks by mistake: notes saved as text (torch says "pop from empty list")."""
+    path.write_text("hello this is a text file\nsecond line\n")
+    return path
+
+
+def _csv_file(path: Path) -> Path:
+    """A results table (it starts with "c", which a protocol-0 pickle also does)."""
+    path.write_text("cell_id,path,p_ctc,label,threshold\ncell0000,a.tif,0.9,CTC,0.5\n")
+    return path
+
+
 def _empty(path: Path) -> Path:
     path.write_bytes(b"")
     return path
@@ -161,28 +174,33 @@ MODEL_CASES = [
               "refused, nothing executed (same message)"),
     ModelCase("other-arch", "Weights of another architecture (resnet34 labelled resnet18)",
               _other_arch, "do not fit a one-channel resnet18",
-              "refused: `weights do not fit a one-channel resnet18 (...)`"),
+              "refused: `the weights do not fit a one-channel resnet18 (...)`"),
     ModelCase("rgb-input", "Another input (3-channel RGB `conv1`)", _rgb_input,
               "do not fit a one-channel resnet18",
-              "refused: `weights do not fit a one-channel resnet18 (... size mismatch for "
-              "conv1.weight: ...)`"),
+              "refused: `the weights do not fit a one-channel resnet18 (other sizes in "
+              "conv1.weight)`"),
     ModelCase("two-outputs", "Another head (2 outputs instead of 1)", _two_outputs,
               "do not fit a one-channel resnet18",
-              "refused: `weights do not fit a one-channel resnet18 (... size mismatch for "
-              "fc.weight: ...)`"),
+              "refused: `the weights do not fit a one-channel resnet18 (other sizes in "
+              "fc.weight, fc.bias)`"),
     ModelCase("future-version", "File from a future format version", _future_version,
               "written by a newer napari-deparray-ctc",
               f"refused: `written by a newer napari-deparray-ctc (format version "
               f"{FORMAT_VERSION + 1}; this version reads up to {FORMAT_VERSION}); please "
               f"upgrade`"),
     ModelCase("truncated-start", "Truncated model file (first 10 %)", _truncated(0.1),
-              "truncated", "refused: `not a model file, or truncated/corrupted (...)`"),
+              "truncated", "refused: `is not a model file, or it is truncated or damaged`"),
     ModelCase("truncated-end", "Truncated model file (last bytes missing)", _truncated(0.995),
-              "truncated", "refused: `not a model file, or truncated/corrupted (...)`"),
+              "truncated", "refused: `is not a model file, or it is truncated or damaged`"),
     ModelCase("random-bytes", "Random bytes named `.pt`", _random_bytes, "not a model file",
-              "refused: `not a model file, or truncated/corrupted (not a torch or pickle "
-              "file)`"),
-    ModelCase("empty", "Empty file", _empty, "file is empty", "refused: `file is empty`"),
+              "refused: `is not a model file, or it is truncated or damaged (it is neither a "
+              "torch file nor a pickle)`"),
+    ModelCase("text-file", "A text file chosen as the model", _text_file, "is a text file",
+              "refused: `is a text file, not a model file (a model file is written by "
+              "training, ...)`"),
+    ModelCase("csv-file", "A CSV file chosen as the model", _csv_file, "is a text file",
+              "refused: `is a text file, not a model file (...)`"),
+    ModelCase("empty", "Empty file", _empty, "file is empty", "refused: `the file is empty`"),
     ModelCase("bare-state-dict", "Bare state dict (`torch.save(model.state_dict())`)",
               _bare_state_dict, "bare state dict",
               "refused: `not a napari-deparray-ctc model: it is a bare state dict without "
@@ -212,6 +230,8 @@ def test_load_model_refuses(bad_model) -> None:
         load_model(path, device="cpu")
     assert str(info.value).startswith(f"{path}: ")
     assert case.reason in str(info.value)
+    # words, not internals: no exception names, no Python reprs
+    assert not re.search(r"[A-Z][a-z]+(Error|Exception)\b|\[enforce|'\w+'", info.value.reason)
     quote = first_quote(case.doc)
     if quote is not None:  # the README quotes the message right
         assert quote_matches(quote, str(info.value)), (quote, str(info.value))

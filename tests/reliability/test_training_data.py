@@ -19,8 +19,8 @@ from reliability_helpers import first_quote, quote_matches, write_multipage
 
 pytest.importorskip("torch")
 
-from napari_deparray_ctc.core import model as core_model
-from napari_deparray_ctc.core import train as core_train
+from napari_deparray_ctc.core import fit as core_fit
+from napari_deparray_ctc.core import network as core_network
 from napari_deparray_ctc.core.data import TrainingDataError, TrainingSet
 from napari_deparray_ctc.core.train import TrainConfig, train
 
@@ -144,8 +144,8 @@ def no_training_work(monkeypatch) -> list[str]:
 
         return fail
 
-    monkeypatch.setattr(core_model, "build_network", forbidden("build_network"))
-    monkeypatch.setattr(core_train, "_adamw", forbidden("the optimiser"))
+    monkeypatch.setattr(core_network, "build_network", forbidden("build_network"))
+    monkeypatch.setattr(core_fit, "_adamw", forbidden("the optimiser"))
     return attempts
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ __all__ = [
     "classify_paths",
     "join",
     "load_cli_model",
+    "no_cells_error",
     "read_training_set",
+    "sample_names",
 ]
 
 
@@ -47,7 +49,7 @@ def check_out_folder(path: Path) -> None:
         raise CliError(path, f"the folder {parent} does not exist")
 
 
-def _no_cells_error(paths: Sequence[str], skipped: Sequence[tuple[str, str]]) -> CliError:
+def no_cells_error(paths: Sequence[str], skipped: Sequence[tuple[str, str]]) -> CliError:
     if only_other_images(skipped):
         return CliError(
             join(paths),
@@ -131,8 +133,13 @@ def classify_paths(
     label: str,
     channel_map: str | None = None,
     classify_options: dict | None = None,
+    on_image: Callable[[Any], None] | None = None,
 ):
-    """Stream every cell of DATA through the model; returns ``(stream, predictions, model)``."""
+    """Stream every cell of DATA through the model; returns ``(stream, predictions, model)``.
+
+    ``on_image`` is called with each BF image as it streams past (e.g. to keep a few, or to
+    compute their shift features), so DATA is still read once.
+    """
     from napari_deparray_ctc.core.classify import classify
 
     check_device(device)
@@ -140,8 +147,11 @@ def classify_paths(
     stream = StreamedCells(paths, channel_map=channel_map)
     stream.count()
     bar = StderrProgress(label, total=stream.total)
+    images = stream.images()
+    if on_image is not None:
+        images = _tapped(images, on_image)
     predictions = classify(
-        stream.images(),
+        images,
         model,
         batch_size=batch_size,
         device=device,
@@ -150,9 +160,32 @@ def classify_paths(
     )
     bar.close()
     if not stream.cell_ids:
-        raise _no_cells_error(paths, stream.skipped)
+        raise no_cells_error(paths, stream.skipped)
     skip_warning(stream.skipped)
     return stream, predictions, model
+
+
+def _tapped(images: Iterator[Any], on_image: Callable[[Any], None]) -> Iterator[Any]:
+    for image in images:
+        on_image(image)
+        yield image
+
+
+def sample_names(paths: Sequence[str], stream: StreamedCells) -> list[str]:
+    """Each cell's sample: its group, or else the name of the DATA export it came from."""
+    roots = [(os.path.abspath(p), Path(p).name or str(p)) for p in paths]
+
+    def export_of(cell_path: str) -> str:
+        full = os.path.abspath(cell_path)
+        for root, name in roots:
+            if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
+                return name
+        return roots[0][1] if roots else "all cells"
+
+    return [
+        str(group) if group not in (None, "") else export_of(path)
+        for group, path in zip(stream.groups, stream.cell_paths, strict=True)
+    ]
 
 
 def read_training_set(paths: Sequence[str], channel_map: str | None = None):
@@ -177,7 +210,7 @@ def read_training_set(paths: Sequence[str], channel_map: str | None = None):
     except DeparrayError:
         bar.close()
         if read == 0 or len(skipped) >= read:
-            raise _no_cells_error(paths, skipped) from None
+            raise no_cells_error(paths, skipped) from None
         raise
     bar.close()
     skip_warning(skipped)

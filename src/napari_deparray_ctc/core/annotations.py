@@ -1,43 +1,7 @@
 """Annotation sidecar files: the user's CTC / WBC calls, saved beside an export.
 
-Annotations made in napari (keys ``c`` / ``w`` / ``u``, or the classify widget's table) are
-written after every change to a small CSV *sidecar* file, atomically, so that a crash of
-napari loses nothing. When the export is opened again, the reader applies the sidecar on top
-of the labels that came from class folders or ``labels.csv``.
-
-Where the sidecar lives
------------------------
-* an export opened as a **folder** (or several files dropped at once): ``<folder>/deparray_annotations.csv``
-  (for several files, the folder that holds them all);
-* an export opened as a **single file** (one cell, or a multi-cell stack file):
-  ``<file>.annotations.csv`` beside it (``cells.tif`` -> ``cells.tif.annotations.csv``);
-* or any file the user picks.
-
-File format
------------
-The ``labels.csv`` format of :mod:`napari_deparray_ctc.core.labels` (so a sidecar can be
-renamed to ``labels.csv`` and used by the command line), with one extra column::
-
-    cell_id,label,annotated_at
-    cell0001,CTC,2024-05-02T10:31:07
-    cell0002,,2024-05-02T10:31:09
-
-Only cells the user touched are listed. An empty label means *the user cleared it*: it
-overrides a class folder or ``labels.csv`` entry as well. Cells that are not listed keep the
-label they came with.
-
-Merging rule: **the sidecar wins** over class folders and ``labels.csv``, because it holds
-the user's corrections.
-
-Several sessions at once (two napari windows on a shared drive, or napari and a script):
-every save re-reads the file under a short advisory lock (``.<sidecar>.lock``, ``fcntl.flock``
-where the file system supports it) and merges **per cell by the last-writer timestamp**
-(``annotated_at``, microseconds), so no session silently drops another's annotations; the
-newest call for a cell wins. A read-only export folder (a CD, a share without write
-permission): annotations go to a per-user fallback file (:func:`fallback_sidecar`), the user
-is told once, and the reader finds them there again on reopening.
-
-Nothing here imports napari, Qt or torch.
+Where the file lives, its format, the merge rules (sidecar over labels.csv; several sessions
+merged per cell by the newest timestamp) and the read-only fallback: docs/annotations.md.
 """
 
 from __future__ import annotations

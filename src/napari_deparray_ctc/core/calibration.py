@@ -29,6 +29,7 @@ __all__ = [
     "CALIBRATIONS",
     "THRESHOLD_RULES",
     "apply_calibration",
+    "assess_learning",
     "choose_threshold",
     "fit_calibration",
 ]
@@ -143,3 +144,75 @@ def choose_threshold(
     if rule == "half_f1" and f1 > 0:
         threshold = 0.5 * f1
     return float(threshold), float(f1)
+
+
+def assess_learning(
+    y_true: Sequence[int], p_ctc: Sequence[float], threshold: float, alpha: float = 0.01
+) -> dict:
+    """Whether held-out predictions beat chance and the trivial calls.
+
+    A model has *learned* when, on cells it did not train on, (1) its scores rank CTCs above
+    WBCs beyond chance (one-sided Mann-Whitney U test, ``p < alpha``), (2) its F1 at the
+    threshold beats calling every cell CTC (F1 ``2q / (1 + q)`` at prevalence ``q``; calling
+    every cell WBC has F1 0) and (3) its log-loss beats the constant class prior.
+
+    Returns
+    -------
+    dict
+        ``learned`` (bool), ``warning`` (a sentence, or ``None``), ``p_value``, ``roc_auc``,
+        ``f1``, ``log_loss`` and ``trivial`` (``all_ctc_f1``, ``all_wbc_f1``,
+        ``prior_log_loss``).
+    """
+    from scipy.stats import mannwhitneyu
+
+    from napari_deparray_ctc.core.metrics import log_loss, precision_recall_f1, roc_auc
+
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(p_ctc, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    prevalence = n_pos / max(len(y), 1)
+    trivial = {
+        "all_ctc_f1": 2 * prevalence / (1 + prevalence),
+        "all_wbc_f1": 0.0,
+        "prior_log_loss": log_loss(y, np.full(len(y), min(max(prevalence, 1e-7), 1 - 1e-7))),
+    }
+    if n_pos == 0 or n_neg == 0:
+        return {
+            "learned": False,
+            "warning": "The held-out cells hold one class only, so nothing could be checked.",
+            "p_value": 1.0,
+            "roc_auc": 0.5,
+            "f1": 0.0,
+            "log_loss": trivial["prior_log_loss"],
+            "trivial": trivial,
+        }
+    p_value = float(mannwhitneyu(p[y == 1], p[y == 0], alternative="greater").pvalue)
+    auc = roc_auc(y, p)
+    f1 = precision_recall_f1(y, (p >= threshold).astype(int))["f1"]
+    loss = log_loss(y, p)
+    learned = (
+        p_value < alpha and f1 > trivial["all_ctc_f1"] + 1e-9 and loss < trivial["prior_log_loss"]
+    )
+    warning = None
+    if not learned:
+        if p_value >= alpha and min(n_pos, n_neg) < 5:
+            warning = (
+                f"Too few labelled cells ({n_pos} CTC, {n_neg} WBC) to show that the model "
+                "learned anything: treat its calls as untested, and label more cells."
+            )
+        else:
+            warning = (
+                "Training learned nothing that could be shown: on cells it did not train on, "
+                f"the model did no better than the trivial calls (ROC-AUC {auc:.2f}, chance "
+                f"0.50; F1 {f1:.2f}, against {trivial['all_ctc_f1']:.2f} for calling every "
+                "cell CTC). Do not use its calls; check the labels, or label more cells."
+            )
+    return {
+        "learned": bool(learned),
+        "warning": warning,
+        "p_value": p_value,
+        "roc_auc": auc,
+        "f1": f1,
+        "log_loss": loss,
+        "trivial": trivial,
+    }

@@ -4,7 +4,18 @@
 stack) one batch at a time: at most ``batch_size`` images plus one prepared batch are held,
 whatever the number of cells, so 10,000 cells need no more memory than 64. Only the
 probabilities (8 bytes per cell) accumulate. Inference runs under ``torch.inference_mode``
-with mixed precision (float16 autocast) on CUDA.
+with mixed precision (float16 autocast) on CUDA. ``p_ctc`` is the model's calibrated P(CTC).
+
+Options measured in ``benchmarks/quality.py`` (``docs/quality.md``):
+
+* ``adapt=True``: test-time BatchNorm re-estimation. The BatchNorm statistics are recomputed
+  on the first ``adapt_cells`` cells of this export (held as prepared tensors, ~16 kB per
+  cell at 64 px), then every cell is classified with them: a new instrument's contrast and
+  noise are absorbed without labels.
+* ``tta=True``: the logit is averaged over the eight rotations and reflections (8x slower).
+* ``pixel_size``: the pixel size (µm) of the images, one number or one per image; used when
+  the model was trained at a canonical pixel size (``TrainConfig.pixel_size_um``) and
+  overriding what the files say.
 """
 
 from __future__ import annotations
@@ -16,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_deparray_ctc.core.model import LoadedModel, load_model, prepare_batch
+from napari_deparray_ctc.core.model import LoadedModel, load_model
+from napari_deparray_ctc.core.preprocess import prepare_batch
 
 __all__ = ["Predictions", "classify", "evaluate"]
 
@@ -85,6 +97,17 @@ def _resolve_model(model: LoadedModel | str | os.PathLike, device: str | None) -
     raise TypeError(f"model must be a LoadedModel or a path, got {type(model).__name__}")
 
 
+def _pixel_sizes(pixel_size: float | Sequence[float | None] | None):
+    """An endless iterator of per-image pixel sizes (``None`` where unknown)."""
+    import itertools
+
+    if pixel_size is None or isinstance(pixel_size, (int, float, np.floating, np.integer)):
+        return itertools.repeat(None if pixel_size is None else float(pixel_size))
+    return itertools.chain(
+        (None if v is None else float(v) for v in pixel_size), itertools.repeat(None)
+    )
+
+
 def classify(
     images: Iterable[np.ndarray],
     model: LoadedModel | str | os.PathLike,
@@ -93,8 +116,13 @@ def classify(
     cell_ids: Sequence[str] | None = None,
     progress: Callable[[int, int | None], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    pixel_size: float | Sequence[float | None] | None = None,
+    adapt: bool = False,
+    tta: bool = False,
+    adapt_cells: int = 2048,
 ) -> Predictions:
-    """Compute P(CTC) for bright-field images, streaming batch by batch.
+    """Compute calibrated P(CTC) for bright-field images, streaming batch by batch.
 
     Parameters
     ----------
@@ -115,6 +143,16 @@ def classify(
         when known, else ``None``.
     should_stop
         Called before every batch; ``True`` ends early with ``cancelled=True``.
+    pixel_size
+        Pixel size in µm: one number for every image, or one per image (``None`` entries:
+        unknown). Only used by models trained at a canonical pixel size.
+    adapt
+        Re-estimate BatchNorm statistics on these images first (see the module docstring);
+        the given model is not changed.
+    tta
+        Average over the eight rotations and reflections of each image.
+    adapt_cells
+        Most cells used to re-estimate the statistics.
 
     Returns
     -------
@@ -127,8 +165,10 @@ def classify(
         An image is not 2-D (the message gives its position), ``batch_size < 1``, or
         ``cell_ids`` does not match the number of images.
     """
+    import itertools
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ValueError(f"batch_size must be a positive whole number, not {batch_size}")
     loaded = _resolve_model(model, device)
     total: int | None
     try:
@@ -139,32 +179,46 @@ def classify(
         raise ValueError(f"{len(cell_ids)} cell ids given for {total} images")
     size = loaded.image_size
     normalisation = loaded.normalisation
+    sizes = _pixel_sizes(pixel_size)
+    stream = iter(images)
     chunks: list[np.ndarray] = []
     done = 0
     cancelled = False
-    pending: list[np.ndarray] = []
 
-    def flush() -> None:
-        nonlocal done
-        batch = prepare_batch(pending, size, normalisation, index_offset=done)
-        chunks.append(loaded.predict_proba(batch))
-        done += len(pending)
-        pending.clear()
-        if progress is not None:
-            progress(done, total)
+    def prepared_batches(source, offset: int):
+        """Prepared tensors of ``source`` in batches (lazily)."""
+        index = offset
+        while True:
+            block = list(itertools.islice(source, batch_size))
+            if not block:
+                return
+            yield prepare_batch(
+                block,
+                size,
+                normalisation,
+                index_offset=index,
+                pixel_sizes=list(itertools.islice(sizes, len(block))),
+            )
+            index += len(block)
 
-    for image in images:
-        if len(pending) == 0 and should_stop is not None and should_stop():
-            cancelled = True
-            break
-        pending.append(image)
-        if len(pending) == batch_size:
-            flush()
-    if pending and not cancelled:
+    batches = prepared_batches(stream, 0)
+    if adapt:
+        # hold the first adapt_cells cells as tensors, adapt on them, then classify them too
+        held = list(itertools.islice(batches, max(1, -(-adapt_cells // batch_size))))
+        if held:
+            loaded = loaded.adapted(held)
+        batches = itertools.chain(held, prepared_batches(stream, sum(len(b) for b in held)))
+    while True:
         if should_stop is not None and should_stop():
             cancelled = True
-        else:
-            flush()
+            break
+        batch = next(batches, None)
+        if batch is None:
+            break
+        chunks.append(loaded.predict_proba(batch, tta=tta))
+        done += int(batch.shape[0])
+        if progress is not None:
+            progress(done, total)
     p_ctc = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
     if cell_ids is None:
         ids = [f"cell-{i:05d}" for i in range(done)]

@@ -108,6 +108,11 @@ class DemoPaths:
         """The per-cell CSV of the shifted export."""
         return self.folder / "shifted_test_predictions.csv"
 
+    @property
+    def report(self) -> Path:
+        """The HTML report of the model on the shifted export (``core.report``)."""
+        return self.folder / "report.html"
+
 
 @dataclass
 class DemoResult:
@@ -238,9 +243,22 @@ def run_demo(
             predictions.threshold,
         ),
     )
-    say("[4/4] scoring against the synthetic ground truth")
+    say("[4/4] scoring against the synthetic ground truth, writing the report")
     labels = [cell.label for cell in cells]
     metrics = classification_metrics(labels, predictions.p_ctc, predictions.threshold)
+    from napari_deparray_ctc.core.report import write_report
+
+    write_report(
+        paths.report,
+        [cell.channels["BF"] for cell in cells],
+        labels,
+        predictions.p_ctc,
+        result.model,
+        cell_ids=predictions.cell_ids,
+        groups=[cell.group for cell in cells],
+        title="CTC classifier report: the demo model on the shifted-optics export",
+        source=paths.test_export.name,
+    )
     n_ctc = sum(1 for label in predictions.labels if label == "CTC")
     return DemoResult(
         paths=paths,

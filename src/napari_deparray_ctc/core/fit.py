@@ -18,6 +18,10 @@
   ends worse than where it started.
 * **Optimiser**: AdamW with cosine learning-rate decay per batch, fused where torch supports
   it; a 1-sample tail batch joins the previous one (BatchNorm needs two).
+* **BatchNorm statistics** used at evaluation are the plain average over the last epoch's
+  batches (reset at each epoch, ``momentum=None``), not torch's running average with
+  momentum 0.1, which with a few batches per epoch (a few dozen cells) still remembers its
+  initial values and makes the evaluated network output nonsense.
 * **Reproducibility**: seeds for torch (inside ``torch.random.fork_rng``, so the caller's RNG
   is untouched), shuffling and augmentation; on CPU ``torch.use_deterministic_algorithms(True,
   warn_only=True)``. Data stay in the main process.
@@ -103,7 +107,9 @@ def predict_logits(network, images, device, batch_size: int = 256) -> np.ndarray
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(dev, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+            with torch.autocast(
+                device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"
+            ):
                 logits = network(x)
             out.append(logits.float().reshape(-1).cpu())
     network.train(was_training)
@@ -323,8 +329,12 @@ def fit_network(
     if getattr(network, "pretrained_source", None) is not None:
         judge(0, None, time.perf_counter())
         bad_epochs = 0
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
+        for m in norms:  # BatchNorm statistics: the average over this epoch's batches
+            m.reset_running_stats()
+            m.momentum = None
         batches = _batches(torch.randperm(len(bank), generator=order_rng), config.batch_size)
         loss_sum, seen = 0.0, 0
         for b, indices in enumerate(batches, start=1):

@@ -28,8 +28,12 @@ __all__ = [
     "best_threshold",
     "classification_metrics",
     "confusion",
+    "expected_calibration_error",
+    "log_loss",
+    "pr_auc",
     "pr_curve",
     "precision_recall_f1",
+    "roc_auc",
     "summarise_folds",
     "to_binary",
 ]
@@ -189,6 +193,56 @@ def pr_curve(
     }
 
 
+def pr_auc(y_true: Iterable, p_ctc: Iterable[float]) -> float:
+    """Area under the precision-recall curve (average precision; 0.0 without any CTC)."""
+    from sklearn.metrics import average_precision_score
+
+    y = to_binary(y_true)
+    p = _as_probabilities(p_ctc)
+    _check_same_length(y, p)
+    return float(average_precision_score(y, p)) if y.sum() else 0.0
+
+
+def roc_auc(y_true: Iterable, p_ctc: Iterable[float]) -> float:
+    """Area under the ROC curve (0.5 when only one class is present)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = to_binary(y_true)
+    p = _as_probabilities(p_ctc)
+    _check_same_length(y, p)
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else 0.5
+
+
+def log_loss(y_true: Iterable, p_ctc: Iterable[float]) -> float:
+    """Mean negative log-likelihood of the labels (probabilities clipped to [1e-7, 1 - 1e-7])."""
+    y = to_binary(y_true).astype(np.float64)
+    p = np.clip(_as_probabilities(p_ctc), 1e-7, 1 - 1e-7)
+    _check_same_length(y, p)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def expected_calibration_error(y_true: Iterable, p_ctc: Iterable[float], bins: int = 10) -> float:
+    """Expected calibration error: the cell-weighted mean |observed CTC rate - mean P(CTC)|.
+
+    Parameters
+    ----------
+    y_true, p_ctc
+        Labels and probabilities.
+    bins
+        Equal-width bins of P(CTC) on [0, 1] (the usual definition, Guo et al. 2017).
+    """
+    y = to_binary(y_true).astype(np.float64)
+    p = _as_probabilities(p_ctc)
+    _check_same_length(y, p)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.sum() * abs(y[members].mean() - p[members].mean())
+    return float(total / len(y))
+
+
 def best_threshold(y_true: Iterable, p_ctc: Iterable[float]) -> tuple[float, float]:
     """Decision threshold on ``p_ctc`` that maximises the CTC F1.
 
@@ -252,7 +306,8 @@ def classification_metrics(
     dict
         ``precision``, ``recall``, ``f1``, ``accuracy``, ``threshold``, ``n_cells``, ``n_ctc``,
         ``n_wbc``, ``confusion_matrix`` (see :func:`confusion`), ``pr_curve`` (see
-        :func:`pr_curve`) and ``average_precision``. JSON-safe.
+        :func:`pr_curve`), ``average_precision`` (PR-AUC), ``roc_auc``, ``log_loss`` and
+        ``ece`` (:func:`expected_calibration_error`). JSON-safe.
     """
     y = to_binary(y_true)
     p = _as_probabilities(p_ctc)
@@ -268,6 +323,9 @@ def classification_metrics(
     curve = pr_curve(y, p)
     result["pr_curve"] = curve
     result["average_precision"] = curve["average_precision"]
+    result["roc_auc"] = roc_auc(y, p)
+    result["log_loss"] = log_loss(y, p)
+    result["ece"] = expected_calibration_error(y, p)
     return result
 
 

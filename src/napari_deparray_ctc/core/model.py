@@ -48,16 +48,16 @@ __all__ = [
     "FORMAT_VERSION",
     "LoadedModel",
     "ModelFileError",
-    "build_network",
+    "build_network",  # noqa: F822 - lazy, see __getattr__
     "describe_model",
-    "find_imagenet_weights",
+    "find_imagenet_weights",  # noqa: F822
     "load_model",
     "normalise_image",
     "package_versions",
     "pad_to_square",
     "prepare_batch",
     "save_model",
-    "select_device",
+    "select_device",  # noqa: F822
 ]
 
 _NETWORK_NAMES = ("build_network", "build_ensemble", "find_imagenet_weights", "select_device")
@@ -184,7 +184,9 @@ class LoadedModel:
         import torch
 
         network = copy.deepcopy(self.network)
-        norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        norms = [
+            m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
@@ -342,6 +344,5 @@ def describe_model(model: LoadedModel) -> str:
     what = f"{members} x {model.arch}" if members > 1 else model.arch
     learned = "" if model.learned else " (training learned nothing)"
     return (
-        f"{what}, {model.image_size} px BF input, threshold {model.threshold:.3f}{f1_text}"
-        f"{learned}"
+        f"{what}, {model.image_size} px BF input, threshold {model.threshold:.3f}{f1_text}{learned}"
     )

@@ -19,6 +19,7 @@ A version-1 reader refuses version-2 files, since their threshold is on the cali
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import pickle
@@ -198,7 +199,7 @@ def _check_calibration(path: Path, spec: Any) -> dict | None:
             and isinstance(y, list)
             and len(x) == len(y) >= 2
             and all(_is_number(v) for v in x + y)
-            and all(a <= b for a, b in zip(x, x[1:], strict=False))
+            and all(a <= b for a, b in itertools.pairwise(x))
         ):
             return dict(spec)
     raise ModelFileError(path, "the stored calibration is not one this version understands")
@@ -217,13 +218,18 @@ def validate_payload(path: Path, payload: Any) -> dict:
     from napari_deparray_ctc.core.preprocess import check_normalisation
 
     if not isinstance(payload, Mapping):
-        raise ModelFileError(path, "is not a napari-deparray-ctc model file")
+        kind = {list: "a list", tuple: "a list", str: "text", int: "a number", float: "a number"}
+        what = kind.get(
+            type(payload),
+            "a single tensor" if isinstance(payload, torch.Tensor) else "something else",
+        )
+        raise ModelFileError(path, f"is not a napari-deparray-ctc model file (it holds {what})")
     if payload.get("format") != FORMAT_NAME:
         if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise ModelFileError(
                 path,
                 "not a napari-deparray-ctc model: it is a bare state dict without metadata "
-                "(to start from such weights, pass it as 'pretrained' when training)",
+                "(to start from such weights, pass the file with --pretrained when training)",
             )
         raise ModelFileError(path, "is not a napari-deparray-ctc model file (no format marker)")
     version = payload.get("format_version")
@@ -237,7 +243,8 @@ def validate_payload(path: Path, payload: Any) -> dict:
         )
     for key in ("metadata", "state_dict"):
         if key not in payload:
-            raise ModelFileError(path, f"the file has no {key.replace('_', ' ')}")
+            what = "weights (state dict)" if key == "state_dict" else "metadata"
+            raise ModelFileError(path, f"the file has no {what}")
     meta, state = payload["metadata"], payload["state_dict"]
     if not isinstance(meta, Mapping):
         raise ModelFileError(path, "the file's metadata is not readable")
@@ -258,8 +265,10 @@ def validate_payload(path: Path, payload: Any) -> dict:
     if not _is_number(threshold) or not 0.0 <= float(threshold) <= 1.0:
         raise ModelFileError(path, f"the stored threshold {threshold} is not between 0 and 1")
     size = meta["image_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or not (
-        MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int)
+        or not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE)
     ):
         raise ModelFileError(
             path,

@@ -24,6 +24,7 @@ from pathlib import Path
 from napari_deparray_ctc.core.constants import ARCHITECTURES
 from napari_deparray_ctc.core.errors import ModelFileError
 from napari_deparray_ctc.core.model_format import FORMAT_NAME, read_payload, validate_payload
+from napari_deparray_ctc.core.pretrained import WEIGHTS_FORMAT, pretrained_path
 
 __all__ = [
     "build_ensemble",
@@ -80,7 +81,9 @@ def select_device(preferred: str | None = None) -> str:
     elif device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"the device {preferred} was asked for, but Apple MPS is not available")
+            raise ValueError(
+                f"the device {preferred} was asked for, but Apple MPS is not available"
+            )
     elif device.type != "cpu":
         raise ValueError(f"the device {preferred} is not supported (use cpu, cuda or mps)")
     return name
@@ -150,7 +153,8 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
         from the local torch cache when present, otherwise a warning and random
         initialisation. A path: ImageNet weights from that file (a torchvision ResNet state
         dict), or a napari-deparray-ctc model file of the same architecture (fine-tuning);
-        a missing or unusable file raises :class:`ModelFileError`. The network is never used.
+        a missing or unusable file raises :class:`ModelFileError`. ``"synthetic"``: the
+        weights shipped in ``core.pretrained`` (pretrained on randomised synthetic cells).
 
     Returns
     -------
@@ -183,6 +187,13 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
                 )
             else:
                 source = _load_pretrained(network, arch, path)
+        elif pretrained_path(str(pretrained)) is not None:
+            path = pretrained_path(str(pretrained))
+            if not path.is_file():
+                raise ModelFileError(
+                    path, f"the shipped '{pretrained}' weights are missing from this installation"
+                )
+            source = _load_pretrained(network, arch, path)
         else:
             source = _load_pretrained(network, arch, Path(pretrained))
     network.pretrained_source = source
@@ -208,6 +219,21 @@ def _load_pretrained(network, arch: str, path: Path) -> str:
         except RuntimeError:
             raise ModelFileError(path, f"the weights do not fit a one-channel {arch}") from None
         return f"model:{path.name}"
+    if isinstance(payload, Mapping) and payload.get("format") == WEIGHTS_FORMAT:
+        meta = payload.get("metadata") or {}
+        if meta.get("arch") != arch:
+            raise ModelFileError(
+                path, f"holds {meta.get('arch')} weights; cannot initialise a {arch} from them"
+            )
+        state = {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in dict(payload.get("state_dict") or {}).items()
+        }
+        try:
+            network.load_state_dict(state)
+        except RuntimeError:
+            raise ModelFileError(path, f"the weights do not fit a one-channel {arch}") from None
+        return f"weights:{path.name}"
     if not isinstance(payload, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in payload.values()
     ):
@@ -225,9 +251,10 @@ def _load_pretrained(network, arch: str, path: Path) -> str:
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         detail = ", ".join((missing + unexpected)[:5])
-        raise ModelFileError(path, f"the weights do not fit a {arch} (layers that differ: {detail})")
+        raise ModelFileError(
+            path, f"the weights do not fit a {arch} (layers that differ: {detail})"
+        )
     return f"imagenet:{path.name}"
-
 
 
 def build_ensemble(networks: Sequence):

@@ -148,9 +148,9 @@ def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     if tuple(t.shape[-2:]) == size:
         return t
-    return F.interpolate(
-        t, size=size, mode="bilinear", align_corners=False, antialias=True
-    ).clamp_(0.0, 1.0)
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(
+        0.0, 1.0
+    )
 
 
 def prepare_batch(

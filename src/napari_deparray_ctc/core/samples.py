@@ -40,7 +40,13 @@ from napari_deparray_ctc.core.training_set import TrainingSet
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["AUX_TARGET_STRIDE", "BLEND_ALPHA_RANGE", "PreparedData", "SampleBank", "prepare_tensors"]
+__all__ = [
+    "AUX_TARGET_STRIDE",
+    "BLEND_ALPHA_RANGE",
+    "PreparedData",
+    "SampleBank",
+    "prepare_tensors",
+]
 
 #: Range of the BF weight ``alpha`` of the ``"blend"`` strategy.
 BLEND_ALPHA_RANGE = (0.5, 1.0)
@@ -81,7 +87,9 @@ class PreparedData:
         def pick(t):
             return None if t is None else t[idx]
 
-        return PreparedData(bf=pick(self.bf), y=pick(self.y), dapi=pick(self.dapi), has_dapi=pick(self.has_dapi))
+        return PreparedData(
+            bf=pick(self.bf), y=pick(self.y), dapi=pick(self.dapi), has_dapi=pick(self.has_dapi)
+        )
 
 
 def prepare_tensors(
@@ -120,7 +128,10 @@ def prepare_tensors(
     def convert(images: list[np.ndarray], pixel_sizes: list) -> torch.Tensor:
         parts = [
             prepare_batch(
-                images[i : i + batch], image_size, normalisation, pixel_sizes=pixel_sizes[i : i + batch]
+                images[i : i + batch],
+                image_size,
+                normalisation,
+                pixel_sizes=pixel_sizes[i : i + batch],
             )
             for i in range(0, len(images), batch)
         ]

@@ -225,7 +225,9 @@ def load_training_set(
     skipped: list[tuple[str, str]] = []
     try:
         return training_set_from_cells(
-            io.iter_cells(paths, channel_map=channel_map, on_skip=lambda p, r: skipped.append((p, r)))
+            io.iter_cells(
+                paths, channel_map=channel_map, on_skip=lambda p, r: skipped.append((p, r))
+            )
         )
     except TrainingDataError as exc:
         shown = "; ".join(f"{p}: {r}" for p, r in skipped[:5])
@@ -247,8 +249,7 @@ def _canonical_labels(labels: Sequence[Any], ids: list[str]) -> list[str | None]
             out.append(None)
     if bad:
         raise TrainingDataError(
-            f"class names that are neither CTC nor WBC for {name_cells(bad)}; use CTC or WBC "
-            "(or leave the label empty)"
+            f"unknown class names for {name_cells(bad)}; use CTC or WBC (or leave the label empty)"
         )
     return out
 
@@ -312,7 +313,8 @@ def check_training_set(
             f"bright-field image(s) with NaN or infinite pixels: {name_cells(non_finite)}"
         )
     if ts.dapi is not None:
-        bad = sum(_bad_planes(ts.dapi, ids), [])
+        not_2d_dapi, non_finite_dapi = _bad_planes(ts.dapi, ids)
+        bad = not_2d_dapi + non_finite_dapi
         if bad:
             raise TrainingDataError(
                 f"DAPI image(s) not 2-D, empty or with NaN/inf pixels: {name_cells(bad)}"

@@ -3,4 +3,14 @@
 The order of :data:`COMMANDS` is the order of ``deparray-ctc --help``.
 """
 
-COMMANDS = ("synth", "train", "classify", "evaluate", "demo")
+COMMANDS = (
+    "synth",
+    "train",
+    "classify",
+    "evaluate",
+    "explain",
+    "suggest",
+    "info",
+    "export",
+    "demo",
+)

@@ -12,7 +12,9 @@ from napari_deparray_ctc.cli.data import (
     check_out_folder,
     check_paths_exist,
     classify_paths,
+    sample_names,
 )
+from napari_deparray_ctc.cli.output import warn
 
 
 def register(sub) -> None:
@@ -26,6 +28,14 @@ def register(sub) -> None:
     options.add_data_argument(p, "cells to classify")
     p.add_argument("--model", required=True, help="model file written by 'train'")
     p.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
+    p.add_argument(
+        "--summary",
+        default=None,
+        metavar="CSV",
+        help="also write one row per sample: sample,n_cells,n_called_ctc,expected_ctc,"
+        "ctc_low,ctc_high,threshold (ctc_low..ctc_high: 95 %% interval of the number of true "
+        "CTCs; the sample is the cells' sample id, or the export's name)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=64, help="cells per forward pass (default: 64)"
     )
@@ -45,23 +55,79 @@ def write_predictions(out: Path, stream, predictions) -> None:
     )
 
 
+class ShiftTap:
+    """Collects shift features of the streamed BF images (every cell, cheap: ~1 ms each)."""
+
+    def __init__(self) -> None:
+        self.features: list = []
+
+    def __call__(self, image) -> None:
+        from napari_deparray_ctc.core.shift import image_features
+
+        try:
+            self.features.append(image_features([image])[0])
+        except ValueError:  # not a 2-D image: classify names it
+            pass
+
+    def warn_if_shifted(self, metadata: dict) -> None:
+        """One warning line when the cells look unlike the model's training cells."""
+        import numpy as np
+
+        from napari_deparray_ctc.core.shift import shift_warning
+
+        if self.features and metadata.get("feature_summary"):
+            message = shift_warning(np.array(self.features, dtype=np.float64), metadata)
+            if message:
+                warn(message)
+
+
+def write_summary(path: Path, paths, stream, predictions, metadata: dict) -> list[dict]:
+    """The per-sample counts CSV (``core.counts``); returns its rows."""
+    from napari_deparray_ctc.core.counts import sample_counts, write_sample_counts
+
+    rows = sample_counts(
+        sample_names(paths, stream), predictions.p_ctc, predictions.threshold, metadata
+    )
+    write_sample_counts(path, rows)
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     """Classify, write the CSV, print the counts."""
     check_paths_exist(args.data)
     check_out_folder(Path(args.out))
+    if args.summary:
+        check_out_folder(Path(args.summary))
     if not os.path.isfile(args.model):
         raise CliError(args.model, "model file not found")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
     options.apply_threads(args.threads)
-    stream, predictions, _ = classify_paths(
-        args.data, args.model, args.batch_size, args.device, "classify", args.channel_map
+    tap = ShiftTap()
+    stream, predictions, model = classify_paths(
+        args.data,
+        args.model,
+        args.batch_size,
+        args.device,
+        "classify",
+        args.channel_map,
+        on_image=tap,
     )
     write_predictions(Path(args.out), stream, predictions)
+    tap.warn_if_shifted(model.metadata)
     labels = predictions.labels
     n_ctc = sum(1 for label in labels if label == "CTC")
     print(
         f"{len(labels)} cells: {n_ctc} CTC, {len(labels) - n_ctc} WBC "
         f"(threshold {predictions.threshold:.3f}); results written to {args.out}"
     )
+    if args.summary:
+        rows = write_summary(Path(args.summary), args.data, stream, predictions, model.metadata)
+        for row in rows:
+            print(
+                f"  {row['sample']}: {row['n_called_ctc']} called CTC of {row['n_cells']} cells; "
+                f"expected {row['expected_ctc']:.1f} CTC, 95 % interval "
+                f"{row['ctc_low']}-{row['ctc_high']}"
+            )
+        print(f"per-sample counts written to {args.summary}")
     return 0

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  shifted test export   {paths.test_export}")
     print(f"  model                 {paths.model}")
     print(f"  predictions (CSV)     {paths.predictions}")
+    print(f"  report (HTML)         {paths.report}")
     print(f"done in {format_duration(result.seconds)} (min:s)")
     print(
         f"next: napari {paths.test_export}   or   {PROG} classify YOUR_EXPORT "

@@ -14,10 +14,12 @@ from napari_deparray_ctc.cli.data import (
     check_out_folder,
     check_paths_exist,
     classify_paths,
+    join,
     naming_data,
     read_training_set,
+    sample_names,
 )
-from napari_deparray_ctc.cli.output import print_metrics, train_progress_printer, warn
+from napari_deparray_ctc.cli.output import info, print_metrics, train_progress_printer, warn
 
 
 def register(sub) -> None:
@@ -42,6 +44,14 @@ def register(sub) -> None:
         help="decision threshold on P(CTC) (default: the one stored in the model)",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="HTML",
+        help="also write a self-contained HTML report (--model only): PR and calibration "
+        "curves, confusion matrix, per-sample counts, montages of confident CTCs and of the "
+        "errors with their saliency",
+    )
     options.add_channel_map_option(p)
     options.add_train_options(p)  # used by --cv; --device/--threads also apply to --model
     p.set_defaults(func=run)
@@ -58,11 +68,40 @@ def write_json(path: Path, obj: Any) -> None:
     print(f"metrics written to {path}")
 
 
+def write_html_report(path: Path, args, stream, predictions, model, images) -> None:
+    """The HTML report of this evaluation (``core.report``)."""
+    from napari_deparray_ctc.core.report import write_report
+
+    info(f"writing the report (saliency of {3 * 8} cells at most) ...")
+    write_report(
+        path,
+        images,
+        stream.labels,
+        predictions.p_ctc,
+        model,
+        cell_ids=stream.cell_ids,
+        groups=sample_names(args.data, stream),
+        threshold=args.threshold,
+        title=f"CTC classifier report: {Path(args.model).name} on {join(args.data)}",
+        source=join(Path(p).name for p in args.data),
+    )
+    print(f"report written to {path}")
+
+
 def _evaluate_model(args: argparse.Namespace) -> int:
     from napari_deparray_ctc.core.metrics import classification_metrics
 
-    stream, predictions, _ = classify_paths(
-        args.data, args.model, args.batch_size or 64, args.device, "evaluate", args.channel_map
+    if args.report:
+        check_out_folder(Path(args.report))
+    images: list = []
+    stream, predictions, model = classify_paths(
+        args.data,
+        args.model,
+        args.batch_size or 64,
+        args.device,
+        "evaluate",
+        args.channel_map,
+        on_image=images.append if args.report else None,
     )
     known = [i for i, label in enumerate(stream.labels) if label in ("CTC", "WBC")]
     if not known:
@@ -83,6 +122,8 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     )
     if args.json:
         write_json(Path(args.json), metrics)
+    if args.report:
+        write_html_report(Path(args.report), args, stream, predictions, model, images)
     return 0
 
 
@@ -124,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     """Score a model, or cross-validate."""
     check_paths_exist(args.data)
     if args.cv is not None:
+        if args.report:
+            raise CliError("--report needs --model (a cross-validation has no single model)")
         if args.cv < 2:
             raise CliError(f"--cv needs at least 2 folds, not {args.cv}")
         return _cross_validate(args)

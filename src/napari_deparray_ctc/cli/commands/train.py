@@ -7,6 +7,7 @@ from pathlib import Path
 
 from napari_deparray_ctc.cli import options
 from napari_deparray_ctc.cli.data import (
+    CliError,
     check_out_folder,
     check_paths_exist,
     naming_data,
@@ -27,6 +28,20 @@ def register(sub) -> None:
     p.add_argument("-h", "--help", action=options.HelpWithTrainDefaults, help="show this help")
     options.add_data_argument(p, "labelled cells to train on")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="MODEL",
+        help="fine-tune: start from the weights of this model file (its architecture and input "
+        "size unless --arch / --size say otherwise), e.g. a model from another site, "
+        "retrained on a few labelled cells of yours",
+    )
+    p.add_argument(
+        "--note",
+        default=None,
+        metavar="TEXT",
+        help="a free-text note stored in the model card (shown by 'deparray-ctc info')",
+    )
     options.add_channel_map_option(p)
     options.add_train_options(p)
     p.set_defaults(func=run)
@@ -50,12 +65,47 @@ def print_training_summary(result) -> None:
         warn(warning)
 
 
+def init_overrides(args: argparse.Namespace, overrides: dict) -> dict:
+    """``--init-from``: the starting weights, and the model's architecture and input size."""
+    if not args.init_from:
+        return overrides
+    if overrides.get("pretrained"):
+        raise CliError("give either --init-from or --pretrained, not both")
+    from napari_deparray_ctc.cli.data import load_cli_model
+
+    meta = load_cli_model(args.init_from, "cpu").metadata
+    return {
+        "arch": meta["arch"],
+        "image_size": int(meta.get("image_size") or 64),
+        **overrides,
+        "pretrained": str(args.init_from),
+    }
+
+
+def store_card_extras(path: str, result, data, note: str | None) -> None:
+    """The user's note and the training cells' feature summary, written into the model file."""
+    from napari_deparray_ctc.core.model import save_model
+
+    extra: dict = {}
+    if note:
+        extra["note"] = note
+    if "feature_summary" not in result.model.metadata:
+        from napari_deparray_ctc.core.shift import training_feature_summary
+
+        labelled = [i for i, label in enumerate(data.labels) if label in ("CTC", "WBC")]
+        groups = None if data.groups is None else [data.groups[i] for i in labelled]
+        extra["feature_summary"] = training_feature_summary([data.bf[i] for i in labelled], groups)
+    if extra:
+        result.model.metadata.update(extra)
+        save_model(path, result.model)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and say where the model went."""
     check_paths_exist(args.data)
     out = Path(args.out)
     check_out_folder(out)
-    overrides = options.train_overrides(args)
+    overrides = init_overrides(args, options.train_overrides(args))
     options.apply_threads(overrides.get("num_threads"))
     from napari_deparray_ctc.core.train import train
 
@@ -67,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
             result = train(config, data=data, progress=on_progress)
         finally:
             close()
+    path = result.out_path or str(out)
+    store_card_extras(path, result, data, args.note)
     print_training_summary(result)
-    print(f"model written to {result.out_path or out}")
+    if args.init_from:
+        print(f"fine-tuned from {args.init_from}")
+    print(f"model written to {path}")
     return 0

@@ -749,3 +749,21 @@ def test_first_run_in_a_real_window_does_not_crash(tiny_model, tmp_path):
     )
     assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
     assert "classified 6" in result.stdout
+
+
+def test_every_control_explains_itself(widget):
+    controls = [
+        widget.model_box.edit,
+        widget.model_box.browse_button,
+        widget.target_combo,
+        widget.batch_spin,
+        widget.run_button,
+        widget.cancel_button,
+        widget.threshold_slider,
+        widget.reset_threshold_button,
+        widget.review_checkbox,
+        widget.export_button,
+        widget.table,
+    ]
+    for control in controls:
+        assert control.toolTip().strip(), control

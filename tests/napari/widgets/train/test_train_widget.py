@@ -363,3 +363,44 @@ def test_demo_gui_opens_the_export_with_both_widgets(make_napari_viewer, tmp_pat
     assert "CTC" in session.train_widget.counts_label.text()  # labels came with the export
     with pytest.raises(FileExistsError):
         setup_demo(viewer, session.folder)  # never writes into a folder that holds files
+
+
+# ------------------------------------------------------------------ what the analyst sees
+
+
+def test_every_setting_explains_itself(viewer_widget) -> None:
+    _viewer, widget, _layers = viewer_widget
+    controls = [
+        widget.arch_combo,
+        widget.epochs_spin,
+        widget.size_spin,
+        *widget.augment_checks.values(),
+        widget.dapi_strategy_combo,
+        widget.val_spin,
+        widget.seed_spin,
+        widget.out_edit,
+        widget.overwrite_check,
+        widget.start_from_check,
+        widget.train_button,
+        widget.stop_button,
+        widget.bf_combo,
+        widget.dapi_combo,
+    ]
+    for control in controls:
+        assert control.toolTip().strip(), control
+    tip = widget.dapi_strategy_combo.toolTip()
+    for strategy in ("substitute", "blend", "aux_nucleus"):
+        assert strategy in tip  # each strategy is explained
+
+
+def test_eta_counts_from_the_first_batch(viewer_widget, monkeypatch) -> None:
+    """Set-up time (model building, tensor preparation) must not inflate the first ETA."""
+    from napari_deparray_ctc.core.train import TrainProgress
+
+    _viewer, widget, _layers = viewer_widget
+    clock = iter([100.0, 101.0, 102.0])  # first batch at 100 s, then one batch per second
+    monkeypatch.setattr("napari_deparray_ctc.napari.widgets.train.widget.time.perf_counter", lambda: next(clock))
+    for batch in (1, 2, 3):
+        widget._on_progress(TrainProgress(1, 2, batch, 10, "batch", 0.5))
+    # 3 of 20 batches done, 1 s per batch since the first: 17 s left
+    assert widget.progress.format().endswith("ETA 0:17")

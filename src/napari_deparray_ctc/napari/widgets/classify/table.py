@@ -116,6 +116,7 @@ class ResultsTable(QTableWidget):
         """Show ``results`` (ordered for review, or as classified)."""
         self.results = results
         self._updating = True
+        self.blockSignals(True)  # itemChanged would fire once per item: thousands of calls
         try:
             self.setSortingEnabled(False)
             self.clearContents()
@@ -160,11 +161,13 @@ class ResultsTable(QTableWidget):
             self.setSortingEnabled(True)
             self.sortItems(COL_UNCERTAINTY if review else COL_ORDER, Qt.SortOrder.AscendingOrder)
         finally:
+            self.blockSignals(False)
             self._updating = False
 
     def set_calls(self, rows: Sequence[int] | range) -> None:
         """Refresh the call column of ``rows`` (after a threshold change)."""
         sorting = self.isSortingEnabled()
+        blocked = self.blockSignals(True)
         self.setSortingEnabled(False)
         for i in rows:
             call = self.results.call(i)
@@ -173,12 +176,15 @@ class ResultsTable(QTableWidget):
             item.setForeground(QColor(CALL_COLOURS[call]))
         self._uncertainty_stale = True
         self.setSortingEnabled(sorting)
+        self.blockSignals(blocked)
 
     def _set_uncertainties(self) -> None:
+        blocked = self.blockSignals(True)
         for i, item in enumerate(self._uncertainty_items):
             u = self.results.uncertainty(i)
             item.setData(SORT_ROLE, u)
             item.setText(f"{u:.4f}")
+        self.blockSignals(blocked)
         self._uncertainty_stale = False
 
     def set_annotations(self, rows: Sequence[int] | None = None) -> None:
@@ -186,12 +192,14 @@ class ResultsTable(QTableWidget):
         if self.results is None:
             return
         self._updating = True
+        blocked = self.blockSignals(True)
         self.setSortingEnabled(False)
         try:
             for i in range(len(self.results)) if rows is None else rows:
                 self._annotation_items[i].setText(self.results.rows[i].annotation or "")
         finally:
             self.setSortingEnabled(True)
+            self.blockSignals(blocked)
             self._updating = False
 
     def order_for_review(self, review: bool) -> None:

@@ -1,0 +1,155 @@
+"""Pretrain a ResNet18 on synthetic cells from randomised instruments (domain randomisation).
+
+Every chunk of cells is drawn fresh from the simulator with its own instruments
+(``core.synth.randomised_optics``: pixel size, defocus, blur, photons, bit depth, gradients,
+debris...) and jittered biology (``biology_jitter``), so the network sees each cell once and
+never one fixed instrument or one fixed class boundary. Inputs are prepared as in training:
+at the canonical pixel size (``--pixel-size``) for most cells, and, for ``--unknown-fraction``
+of them, resized whole as when an export does not say its pixel size. The crop size varies
+between chunks too.
+
+The result is written as the package's pretrained weights (fp16, about 22 MB), which
+``TrainConfig(pretrained="synthetic")`` fine-tunes. The benchmark domains of
+``benchmarks/quality.py`` are never used here (validation uses other randomised cells).
+
+Usage::
+
+    python benchmarks/pretrain.py --cells 48000 --out src/napari_deparray_ctc/core/pretrained/synthetic_resnet18.pt
+    python benchmarks/pretrain.py --quick      # 600 cells, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_chunk(n: int, seed: int, args, rng: np.random.Generator):
+    """(prepared images, labels) of ``n`` fresh randomised cells."""
+    import torch
+
+    from napari_deparray_ctc.core.preprocess import DEFAULT_NORMALISATION, prepare_batch
+    from napari_deparray_ctc.core.synth import randomised_optics, synth_cells
+
+    crop = int(rng.choice([48, 56, 64, 72, 80, 96]))
+    cells = synth_cells(
+        n,
+        ctc_fraction=0.5,
+        seed=seed,
+        image_size=crop,
+        n_samples=max(1, n // 25),
+        optics_sampler=randomised_optics,
+        biology_jitter=1.0,
+    )
+    spec = {**DEFAULT_NORMALISATION, "pixel_size_um": args.pixel_size}
+    known = rng.random(n) >= args.unknown_fraction
+    sizes = [c.pixel_size_um if k else None for c, k in zip(cells, known, strict=True)]
+    x = torch.cat(
+        [
+            prepare_batch(
+                [c.channels["BF"] for c in cells[i : i + 256]],
+                args.size,
+                spec,
+                pixel_sizes=sizes[i : i + 256],
+            )
+            for i in range(0, n, 256)
+        ]
+    )
+    y = torch.tensor([1.0 if c.label == "CTC" else 0.0 for c in cells])
+    return x, y
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", type=int, default=48000)
+    parser.add_argument("--chunk", type=int, default=2000)
+    parser.add_argument("--val-cells", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--pixel-size", type=float, default=0.55)
+    parser.add_argument("--unknown-fraction", type=float, default=0.3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="/tmp/synthetic_resnet18.pt")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cells, args.chunk, args.val_cells = 600, 300, 200
+
+    import torch
+
+    from napari_deparray_ctc.core.augment import augment_batch, build_augmentation
+    from napari_deparray_ctc.core.fit import predict_logits
+    from napari_deparray_ctc.core.metrics import pr_auc, roc_auc
+    from napari_deparray_ctc.core.network import build_network
+    from napari_deparray_ctc.core.pretrained import save_weights
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    network = build_network("resnet18")
+    transform = build_augmentation("all")
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4, fused=True)
+    chunks = math.ceil(args.cells / args.chunk)
+    total_steps = chunks * math.ceil(args.chunk / args.batch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=args.lr, total_steps=total_steps, pct_start=0.05
+    )
+    criterion = torch.nn.BCEWithLogitsLoss()
+    x_val, y_val = make_chunk(args.val_cells, args.seed + 999_999, args, rng)
+    started = time.perf_counter()
+    log = []
+    for c in range(chunks):
+        t0 = time.perf_counter()
+        x, y = make_chunk(args.chunk, args.seed * 1000 + c, args, rng)
+        made = time.perf_counter() - t0
+        network.train()
+        order = torch.randperm(len(y))
+        loss_sum = 0.0
+        for start in range(0, len(y), args.batch):
+            idx = order[start : start + args.batch]
+            if len(idx) < 2:
+                continue
+            xb = augment_batch(x[idx], transform)
+            optimiser.zero_grad(set_to_none=True)
+            loss = criterion(network(xb).reshape(-1), y[idx])
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            loss_sum += float(loss) * len(idx)
+        logits = predict_logits(network, x_val, "cpu")
+        probs = 1 / (1 + np.exp(-logits))
+        record = {
+            "chunk": c + 1,
+            "cells_seen": (c + 1) * args.chunk,
+            "train_loss": loss_sum / len(y),
+            "val_pr_auc": pr_auc(y_val.numpy(), probs),
+            "val_roc_auc": roc_auc(y_val.numpy(), probs),
+            "synth_s": made,
+            "elapsed_s": time.perf_counter() - started,
+        }
+        log.append(record)
+        print(json.dumps(record), flush=True)
+    meta = {
+        "arch": "resnet18",
+        "image_size": args.size,
+        "pixel_size_um": args.pixel_size,
+        "cells": chunks * args.chunk,
+        "command": "python benchmarks/pretrain.py " + " ".join(argv or []),
+        "final_val_pr_auc": log[-1]["val_pr_auc"],
+        "final_val_roc_auc": log[-1]["val_roc_auc"],
+        "seconds": time.perf_counter() - started,
+    }
+    save_weights(Path(args.out), network, meta)
+    print(json.dumps(meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
