@@ -5,9 +5,10 @@ logit) on the same cells, with the same train/validation split, batch size, opti
 (AdamW, same lr and weight decay), weighted BCE loss and number of epochs, and both run one
 validation pass per epoch. Each side's clock covers everything from the raw 16-bit images to
 the trained network: normalising/resizing the images once, building the network, the epochs
-and the validation passes. ``core.train`` additionally chooses the threshold on validation,
-keeps the best epoch's weights and builds the model metadata; that overhead is part of what
-the ratio measures. DAPI strategy ``none`` on both sides (a strategy that adds samples would
+and the validation passes. ``core.train`` runs with ``folds=1`` (one network on one split, like
+the plain loop; its default cross-fitting trains one network per fold) and additionally
+scores and calibrates each epoch on validation, keeps the best epoch's weights, chooses the
+threshold and builds the model metadata; that overhead is part of what the ratio measures. DAPI strategy ``none`` on both sides (a strategy that adds samples would
 change the work, not the speed).
 
 Measured twice: augmentation off, and all three families on (the plain loop applies the same
@@ -90,6 +91,7 @@ def core_training(ts, args, augment: tuple[str, ...]) -> tuple[float, int]:
         augment=augment,
         dapi_strategy="none",
         val_fraction=args.val_fraction,
+        folds=1,  # one network on one split, as the plain loop (cross-fitting trains k)
         seed=0,
         patience=args.epochs + 1,
         device="cpu",

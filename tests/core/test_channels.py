@@ -125,6 +125,7 @@ def test_colormaps_follow_the_issue() -> None:
         "FITC": "green",
         "PE": "yellow",
         "APC": "magenta",
+        "Cy3": "red",
     }
     assert colormap_for("TRITC") == "gray"
 

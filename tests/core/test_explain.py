@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from napari_deparray_ctc.core.explain import _integrated_gradients, saliency_maps
-from napari_deparray_ctc.core.model import LoadedModel, build_network, build_ensemble, prepare_batch
+from napari_deparray_ctc.core.model import LoadedModel, build_ensemble, build_network, prepare_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from synth_masks import inside_fraction, synth_cells_with_masks  # noqa: E402
+from synth_masks import inside_fraction, synth_cells_with_masks
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +101,10 @@ def test_physical_scale_models_map_back_onto_the_image():
     maps = saliency_maps(images, model, steps=2, pixel_sizes=[0.25, 1.0])
     assert [m.shape for m in maps] == [(40, 40), (24, 24)]
     # 40 px at 0.25 um -> 20 px at 0.5 um: all of it seen; 24 px at 1.0 um -> 48 px: the
-    # centre 32 px seen, so the outer ring of the original (4 px each side) gets nothing
-    assert maps[1][:4].sum() == 0 and maps[1][-4:].sum() == 0
+    # centre 32 px seen, so the outer 4 px of the original get nothing (the resize back
+    # spreads the edge of the seen part by about one pixel)
+    assert maps[1][:3].sum() == 0 and maps[1][-3:].sum() == 0
+    assert maps[1][:, :3].sum() == 0 and maps[1][:, -3:].sum() == 0
     assert abs(float(maps[1].sum()) - 1) < 1e-5
 
 

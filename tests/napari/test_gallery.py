@@ -119,3 +119,22 @@ def test_gallery_widget_click_and_keys(viewer_with_export, qtbot) -> None:
     assert gallery.tiles.item(0).text().startswith("cell2")  # the most doubtful first
     gallery.show_cells(["cell0", "cell2"])
     assert gallery.tiles.count() == 2
+
+
+@pytest.mark.slow
+def test_gallery_tiles_show_saliency(viewer_with_export, qtbot, tmp_path) -> None:
+    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.napari.widgets.gallery.widget import GalleryWidget
+
+    model = tmp_path / "untrained.pt"
+    save_model(model, build_network("resnet18"), {"arch": "resnet18", "threshold": 0.5, "image_size": 32})
+    viewer = viewer_with_export
+    session_for(viewer).model_path = str(model)
+    gallery = GalleryWidget(viewer)
+    viewer.window.add_dock_widget(gallery)
+    width_before = gallery.tiles.iconSize().width()
+    gallery.saliency_check.setChecked(True)
+    qtbot.waitUntil(lambda: len(gallery.saliency) == 4 and gallery._explaining is None, timeout=120_000)
+    assert gallery.tiles.iconSize().width() > width_before  # a heat-map panel per tile
+    for saliency in gallery.saliency.values():
+        assert saliency.min() >= 0 and saliency.sum() == pytest.approx(1.0, abs=1e-3)

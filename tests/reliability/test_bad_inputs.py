@@ -86,6 +86,7 @@ class Case:
     deny_open: bool = False  # simulate an unreadable file (root ignores chmod)
     slow_cli: bool = False  # classifying it through the CLI takes > 10 s: a slow test
     cli_alone: str | None = None  # the CLI's reason when it differs from the reader's
+    cli_in_folder: str | None = None  # the CLI's warning when it differs (the cell is skipped)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,18 +202,18 @@ def _duplicate_id(folder: Path) -> Built:
 
 def _unknown_channels(folder: Path) -> Built:
     planes = good_planes(99)
-    return Built(write_multipage(folder / "cell0099.tif", planes, ["Foo", "Bar"]))
+    return Built(write_multipage(folder / "cell0099.tif", planes, ["Foo", "Bar"]), extra_cells=1)
 
 
 def _no_bf(folder: Path) -> Built:
     planes = good_planes(99)
-    return Built(write_multipage(folder / "cell0099.tif", planes, ["DAPI", "PE"]))
+    return Built(write_multipage(folder / "cell0099.tif", planes, ["DAPI", "PE"]), extra_cells=1)
 
 
 def _no_bf_file(folder: Path) -> Built:
     folder.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(folder / "cell0099_DAPI.tif", good_planes(99)[1])
-    return Built(folder / "cell0099_DAPI.tif")
+    return Built(folder / "cell0099_DAPI.tif", extra_cells=1)
 
 
 def _locked(folder: Path) -> Built:
@@ -268,6 +269,15 @@ def _ten_thousand_files(folder: Path) -> Built:
 
 
 SKIP = "skipped, one warning"
+#: a valid image of another kind: napari's own reader opens it (issue 16)
+LEFT = ("not claimed by the plugin (napari's own reader opens it); chosen explicitly, and in "
+        "the CLI: error")
+NO_BF = "has no bright-field (BF) channel"
+OPENS_WITHOUT_BF = ("opens with its channels, for viewing and annotation (only classification "
+                    "needs BF); CLI `classify`: error `no readable cell with a bright-field "
+                    "(BF) image`, the cell named in the one warning")
+OPENS_WITHOUT_BF_IN_FOLDER = ("opens, no warning; CLI `classify`: the cell is skipped, one "
+                              "warning: `cell ... has no bright-field (BF) channel`")
 
 # fmt: off
 CASES: list[Case] = [
@@ -297,19 +307,20 @@ CASES: list[Case] = [
          doc_alone="not claimed by the plugin (napari's own readers open it); the CLI reads it",
          doc_folder="read as a cell (the content decides), no warning"),
     Case("rgb", "RGB colour image", _rgb,
-         alone="RGB colour image", in_folder="RGB colour image",
-         doc_alone="error: `RGB colour image (3 samples per pixel); DEPArray channels must be "
-                   "grey-level planes ...`",
+         alone="RGB colour image", in_folder="RGB colour image", claimed=False,
+         doc_alone=f"{LEFT}: `RGB colour image (3 samples per pixel); DEPArray channels must "
+                   "be grey-level planes ...`",
          doc_folder=SKIP),
     Case("5-D", "5-D image", _five_d,
-         alone="5-D image", in_folder="5-D image",
-         doc_alone="error: `5-D image ...`", doc_folder=SKIP),
+         alone="5-D image", in_folder="5-D image", claimed=False,
+         doc_alone=f"{LEFT}: `5-D image ...`", doc_folder=SKIP),
     Case("1x1", "1 × 1 px image", _one_pixel,
-         alone="1×1 px, too small", in_folder="1×1 px, too small",
-         doc_alone="error: `image is 1×1 px, too small for a cell image`", doc_folder=SKIP),
+         alone="1×1 px, too small", in_folder="1×1 px, too small", claimed=False,
+         doc_alone=f"{LEFT}: `image is 1×1 px, too small for a cell image`", doc_folder=SKIP),
     Case("huge", "20,000 × 20,000 px image", _huge,
          alone="20000×20000 px, above the limit", in_folder="20000×20000 px, above the limit",
-         doc_alone="error from the header, no pixel read (memory stays flat): `image is "
+         claimed=False,
+         doc_alone=f"{LEFT}, from the header, no pixel read (memory stays flat): `image is "
                    "20000×20000 px, above the limit of 16,777,216 px per plane ...`",
          doc_folder=SKIP),
     Case("all-nan", "All-NaN float image", _float_cell(np.full((16, 16), np.nan, "float32")),
@@ -331,8 +342,8 @@ CASES: list[Case] = [
          doc_alone="opens (values kept; the classifier scales by percentiles)",
          doc_folder="opens, no warning"),
     Case("mismatched-pages", "Channel sizes differ within one cell file", _mismatched_pages,
-         alone="differ in size", in_folder="differ in size",
-         doc_alone="error: `... differ in size (page 0: 16×16, page 1: 12×16)`",
+         alone="differ in size", in_folder="differ in size", claimed=False,
+         doc_alone=f"{LEFT}: `... differ in size (page 0: 16×16, page 1: 12×16)`",
          doc_folder=SKIP),
     Case("mismatched-files", "Channel files of one cell differ in size", _mismatched_files,
          alone=None, in_folder="channel sizes differ within cell 'cell0099'",
@@ -344,18 +355,14 @@ CASES: list[Case] = [
          doc_alone="opens (nothing to clash with)",
          doc_folder="the second file is skipped, one warning: `duplicate cell id 'cell0001'`"),
     Case("unknown-channels", "Unknown channel names only", _unknown_channels,
-         alone="no bright-field (BF) channel (found: Foo, Bar)",
-         in_folder="no bright-field (BF) channel (found: Foo, Bar)",
-         doc_alone="error: `no bright-field (BF) channel (found: Foo, Bar)`", doc_folder=SKIP),
+         alone=1, in_folder=None, cli_alone=NO_BF, cli_in_folder=NO_BF,
+         doc_alone=OPENS_WITHOUT_BF, doc_folder=OPENS_WITHOUT_BF_IN_FOLDER),
     Case("no-bf", "BF channel missing (named pages)", _no_bf,
-         alone="no bright-field (BF) channel (found: DAPI, PE)",
-         in_folder="no bright-field (BF) channel (found: DAPI, PE)",
-         doc_alone="error: `no bright-field (BF) channel (found: DAPI, PE)`", doc_folder=SKIP),
+         alone=1, in_folder=None, cli_alone=NO_BF, cli_in_folder=NO_BF,
+         doc_alone=OPENS_WITHOUT_BF, doc_folder=OPENS_WITHOUT_BF_IN_FOLDER),
     Case("no-bf-file", "BF file missing (per-channel files)", _no_bf_file,
-         alone="has no bright-field (BF) channel", in_folder="has no bright-field (BF) channel",
-         doc_alone="error: `cell 'cell0099' has no bright-field (BF) channel (found: DAPI); "
-                   "name the channels in the file names or in a channels.csv`",
-         doc_folder="the cell is skipped, one warning"),
+         alone=1, in_folder=None, cli_alone=NO_BF, cli_in_folder=NO_BF,
+         doc_alone=OPENS_WITHOUT_BF, doc_folder=OPENS_WITHOUT_BF_IN_FOLDER),
     Case("unreadable", "Unreadable file (permission denied)", _locked, deny_open=True,
          alone="permission denied", in_folder="permission denied",
          doc_alone="error: `permission denied (cannot open the file)`", doc_folder=SKIP),
@@ -591,12 +598,34 @@ def test_napari_viewer_alone(case: Case, clean_viewer, tmp_path, monkeypatch) ->
     with pytest.raises(Exception) as info:
         clean_viewer.open(str(built.bad), plugin=PLUGIN)
     assert len(clean_viewer.layers) == 0
+    ours = [e for e in _error_chain(info.value) if isinstance(e, DeparrayReadError)]
     if case.claimed:
-        ours = [e for e in _error_chain(info.value) if isinstance(e, DeparrayReadError)]
         assert ours, f"napari's error does not carry the reader's: {info.value!r}"
+        _assert_clear_error(ours[0], built.bad, case.alone)
+    elif ours:  # not claimed, but chosen explicitly: the reason why (issue 11, item 8)
         _assert_clear_error(ours[0], built.bad, case.alone)
     else:  # napari's own "no reader" error, which names the file too
         assert _printable(built.bad.name) in _printable(str(info.value))
+
+
+def test_napari_viewer_gives_the_reason_for_an_explicitly_chosen_folder(
+    clean_viewer, tmp_path
+) -> None:
+    """Issue 11, item 8: a folder of non-cell files is not claimed; when the plugin is chosen
+    explicitly, the error says why (not napari's bare "refused the file")."""
+    from napari_deparray_ctc.napari.reader import napari_get_reader
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = np.random.default_rng(2).integers(0, 255, (64, 64, 3)).astype("uint8")
+    tifffile.imwrite(folder / "holiday.tif", rgb, photometric="rgb")
+    assert napari_get_reader(str(folder)) is None
+    with pytest.raises(Exception) as info:
+        clean_viewer.open(str(folder), plugin=PLUGIN)
+    ours = [e for e in _error_chain(info.value) if isinstance(e, DeparrayReadError)]
+    assert ours, f"no reason given: {info.value!r}"
+    assert "holiday.tif" in ours[0].reason and "RGB colour image" in ours[0].reason
+    assert len(clean_viewer.layers) == 0
 
 
 @pytest.mark.parametrize("case", IN_FOLDER)
@@ -629,7 +658,7 @@ def test_cli_alone(case: Case, tmp_path, monkeypatch, tiny_model, run_cli) -> No
     out = tmp_path / "calls.csv"
     out.write_text("previous results\n")
     result = run_cli("classify", built.bad, "--model", tiny_model, "--out", out)
-    if isinstance(case.alone, int):
+    if isinstance(case.alone, int) and case.cli_alone is None:
         assert result.code == 0, result.err
         assert len(_rows(out)) == case.alone
         assert result.warning_lines == []
@@ -651,13 +680,15 @@ def test_cli_in_folder(case: Case, tmp_path, monkeypatch, tiny_model, run_cli) -
     result = run_cli("classify", folder, "--model", tiny_model, "--out", out)
     assert result.code == 0, result.err
     rows = _rows(out)
-    assert len(rows) == N_GOOD + built.extra_cells
+    skipped_by_cli = case.cli_in_folder is not None  # readable, but not classifiable
+    assert len(rows) == N_GOOD + (0 if skipped_by_cli else built.extra_cells)
     assert all(np.isfinite(float(row["p_ctc"])) for row in rows)
-    if case.in_folder is None:
+    warning = case.cli_in_folder or case.in_folder
+    if warning is None:
         assert result.warning_lines == [], result.err
     else:
         (line,) = result.warning_lines
-        assert _printable(built.bad) in _printable(line) and case.in_folder in line, line
+        assert _printable(built.bad) in _printable(line) and warning in line, line
     other = [
         line
         for line in result.err.splitlines()

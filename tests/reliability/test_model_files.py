@@ -269,7 +269,9 @@ def test_classify_widget_refuses_each_and_stays_usable(
 
     monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "settings"))  # not the user's settings
     errors: list[str] = []
-    monkeypatch.setattr(cw, "show_error", lambda message: errors.append(str(message)))
+    monkeypatch.setattr(
+        cw, "notify", lambda kind, message: errors.append(str(message)) if kind == "error" else None
+    )
     viewer = make_napari_viewer()
     widget = cw.ClassifyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Classify cells")

@@ -86,17 +86,21 @@ __all__ = [
     "CHANNEL_COLORMAPS",
     "CHANNEL_MAP_FILENAMES",
     "DEFAULT_UNNAMED_ORDER",
+    "KNOWN_CHANNELS",
     "ChannelMap",
     "ChannelMapError",
     "as_channel_map",
     "canonical_channel",
+    "channel_from_name",
     "colormap_for",
     "find_channel_map",
     "is_channel_file_name",
+    "is_non_channel_name",
     "load_channel_map",
     "order_channels",
     "resolve_plane_names",
     "split_channel_token",
+    "split_index_token",
     "tokenize",
 ]
 
@@ -104,13 +108,32 @@ CANONICAL_CHANNELS: tuple[str, ...] = ("BF", "DAPI", "FITC", "PE", "APC")
 """Canonical channel names, in their default display order."""
 
 CHANNEL_ALIASES: dict[str, tuple[str, ...]] = {
-    "BF": ("BF", "bright-field", "brightfield", "bright field", "TL", "trans", "transmitted"),
+    "BF": (
+        "BF",
+        "bright-field",
+        "brightfield",
+        "bright field",
+        "TL",
+        "trans",
+        "transmitted",
+        "transmission",
+    ),
     "DAPI": ("DAPI", "Hoechst", "DNA", "nuclei"),
     "FITC": ("FITC",),
     "PE": ("PE",),
     "APC": ("APC", "Cy5"),
+    "Cy3": ("Cy3",),
+    "DIC": ("DIC", "differential interference contrast"),
+    "Phase": ("phase", "phase contrast"),
 }
-"""Accepted names per canonical channel (matched case-insensitively, as whole tokens)."""
+"""Accepted names per known channel (matched case-insensitively, as whole tokens).
+
+``DIC`` and ``Phase`` are other transmitted-light contrasts: they are recognised, but they are
+not bright-field, so the classifier (trained on bright-field) does not read them as ``BF``.
+"""
+
+KNOWN_CHANNELS: tuple[str, ...] = tuple(CHANNEL_ALIASES)
+"""The canonical channels and the other recognised stains and contrasts."""
 
 CHANNEL_COLORMAPS: dict[str, str] = {
     "BF": "gray",
@@ -118,8 +141,9 @@ CHANNEL_COLORMAPS: dict[str, str] = {
     "FITC": "green",
     "PE": "yellow",
     "APC": "magenta",
+    "Cy3": "red",
 }
-"""napari colormap name per canonical channel; other channels are shown in ``"gray"``."""
+"""napari colormap name per known channel; other channels are shown in ``"gray"``."""
 
 CHANNEL_MAP_FILENAMES: tuple[str, ...] = ("channels.csv", "channels.txt")
 """File names looked for beside the images, in order of preference."""
@@ -284,6 +308,107 @@ def split_channel_token(stem: str, channel_map: ChannelMap | None = None) -> tup
     return name, rest
 
 
+# Channel-index tokens of instrument and software file names (a whole word unless noted):
+#   Ch0, ch00, CH1, Channel_0, channel 2   (Leica ``_ch00``, ImageStream ``Ch3_``, cellfinder
+#                                           ``...x392Ch0``: after a digit too)
+#   C=0                                     (Bio-Formats / Fiji exports, ``AICS_12_134_C=0``)
+#   C1-name                                 (Fiji "Split Channels", at the start of the name)
+#   w1, w2DAPI                              (MetaMorph; a stain after the number names it)
+#   ...f00d0                                (Cellomics: field f00, channel d0, ends the name)
+_INDEX_TOKEN_RE = re.compile(
+    r"(?<![A-Za-z])(?:ch|channel)[ _-]?\d{1,3}(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])c=\d{1,3}(?![0-9])"
+    r"|^c\d{1,2}(?=-.)"
+    r"|(?<![A-Za-z0-9])w\d(?:[A-Za-z][A-Za-z0-9]*)?(?![A-Za-z0-9])",
+    re.IGNORECASE,
+)
+_CELLOMICS_CHANNEL_RE = re.compile(r"(?<=[0-9])d\d$", re.IGNORECASE)
+_CELLOMICS_NAME_RE = re.compile(r"f\d+d\d$", re.IGNORECASE)
+_METAMORPH_RE = re.compile(r"w\d([A-Za-z][A-Za-z0-9]*)?$", re.IGNORECASE)
+
+
+def split_index_token(stem: str, channel_map: ChannelMap | None = None) -> tuple[str | None, str]:
+    """Find a channel-index token (``Ch0``, ``C=1``, ``w2``, ``...f00d0``) in a file stem.
+
+    Parameters
+    ----------
+    stem
+        File name without its extension, e.g. ``"pCellz10y522x392Ch0"`` or ``"AICS_12_C=0"``.
+    channel_map
+        Optional user map: a ``TOKEN,NAME`` entry for the token (``Ch3,BF``) names the channel.
+
+    Returns
+    -------
+    (channel, cell_key)
+        The channel is the map's name for the token, the stain of a MetaMorph token
+        (``w1DAPI`` gives ``DAPI``), else the token as written (``"Ch0"``, ``"C=0"``,
+        ``"d1"``); ``None`` without an index token. ``cell_key`` is the stem without the token
+        and one adjacent separator. With several index tokens, the last one is used.
+    """
+    matches = list(_INDEX_TOKEN_RE.finditer(stem))
+    match = matches[-1] if matches else None
+    if match is None and _CELLOMICS_NAME_RE.search(stem):
+        match = _CELLOMICS_CHANNEL_RE.search(stem)
+        if match is not None:  # "A01f00d0": the token is the end of a word
+            return _name_index_token(match.group(0), channel_map), stem[: match.start()]
+    if match is None:
+        return None, stem
+    before, after = stem[: match.start()], stem[match.end() :]
+    before_kept = _TRAILING_SEP_RE.sub("", before)
+    after_kept = _LEADING_SEP_RE.sub("", after)
+    joiner = before[len(before_kept) : len(before_kept) + 1] if before_kept and after_kept else ""
+    return _name_index_token(match.group(0), channel_map), before_kept + joiner + after_kept
+
+
+def channel_from_name(stem: str, channel_map: ChannelMap | None = None) -> tuple[str | None, str]:
+    """The channel a file stem names and the rest of the name (the cell key).
+
+    A stain or contrast name (:func:`split_channel_token`) wins; else a channel-index token
+    (:func:`split_index_token`); else ``(None, stem)``.
+    """
+    channel, rest = split_channel_token(stem, channel_map)
+    if channel is None:
+        channel, rest = split_index_token(stem, channel_map)
+    return channel, rest
+
+
+def _name_index_token(token: str, channel_map: ChannelMap | None) -> str:
+    if channel_map is not None:
+        mapped = channel_map.lookup_name(token)
+        if mapped is not None:
+            return mapped
+    stain = _METAMORPH_RE.fullmatch(token)
+    if stain is not None and stain.group(1):
+        return canonical_channel(stain.group(1), channel_map)
+    return token
+
+
+_NON_CHANNEL_NAME_RE = re.compile(
+    r"[-+]?\d+(?:[.,]\d+)?\s*(?:[µu]m|nm|mm|ms|s|min|h)?"  # ImageJ slice labels: "243"
+    r"|(?:background|layer|page|image|frame|slice|plane|untitled|default|img)(?:[ _#-]*\d+)?"
+    r"|(?:.*\b)?[czt]:\s*\d+\s*/\s*\d+\b.*",  # ImageJ position labels: "c:1/2 z:30/64"
+    re.IGNORECASE,
+)
+
+
+def is_non_channel_name(name: str) -> bool:
+    """True for names that TIFF writers store but that do not name a channel.
+
+    Parameters
+    ----------
+    name
+        A page name or label from a file's metadata.
+
+    Returns
+    -------
+    bool
+        True for GIMP's ``PageName=Background`` (and ``Layer 1``, ``Untitled``, ``Page 2``...),
+        ImageJ slice labels that are numbers (``243``, ``1.5 µm``) and ImageJ position labels
+        (``c:1/2 z:30/64 t:1/68 - 4``).
+    """
+    return _NON_CHANNEL_NAME_RE.fullmatch(str(name).strip()) is not None
+
+
 def colormap_for(channel: str) -> str:
     """napari colormap name for a canonical channel (``"gray"`` for unknown channels)."""
     return CHANNEL_COLORMAPS.get(channel, "gray")
@@ -320,6 +445,8 @@ def resolve_plane_names(
     stored_names: Sequence[str | None] | None,
     n_planes: int,
     channel_map: ChannelMap | None = None,
+    *,
+    guess_unnamed: bool = True,
 ) -> list[str]:
     """Name the planes of a multichannel image.
 
@@ -330,7 +457,12 @@ def resolve_plane_names(
     n_planes
         Number of channel planes.
     channel_map
-        Optional user map (see the module docstring for the precedence).
+        Optional user map (see ``docs/reader.md`` for the precedence).
+    guess_unnamed
+        Name unnamed planes by :data:`DEFAULT_UNNAMED_ORDER` (first ``BF``, second ``DAPI``).
+        The reader passes ``False`` when the file's name or metadata names a stain, so that
+        an unnamed plane is not silently taken for bright-field; unnamed planes are then
+        ``C<index>``.
 
     Returns
     -------
@@ -347,7 +479,7 @@ def resolve_plane_names(
             name = channel_map.by_index[index]
         elif stored[index]:
             name = canonical_channel(str(stored[index]), channel_map)
-        elif index < len(DEFAULT_UNNAMED_ORDER):
+        elif guess_unnamed and index < len(DEFAULT_UNNAMED_ORDER):
             name = DEFAULT_UNNAMED_ORDER[index]
         else:
             name = f"C{index}"

@@ -131,6 +131,16 @@ def validation_confusion(meta: Mapping[str, Any]) -> dict[str, int] | None:
     return out
 
 
+def _log_binom(j: np.ndarray, m: np.ndarray, q: np.ndarray, log_fact: np.ndarray) -> np.ndarray:
+    """log Binomial(j; m, q), ``-inf`` outside ``0 <= j <= m`` (broadcasting)."""
+    valid = (j >= 0) & (j <= m)
+    jj, mm = np.where(valid, j, 0), np.where(valid, m, 0)
+    out = (
+        log_fact[mm] - log_fact[jj] - log_fact[mm - jj] + jj * np.log(q) + (mm - jj) * np.log1p(-q)
+    )
+    return np.where(valid, out, -np.inf)
+
+
 def error_rate_interval(
     n_cells: int, n_called: int, confusion: Mapping[str, int], level: float = 0.95, seed: int = 0
 ) -> tuple[int, int]:
@@ -147,7 +157,8 @@ def error_rate_interval(
     seed
         Seed of the Monte-Carlo draws of the rates (fixed: the same input, the same interval).
     """
-    from scipy.stats import beta, binom, norm
+    from scipy.special import gammaln
+    from scipy.stats import beta, norm
 
     n, k = int(n_cells), int(n_called)
     if n == 0:
@@ -167,6 +178,7 @@ def error_rate_interval(
     )
     posterior = np.zeros(t_max + 1)
     t = np.arange(t_max + 1)
+    log_fact = gammaln(np.arange(n + 2, dtype=np.float64) + 1)
     exact = (t_max + 1) * (k + 1) <= _EXACT_CELLS
     step = max(1, _EXACT_CELLS // max((t_max + 1) * (k + 1), 1)) if exact else _RATE_DRAWS
     for start in range(0, len(recall), step):
@@ -175,8 +187,10 @@ def error_rate_interval(
             # sum over j, the true positives among the k calls: (T, j, draw)
             j = np.arange(k + 1)[None, :, None]
             tt = t[:, None, None]
-            like = binom.pmf(j, tt, r[None, None]) * binom.pmf(k - j, n - tt, f[None, None])
-            posterior += like.sum(axis=(1, 2))
+            log_like = _log_binom(j, tt, r[None, None], log_fact) + _log_binom(
+                k - j, n - tt, f[None, None], log_fact
+            )
+            posterior += np.exp(log_like).sum(axis=(1, 2))
         else:  # many cells: calls are normal to within a continuity correction
             tt = t[:, None]
             mu = tt * r[None] + (n - tt) * f[None]

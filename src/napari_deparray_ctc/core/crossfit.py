@@ -54,6 +54,9 @@ class _Run:
     """State of one cross-fitting run (members so far, out-of-fold logits, the file)."""
 
     def __init__(self, config, ts: TrainingSet, y: np.ndarray, plan, split: str, summary: dict):
+        from napari_deparray_ctc.core.distributed import DistContext
+
+        self.dist = DistContext(device=config.device)
         self.config = config
         self.ts = ts
         self.y = y
@@ -161,9 +164,11 @@ class _Run:
 
         if self.config.out is None:
             return
+        self.out_path = self.config.out
+        if not self.dist.is_main:  # only rank 0 writes
+            return
         network, meta = self.model_parts(current)
         save_model(self.config.out, network, meta)
-        self.out_path = self.config.out
 
 
 def _summary(ts: TrainingSet, n_dropped: int, plan, split: str, y: np.ndarray) -> dict:
@@ -195,6 +200,7 @@ def run_crossfit(
     """Train and check one model on a checked set; returns a ``TrainResult``."""
     import torch
 
+    from napari_deparray_ctc.core.distributed import from_environment
     from napari_deparray_ctc.core.fit import Schedule, fit_network, n_batches, torch_session
     from napari_deparray_ctc.core.model import LoadedModel
     from napari_deparray_ctc.core.network import build_network, select_device
@@ -202,8 +208,11 @@ def run_crossfit(
     from napari_deparray_ctc.core.samples import prepare_tensors
     from napari_deparray_ctc.core.train import TrainProgress, TrainResult
 
-    device = select_device(config.device)
+    dist = from_environment(select_device(config.device))
+    device = dist.device
     config = dataclasses.replace(config, device=device)
+    if not dist.is_main:
+        progress = None  # rank 0 reports for everyone
     plan, split = fold_plan(ts, config)
     started = time.perf_counter()
     normalisation = {**DEFAULT_NORMALISATION, "pixel_size_um": config.pixel_size_um}
@@ -227,6 +236,7 @@ def run_crossfit(
         ]
         schedule = Schedule(steps_before=0, steps_total=sum(per_fold), started=started)
         run = _Run(config, ts, y, plan, split, summary)
+        run.dist = dist
         cancelled = False
         for i, (train_idx, val_idx) in enumerate(plan):
             fold = (i + 1, len(plan))
@@ -237,6 +247,7 @@ def run_crossfit(
 
             torch.manual_seed(config.seed + i)  # each member its own initialisation
             network = build_network(config.arch, config.pretrained).to(device)
+            torch.manual_seed(config.seed + i + 7919 * dist.rank)  # augmentation draws per rank
             run.pretrained_source = getattr(network, "pretrained_source", None)
             first = i == 0 and config.out is not None
             outcome = fit_network(
@@ -248,6 +259,7 @@ def run_crossfit(
                 should_stop=should_stop,
                 schedule=schedule,
                 on_epoch=(lambda o: run.write(o)) if first else None,
+                dist=dist,
             )
             for record in outcome.history:
                 record["fold"] = i + 1
@@ -264,6 +276,7 @@ def run_crossfit(
         network.eval()
         if config.out is not None:
             run.write()
+        dist.barrier()  # the file is complete before any rank returns
         model = LoadedModel(network=network, metadata=meta, device=device)
         metrics = meta["metrics"]
         if progress is not None:

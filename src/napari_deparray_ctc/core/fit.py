@@ -228,6 +228,7 @@ def fit_network(
     should_stop: Callable[[], bool] | None = None,
     schedule: Schedule | None = None,
     on_epoch: Callable[[FitOutcome], Any] | None = None,
+    dist=None,
 ) -> FitOutcome:
     """Train ``network`` on ``train_data`` and keep its best epoch on ``val_data``.
 
@@ -249,6 +250,9 @@ def fit_network(
         Steps done before this fit and in the whole run (for the ETA).
     on_epoch
         Called with the outcome so far after every improving epoch.
+    dist
+        A ``core.distributed.DistContext`` when running under torchrun (see that module),
+        else ``None``.
 
     Returns
     -------
@@ -257,8 +261,10 @@ def fit_network(
     import torch
 
     from napari_deparray_ctc.core.augment import augment_batch, build_augmentation, is_identity
+    from napari_deparray_ctc.core.distributed import DistContext
     from napari_deparray_ctc.core.samples import SampleBank
 
+    ctx = dist or DistContext(device=config.device)
     dev = torch.device(config.device)
     use_amp = dev.type == "cuda"
     schedule = schedule or Schedule()
@@ -287,7 +293,7 @@ def fit_network(
     steps = 0
 
     def progress(**kwargs: Any) -> None:
-        if report is None:
+        if report is None or not ctx.is_main:
             return
         done = schedule.steps_before + steps
         elapsed = time.perf_counter() - schedule.started
@@ -297,7 +303,8 @@ def fit_network(
 
     def judge(epoch: int, train_loss: float | None, started: float) -> bool:
         nonlocal best, bad_epochs
-        logits = predict_logits(network, val_data.bf, dev)
+        ctx.sync_buffers(network)  # every rank judges with rank 0's BatchNorm statistics
+        logits = ctx.gather_logits(lambda x: predict_logits(network, x, dev), val_data.bf)
         scores = validation_scores(logits, y_val, pos_weight)
         record = {
             "epoch": epoch,
@@ -325,6 +332,7 @@ def fit_network(
         outcome.best_epoch = best["epoch"]
         outcome.val_logits = best["logits"]
 
+    trainer = ctx.wrap(network)  # DistributedDataParallel under torchrun
     network.train()
     if getattr(network, "pretrained_source", None) is not None:
         judge(0, None, time.perf_counter())
@@ -337,11 +345,13 @@ def fit_network(
             m.momentum = None
         batches = _batches(torch.randperm(len(bank), generator=order_rng), config.batch_size)
         loss_sum, seen = 0.0, 0
+        if ctx.active:  # each rank needs two samples of a batch (BatchNorm)
+            batches = [b for b in batches if len(b) >= 2 * ctx.world]
         for b, indices in enumerate(batches, start=1):
-            if should_stop is not None and should_stop():
+            if ctx.any(should_stop is not None and should_stop()):
                 outcome.cancelled = True
                 break
-            x, y, nucleus = bank.batch(indices)
+            x, y, nucleus = bank.batch(ctx.share(indices, labels))
             if augmenting:
                 if nucleus is not None:
                     x, nucleus = augment_batch(x, transform, nucleus)
@@ -350,7 +360,7 @@ def fit_network(
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                loss = criterion(network(x).reshape(-1).float(), y)
+                loss = criterion(trainer(x).reshape(-1).float(), y)
                 if aux is not None:
                     loss = loss + config.aux_weight * aux.loss(nucleus.to(dev))
             scaler.scale(loss).backward()

@@ -28,14 +28,19 @@ __all__ = ["build_report", "write_report"]
 MONTAGE_CELLS = 8
 
 
-def _png(fig) -> str:
+def _png(fig, caption: str) -> str:
+    """The figure as an embedded PNG with its caption."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="" src="data:image/png;base64,{data}">'
+    text = html.escape(caption)
+    return (
+        f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{text}</figcaption></figure>"
+    )
 
 
 def _figure(width: float = 4.2, height: float = 3.6):
@@ -70,7 +75,7 @@ def _pr_plot(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
         ylim=(0, 1.02),
         title=f"precision-recall (PR-AUC {average_precision_score(y, p):.3f})",
     )
-    return _png(fig)
+    return _png(fig, "Precision-recall curve of the CTC class; the dot is the operating point.")
 
 
 def _calibration_plot(y: np.ndarray, p: np.ndarray) -> str:
@@ -93,7 +98,7 @@ def _calibration_plot(y: np.ndarray, p: np.ndarray) -> str:
         title="calibration (cells per bin)",
     )
     ax.legend(loc="upper left")
-    return _png(fig)
+    return _png(fig, "Calibration: predicted P(CTC) against the share of true CTCs, per bin.")
 
 
 def _confusion_plot(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
@@ -115,7 +120,7 @@ def _confusion_plot(y: np.ndarray, p: np.ndarray, threshold: float) -> str:
         ylabel="true",
         title=f"confusion at threshold {threshold:.3f}",
     )
-    return _png(fig)
+    return _png(fig, f"Confusion matrix at the threshold {threshold:.3f}.")
 
 
 def _overlay(saliency: np.ndarray) -> np.ndarray:
@@ -133,7 +138,6 @@ def _montage(images, maps, captions: list[str], title: str) -> str:
 
     n = len(images)
     fig = _figure(1.25 * max(n, 1), 2.9)
-    fig.suptitle(title, fontsize=9)
     for i, (img, sal, caption) in enumerate(zip(images, maps, captions, strict=True)):
         bf = normalise_image(np.squeeze(np.asarray(img)))
         top = fig.add_subplot(2, n, i + 1)
@@ -144,7 +148,7 @@ def _montage(images, maps, captions: list[str], title: str) -> str:
         bottom.imshow(_overlay(sal))
         for ax in (top, bottom):
             ax.set_axis_off()
-    return _png(fig)
+    return _png(fig, title)
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> str:
@@ -167,7 +171,8 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; 
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ccc;
 padding: 0.2em 0.6em; text-align: right; } th { background: #eef; }
-.plots img { margin-right: 1em; vertical-align: top; } .note { color: #555; font-size: 0.9em; }
+.plots figure { display: inline-block; margin: 0 1em 0 0; vertical-align: top; }
+figure { margin: 0.5em 0; } figcaption { color: #555; font-size: 0.85em; max-width: 32em; } .note { color: #555; font-size: 0.9em; }
 .warning { background: #fff3cd; padding: 0.5em; border: 1px solid #e0c36a; }
 """
 

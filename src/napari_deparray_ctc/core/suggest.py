@@ -4,10 +4,10 @@ Labelling the cells a model is least sure of teaches it most per label (uncertai
 sampling), but the least sure cells are often near-duplicates: twenty debris-laden WBCs that
 look alike teach about as much as one. :func:`select_uncertain_diverse` therefore
 
-1. keeps the ``pool_factor * n`` cells whose call is least certain: smallest distance between
-   the cell's logit and the threshold's logit, ``|logit(p) - logit(threshold)|`` (on the
-   calibrated P(CTC), so "uncertain" means "could well be on the other side of the
-   threshold");
+1. keeps the candidates whose call is uncertain: the margin ``|logit(p) - logit(threshold)|``
+   (on the calibrated P(CTC), so "uncertain" means "could well be on the other side of the
+   threshold") is at most :data:`MAX_MARGIN` (odds within a factor e^2 ~ 7 of the
+   threshold's), and at least the ``pool_factor * n`` cells of smallest margin;
 2. picks from them greedily: first the most uncertain cell, then each time the cell that
    maximises ``uncertainty x distance to the nearest cell already picked``, with
    ``uncertainty = exp(-|logit(p) - logit(threshold)|)`` and the cosine distance between the
@@ -28,8 +28,10 @@ from napari_deparray_ctc.core.model import LoadedModel, prepare_batch
 
 __all__ = ["cell_embeddings", "select_uncertain_diverse", "suggest_cells"]
 
-#: The candidate pool is this many times the number of cells asked for.
+#: The candidate pool holds at least this many times the number of cells asked for.
 POOL_FACTOR = 4
+#: Cells whose logit is within this of the threshold's logit are all candidates.
+MAX_MARGIN = 2.0
 
 
 def cell_embeddings(
@@ -109,7 +111,7 @@ def select_uncertain_diverse(
     n
         How many to pick (all cells when there are fewer).
     pool_factor
-        The candidates are the ``pool_factor * n`` most uncertain cells.
+        The candidates are at least the ``pool_factor * n`` most uncertain cells.
 
     Returns
     -------
@@ -121,7 +123,9 @@ def select_uncertain_diverse(
     if n == 0:
         return []
     margin = np.abs(_logit(p) - _logit(np.array([float(threshold)]))[0])
-    pool = np.argsort(margin, kind="stable")[: max(n, pool_factor * n)]
+    order = np.argsort(margin, kind="stable")
+    size = max(n, pool_factor * n, int(np.sum(margin <= MAX_MARGIN)))
+    pool = order[:size]
     uncertainty = np.exp(-margin[pool])
     f = np.asarray(features, dtype=np.float64)[pool]
     f = f - f.mean(axis=0, keepdims=True)  # cosine distance of centred features

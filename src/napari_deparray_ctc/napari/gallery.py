@@ -125,12 +125,32 @@ def _resized(image: np.ndarray, size: int) -> np.ndarray:
     return image[rows][:, cols]
 
 
-def tile_image(layers: Sequence[Any], index: int, size: int = 64, gap: int = 2) -> np.ndarray:
-    """One cell's channels side by side, ``(size, k * size + gaps, 3)`` ``uint8`` RGB."""
+def _heat(image: np.ndarray) -> np.ndarray:
+    """A saliency map as a black-red-yellow heat map, ``(H, W, 3)`` in [0, 1]."""
+    v = np.clip(image / max(float(image.max()), 1e-12), 0.0, 1.0)
+    return np.stack([np.clip(2 * v, 0, 1), np.clip(2 * v - 1, 0, 1), np.zeros_like(v)], axis=-1)
+
+
+def tile_image(
+    layers: Sequence[Any],
+    index: int,
+    size: int = 64,
+    gap: int = 2,
+    saliency: np.ndarray | None = None,
+) -> np.ndarray:
+    """One cell's channels side by side, ``(size, k * size + gaps, 3)`` ``uint8`` RGB.
+
+    With ``saliency`` (the BF image's map, ``core.explain``), a heat-map panel is appended.
+    """
     panels = []
     for layer in layers:
         image = _resized(_scaled(cell_image(layer, index)), size)
         colour = np.asarray(CHANNEL_RGB.get(layer_channel(layer) or "", (1.0, 1.0, 1.0)))
         panels.append((image[..., None] * colour[None, None, :] * 255).astype(np.uint8))
+        panels.append(np.full((size, gap, 3), 40, np.uint8))
+    if saliency is not None:
+        panels.append(
+            (_heat(_resized(np.asarray(saliency, np.float32), size)) * 255).astype(np.uint8)
+        )
         panels.append(np.full((size, gap, 3), 40, np.uint8))
     return np.ascontiguousarray(np.concatenate(panels[:-1], axis=1))

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.io import tiff_stem
+
 if TYPE_CHECKING:
     from ..core.io import Cell, Export
 
@@ -31,7 +33,6 @@ __all__ = [
     "contrast_limits",
     "export_name",
     "export_to_layer_data",
-    "tiff_stem",
 ]
 
 #: ``(data, layer keyword arguments, layer type)``, what a napari reader returns
@@ -41,30 +42,6 @@ LayerData = tuple[np.ndarray, dict[str, Any], str]
 CONTRAST_PERCENTILES = (0.5, 99.8)
 #: at most this many pixels are looked at to find the contrast limits
 _CONTRAST_SAMPLE = 1_000_000
-
-_TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-
-
-def tiff_stem(path: str | os.PathLike[str]) -> str:
-    """File name without its TIFF suffix (``cell_01.ome.tif`` -> ``cell_01``).
-
-    Parameters
-    ----------
-    path
-        A file path.
-
-    Returns
-    -------
-    str
-        The name with ``.ome.tif``, ``.ome.tiff``, ``.tif`` or ``.tiff`` removed
-        (case-insensitive); other names lose their last suffix only.
-    """
-    name = Path(path).name
-    lower = name.lower()
-    for suffix in _TIFF_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem or name
 
 
 def export_name(paths: Sequence[str | os.PathLike[str]]) -> str:

@@ -24,6 +24,8 @@ PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 #: at most this many skipped files are listed in the warning
 MAX_LISTED_SKIPS = 20
+#: the plugin's name in napari (``napari.yaml``)
+PLUGIN_NAME = "napari-deparray-ctc"
 
 
 def _as_path_list(path: Any) -> list[str]:
@@ -37,7 +39,11 @@ def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDa
     """Return :func:`read_deparray` if ``path`` looks like a DEPArray export, else ``None``.
 
     Cheap (reads no pixels, only names and TIFF headers) and never raises: any doubt gives
-    ``None`` so that napari falls back to another reader.
+    ``None`` so that napari falls back to another reader. When the user chose this plugin
+    explicitly (``viewer.open(path, plugin="napari-deparray-ctc")``, or in napari's reader
+    dialog) for a path it does not claim, the returned reader raises a
+    :class:`~napari_deparray_ctc.core.errors.DeparrayReadError` that says why, instead of
+    napari's bare "refused the file".
 
     Parameters
     ----------
@@ -54,13 +60,50 @@ def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDa
         paths = _as_path_list(path)
         if not paths:
             return None
-        from ..core.io import is_probably_deparray
+        from ..core.io.sniff import explain_claim
 
-        if is_probably_deparray(paths[0] if len(paths) == 1 else paths):
+        claimed, reason = explain_claim(paths[0] if len(paths) == 1 else paths)
+        if claimed:
             return read_deparray
+        if _chosen_explicitly():
+            return _refusal(paths, reason)
     except Exception:  # a reader probe must never raise
         return None
     return None
+
+
+def _chosen_explicitly() -> bool:
+    """True when napari is opening the path with this plugin because the user chose it.
+
+    npe2 asks every compatible reader the same way whether or not the user picked one; the
+    choice is only visible as the ``plugin_name`` argument of npe2's reading function up the
+    call stack. Looked up best-effort (npe2 0.7/0.8, napari 0.5-0.9): where that function is
+    not found, this is False and the plugin declines silently, as napari expects.
+    """
+    frame = sys._getframe(1)
+    for _ in range(16):
+        frame = frame.f_back
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == "_read" and "npe2" in code.co_filename:
+            chosen = frame.f_locals.get("plugin_name")
+            return isinstance(chosen, str) and chosen.split(".")[0] == PLUGIN_NAME
+    return False
+
+
+def _refusal(paths: list[str], reason: str) -> Callable[[PathOrPaths], list[LayerData]]:
+    """A reader that raises why ``paths`` are not a DEPArray export."""
+    from ..core.errors import DeparrayReadError
+
+    where = paths[0] if len(paths) == 1 else ", ".join(paths[:3])
+
+    def refuse(_path: PathOrPaths, **_kwargs: Any) -> list[LayerData]:
+        raise DeparrayReadError(
+            where, f"not opened as a DEPArray export: {reason or 'no cell images found'}"
+        )
+
+    return refuse
 
 
 def skipped_message(skipped: Sequence[tuple[str, str]], n_read: int) -> str:

@@ -41,6 +41,8 @@ class CellResult:
         Source file of the cell, when known.
     annotation
         Human label, ``"CTC"``, ``"WBC"`` or ``None``.
+    group
+        The sample (patient) the cell comes from, when known.
     """
 
     cell_id: str
@@ -49,6 +51,7 @@ class CellResult:
     p_ctc: float
     path: str | None = None
     annotation: str | None = None
+    group: str | None = None
 
 
 def _check_threshold(threshold: float) -> float:
@@ -79,8 +82,10 @@ class ClassificationResults:
         threshold: float,
         model_threshold: float | None = None,
         model_path: str | None = None,
+        model_metadata: dict | None = None,
     ) -> None:
         self.rows: list[CellResult] = list(rows)
+        self.model_metadata = dict(model_metadata or {})
         for row in self.rows:
             if row.annotation not in (*_CLASSES, None):
                 raise ValueError(f"cell {row.cell_id!r}: unknown annotation {row.annotation!r}")
@@ -193,6 +198,21 @@ class ClassificationResults:
         return rows
 
     # ---------------------------------------------------------------- outputs
+
+    def sample_counts(self, default_sample: str = "all cells") -> list[dict]:
+        """Per sample: cells, calls at the threshold, expected CTCs and a 95 % interval.
+
+        See ``core.counts.sample_counts`` (the same figures as ``classify --summary``).
+        """
+        from napari_deparray_ctc.core.counts import sample_counts
+
+        return sample_counts(
+            [row.group for row in self.rows],
+            self._p,
+            self._threshold,
+            self.model_metadata,
+            default_sample=default_sample,
+        )
 
     def predictions_for_layer(self, layer: str, n_cells: int) -> list[dict] | None:
         """The ``metadata["deparray"]["predictions"]`` list of one layer.

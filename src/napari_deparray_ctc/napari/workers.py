@@ -49,6 +49,9 @@ __all__ = [
     "TrainJob",
     "TrainOutcome",
     "TrainWorker",
+    "saliency_job",
+    "shift_note",
+    "suggest_job",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -200,6 +203,9 @@ class ClassifyWorker(WorkerBase):
             )
         if predictions.cancelled:
             return ClassifyOutcome(done=len(predictions.p_ctc), cancelled=True)
+        note = shift_note(model, job.layers)
+        if note:
+            caught.append(warnings.WarningMessage(note, UserWarning, __file__, 0))
         return ClassifyOutcome(
             p_ctc=np.asarray(predictions.p_ctc, dtype=np.float64),
             model_threshold=float(model.threshold),
@@ -300,3 +306,68 @@ class TrainWorker(WorkerBase):
         if recovered is not None:
             message += f" A model left by an interrupted run was kept as {recovered.name}."
         return TrainOutcome(result, destination.path, destination, message)
+
+
+# ============================================================================ review tools
+
+_MODEL_CACHE: dict[tuple[str, float], Any] = {}
+_MODEL_CACHE_LOCK = threading.Lock()
+
+
+def cached_model(path: str) -> Any:
+    """The model file loaded once per path and modification time (worker threads only)."""
+    from napari_deparray_ctc.core.model import load_model
+
+    key = (str(path), os.path.getmtime(path))
+    with _MODEL_CACHE_LOCK:
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE.clear()
+            _MODEL_CACHE[key] = load_model(path)
+        return _MODEL_CACHE[key]
+
+
+def suggest_job(model_path: str, layer: LayerCells, exclude: list[str], n: int) -> list[str]:
+    """The cells to label next (``core.suggest``): uncertain and diverse, not yet annotated.
+
+    Run in a ``thread_worker``; the images are read from the layer's array chunk by chunk.
+    """
+    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+    from napari_deparray_ctc.core.runtime import preload_torch_libraries
+
+    avoid_gl_llvm_clash()
+    preload_torch_libraries()
+    from napari_deparray_ctc.core.suggest import suggest_cells
+
+    model = cached_model(model_path)
+    images = list(iter_cell_images(_LayerStandIn(layer), layer.indices))
+    return suggest_cells(images, model, n=n, cell_ids=layer.cell_ids, exclude=exclude)
+
+
+def saliency_job(model_path: str, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Saliency maps (``core.explain``, integrated gradients) of a few cells' BF images."""
+    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+    from napari_deparray_ctc.core.runtime import preload_torch_libraries
+
+    avoid_gl_llvm_clash()
+    preload_torch_libraries()
+    from napari_deparray_ctc.core.explain import saliency_maps
+
+    return saliency_maps(images, cached_model(model_path), steps=8)
+
+
+def shift_note(model: Any, layers: list[LayerCells], limit: int = 512) -> str | None:
+    """``core.shift``'s warning for the first ``limit`` cells of a run (``None``: no shift)."""
+    from napari_deparray_ctc.core.shift import shift_warning
+
+    images = []
+    for layer in layers:
+        for image in iter_cell_images(_LayerStandIn(layer), layer.indices[: limit - len(images)]):
+            images.append(image)
+        if len(images) >= limit:
+            break
+    try:
+        return shift_warning(images, model.metadata) if images else None
+    except (
+        Exception
+    ):  # the warning is advice: it never fails a run (e.g. a model without a summary)
+        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import re
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
             names[name] = names.get(name, 0) + 1
             if names[name] > 1:
                 name = name.replace("_saliency.tif", f"_{names[name]}_saliency.tif")
+            buffer = io.BytesIO()
+            tifffile.imwrite(buffer, saliency, photometric="minisblack")
             with atomic_write(out / name, "wb") as handle:
-                tifffile.imwrite(handle, saliency, photometric="minisblack")
+                handle.write(buffer.getvalue())
         done += len(pending)
         pending.clear()
         bar.update(done)

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from napari_deparray_ctc.napari.widgets.classify.inputs import (
@@ -32,9 +33,9 @@ def model_file(tmp_path):
     return path
 
 
-def test_defaults_select_all_bf_and_model_threshold():
+def test_defaults_choose_no_cells_and_the_model_threshold():
     inputs = ClassifyInputs()
-    assert inputs.layer_names is None  # every BF layer
+    assert inputs.layer_names is None  # the widget chooses one export (never "all BF layers")
     assert inputs.threshold is None  # the model's own threshold
     assert inputs.batch_size >= 1
     assert inputs.device is None
@@ -65,7 +66,7 @@ def test_valid_inputs_have_no_error(model_file):
         ({"threshold": -0.1}, "between 0 and 1"),
         ({"threshold": math.nan}, "between 0 and 1"),
         ({"threshold": "0.5"}, "between 0 and 1"),
-        ({"layer_names": ()}, "No layer chosen"),
+        ({"layer_names": ()}, "Choose the cells to classify"),
     ],
 )
 def test_invalid_inputs_explain_why(model_file, changes, expected):
@@ -130,3 +131,25 @@ def test_inputs_module_imports_no_qt_or_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == ""
+
+
+class _Layer:
+    def __init__(self, name, shape, channel=None):
+        self.name, self.data, self.rgb = name, np.zeros(shape), False
+        self.metadata = {"deparray": {"channel": channel}} if channel else {}
+
+
+def test_targets_offer_each_export_newest_first_then_plain_layers():
+    from napari_deparray_ctc.napari.widgets.classify.inputs import classify_targets
+
+    layers = [
+        _Layer("old :: BF", (5, 8, 8), "BF"),
+        _Layer("old :: DAPI", (5, 8, 8), "DAPI"),
+        _Layer("a.png", (8, 8)),
+        _Layer("new :: BF", (3, 8, 8), "BF"),
+        _Layer("b.png", (8, 8)),
+    ]
+    targets = classify_targets(layers)
+    assert [t.layer_names for t in targets] == [("new :: BF",), ("old :: BF",), ("a.png", "b.png")]
+    assert targets[0].label.startswith("new  (3 cells")
+    assert "plain image layers (2" in targets[2].label

@@ -105,6 +105,8 @@ class FakeCore:
                 if len(p) == batch_size:
                     self.first_chunk_done.set()
                     self.release.wait(10)
+        if progress is not None:  # core reports after the last (partial) batch too
+            progress(len(p), None)
         time.sleep(self.delay_s)
         return FakePredictions(np.array(p), model.threshold, list(cell_ids))
 
@@ -501,7 +503,8 @@ def test_progress_reaches_the_widget_and_activity_dock(
     assert widget._activity is not None and widget._activity.total == 7  # activity dock
     assert widget.progress_bar.maximum() == 7
     qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
-    assert seen and seen[-1][1] == 7 and all(done <= 7 for done, _ in seen)
+    qtbot.waitUntil(lambda: bool(seen) and seen[-1][0] == 7, timeout=5000)  # the last one
+    assert seen[-1][1] == 7 and all(done <= 7 for done, _ in seen)
     assert widget._activity is None  # closed at the end
 
 
@@ -767,3 +770,55 @@ def test_every_control_explains_itself(widget):
     ]
     for control in controls:
         assert control.toolTip().strip(), control
+
+
+@pytest.mark.slow
+def test_suggest_next_cells_fills_the_table_top_and_the_gallery(
+    widget, viewer, qtbot, tiny_model, synthetic_export, errors
+):
+    viewer.open(str(synthetic_export), plugin="napari-deparray-ctc")
+    _dock, gallery = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Cell gallery")
+    _choose_model(widget, qtbot, tiny_model)
+    _run(widget, qtbot)
+    bf = next(ly for ly in viewer.layers if ly.metadata["deparray"]["channel"] == "BF")
+    meta = bf.metadata["deparray"]
+    from napari_deparray_ctc.napari.cells import set_cell_label
+
+    for cell_id in meta["cell_ids"][::2]:  # half the cells are not annotated yet
+        set_cell_label(list(viewer.layers), cell_id, None)
+    annotated = {c for c, label in zip(meta["cell_ids"], meta["labels"], strict=True) if label}
+    widget.review_tools.suggest_spin.setValue(4)
+    worker = widget.review_tools.suggest()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.review_tools._suggesting is None, timeout=WAIT_MS)
+    suggested = widget.review_tools.suggested
+    assert not errors, errors
+    assert 1 <= len(suggested) <= 4 and not set(suggested) & annotated
+    top = [r["cell id"] for r in widget.table.visible_rows()[: len(suggested)]]
+    assert top == suggested
+    assert [gallery.tiles.item(i).text().split("\n")[0] for i in range(gallery.tiles.count())] == suggested
+
+
+@pytest.mark.slow
+def test_saliency_overlay_follows_the_current_cell(
+    widget, viewer, qtbot, tiny_model, synthetic_export, errors
+):
+    from napari_deparray_ctc.napari.widgets.classify.review_tools import SALIENCY_LAYER
+
+    viewer.open(str(synthetic_export), plugin="napari-deparray-ctc")
+    bf = next(ly for ly in viewer.layers if ly.metadata["deparray"]["channel"] == "BF")
+    _choose_model(widget, qtbot, tiny_model)
+    viewer.layers.selection.active = bf
+    viewer.dims.set_current_step(0, 2)
+    widget.review_tools.saliency_check.setChecked(True)
+    qtbot.waitUntil(lambda: SALIENCY_LAYER in viewer.layers, timeout=WAIT_MS)
+    overlay = viewer.layers[SALIENCY_LAYER]
+    assert overlay.metadata["saliency_of"] == bf.metadata["deparray"]["cell_ids"][2]
+    assert overlay.data.shape == bf.data.shape[1:] and float(overlay.data.max()) == pytest.approx(1.0)
+    assert viewer.layers.selection.active is bf  # the cell layer stays selected (keys work)
+    viewer.dims.set_current_step(0, 5)
+    target = bf.metadata["deparray"]["cell_ids"][5]
+    qtbot.waitUntil(lambda: overlay.metadata.get("saliency_of") == target, timeout=WAIT_MS)
+    widget.review_tools.saliency_check.setChecked(False)
+    assert SALIENCY_LAYER not in viewer.layers
+    assert not errors, errors

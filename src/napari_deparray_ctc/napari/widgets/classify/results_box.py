@@ -58,6 +58,14 @@ class ResultsBox(QWidget):
         self.counts_label = QLabel("")
         self.counts_label.setWordWrap(True)
         box.addWidget(self.counts_label)
+        self.samples_label = QLabel("")
+        self.samples_label.setWordWrap(True)
+        self.samples_label.setToolTip(
+            "Per sample (patient): cells, cells called CTC at the threshold, the expected number "
+            "of CTCs (sum of calibrated P(CTC)) and a 95 % interval for the true number, from "
+            "the probabilities and the model's validation error rates"
+        )
+        box.addWidget(self.samples_label)
         self.review_checkbox = QCheckBox("Review queue (most doubtful first)")
         self.review_checkbox.setToolTip(
             "Order the table by |P(CTC) - threshold|, so the cells nearest the threshold come "
@@ -123,12 +131,34 @@ class ResultsBox(QWidget):
         if results is None:
             self.counts_label.setText("")
             return
+        self.update_samples()
         counts, annotated = results.counts(), results.annotation_counts()
         self.counts_label.setText(
             f"CTC {counts['CTC']} · WBC {counts['WBC']} at threshold {results.threshold:.3f} "
             f"(model: {results.model_threshold:.3f}) · annotated "
             f"{annotated['CTC'] + annotated['WBC']} of {len(results)}"
         )
+
+    def update_samples(self) -> None:
+        """The per-sample counts (``core.counts``), as ``classify --summary`` writes them."""
+        results = self.results
+        if results is None:
+            self.samples_label.setText("")
+            return
+        default = results.layers[0].split(" :: ")[0] if results.layers else "all cells"
+        try:
+            rows = results.sample_counts(default)
+        except (ValueError, KeyError) as exc:
+            self.samples_label.setText(f"Per-sample counts unavailable: {exc}")
+            return
+        lines = [
+            f"<b>{row['sample']}</b>: {row['n_cells']} cells, {row['n_called_ctc']} called CTC; "
+            f"expected {row['expected_ctc']:.1f} CTC (95 %: {row['ctc_low']}–{row['ctc_high']})"
+            for row in rows[:12]
+        ]
+        if len(rows) > 12:
+            lines.append(f"… and {len(rows) - 12} more samples (Export CSV, or classify --summary)")
+        self.samples_label.setText("<br>".join(lines))
 
     def _on_annotation(self, event: Any) -> None:
         if self.results is not None and self.table.results is self.results:

@@ -208,6 +208,14 @@ class ResultsTable(QTableWidget):
             return
         self._updating = True
         try:
+            if not review:  # the run's order again (suggestions may have moved rows)
+                blocked = self.blockSignals(True)
+                self.setSortingEnabled(False)
+                for table_row in range(self.rowCount()):
+                    row = self.result_row_at(table_row)
+                    self.item(table_row, COL_ORDER).setData(SORT_ROLE, row)
+                self.setSortingEnabled(True)
+                self.blockSignals(blocked)
             if review and self._uncertainty_stale:
                 self.setSortingEnabled(False)
                 self._set_uncertainties()
@@ -219,6 +227,27 @@ class ResultsTable(QTableWidget):
             self._updating = False
         if review and self.rowCount():
             self._activate(0)
+
+    def show_first(self, cell_ids: Sequence[str]) -> None:
+        """Put these cells at the top, in this order (e.g. the suggested ones), the rest after."""
+        if self.results is None:
+            return
+        rank: dict[int, int] = {}
+        for position, cell_id in enumerate(cell_ids):
+            for row in self.results.indices_of(cell_id):
+                rank.setdefault(row, position - len(cell_ids))
+        self._updating = True
+        blocked = self.blockSignals(True)
+        self.setSortingEnabled(False)
+        try:
+            for table_row in range(self.rowCount()):
+                row = self.result_row_at(table_row)
+                self.item(table_row, COL_ORDER).setData(SORT_ROLE, rank.get(row, row))
+            self.setSortingEnabled(True)
+            self.sortItems(COL_ORDER, Qt.SortOrder.AscendingOrder)
+        finally:
+            self.blockSignals(blocked)
+            self._updating = False
 
     # -- reading ----------------------------------------------------------------------
 

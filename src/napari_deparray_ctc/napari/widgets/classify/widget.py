@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -31,6 +32,7 @@ from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify.inputs import ClassifyInputs, classify_targets
 from napari_deparray_ctc.napari.widgets.classify.model_box import ModelBox
 from napari_deparray_ctc.napari.widgets.classify.results_box import ResultsBox
+from napari_deparray_ctc.napari.widgets.classify.review_tools import ReviewTools
 from napari_deparray_ctc.napari.widgets.common import notify, scrollable_body, section
 from napari_deparray_ctc.napari.workers import ClassifyJob, ClassifyWorker, LayerCells
 
@@ -98,8 +100,15 @@ class ClassifyWidget(QWidget):
         self.batch_spin.setRange(1, 4096)
         self.batch_spin.setValue(ClassifyInputs().batch_size)
         self.batch_spin.setToolTip("Cells per forward pass: larger is faster, uses more memory")
+        self.adapt_check = QCheckBox("Adapt to this export")
+        self.adapt_check.setToolTip(
+            "Re-estimate the network's normalisation (BatchNorm) statistics on these cells "
+            "before classifying them: absorbs another instrument's contrast and noise without "
+            "labels. Best on exports of a few hundred cells or more."
+        )
         form.addRow("Cells", self.target_combo)
         form.addRow("Batch size", self.batch_spin)
+        form.addRow(self.adapt_check)
         layout.addWidget(section("Cells", cells))
 
         row = QHBoxLayout()
@@ -130,6 +139,8 @@ class ClassifyWidget(QWidget):
         self.reset_threshold_button = box.reset_threshold_button
         self.set_threshold, self.reset_threshold = box.set_threshold, box.reset_threshold
         self.export_csv, self.suggested_csv_path = box.export_csv, box.suggested_csv_path
+        self.review_tools = ReviewTools(self)
+        layout.addWidget(section("Review", self.review_tools))
 
     def _add_callbacks(self) -> None:
         events = self.viewer.layers.events
@@ -209,6 +220,11 @@ class ClassifyWidget(QWidget):
             device=inputs.device,
             num_threads=background_threads(),
         )
+        sizes = {(deparray_meta(layer) or {}).get("pixel_size_um") for layer in layers}
+        if len(sizes) == 1 and None not in sizes:
+            job.options["pixel_size"] = float(sizes.pop())  # physical-scale input, when known
+        if self.adapt_check.isChecked():
+            job.options["adapt"] = True
         for layer in layers:
             meta = ensure_deparray_metadata(layer, "BF")
             n = cell_count(layer)
@@ -304,8 +320,10 @@ class ClassifyWidget(QWidget):
         rows, p = [], iter(outcome.p_ctc)
         for name, layer in self._job_layers.items():
             meta = deparray_meta(layer)
+            labels, paths = meta.get("labels") or [], meta.get("paths") or []
+            groups = meta.get("groups") or []
             for index, cell_id in enumerate(meta["cell_ids"]):
-                labels, paths = meta.get("labels") or [], meta.get("paths") or []
+                label = labels[index] if index < len(labels) else None
                 rows.append(
                     CellResult(
                         str(cell_id),
@@ -313,13 +331,14 @@ class ClassifyWidget(QWidget):
                         index,
                         float(next(p)),
                         paths[index] if index < len(paths) else None,
-                        labels[index]
-                        if index < len(labels) and labels[index] in ("CTC", "WBC")
-                        else None,
+                        label if label in ("CTC", "WBC") else None,
+                        groups[index] if index < len(groups) else None,
                     )
                 )
         threshold = float(outcome.model_threshold)
-        results = ClassificationResults(rows, threshold, threshold, self.model_box.path)
+        results = ClassificationResults(
+            rows, threshold, threshold, self.model_box.path, outcome.model_metadata
+        )
         self._store_predictions(results)
         self.session.results = results
         self.results_box.show_results(results)

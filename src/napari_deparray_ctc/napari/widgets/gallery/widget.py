@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtGui import QColor, QCursor, QIcon, QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -62,6 +64,8 @@ class GalleryWidget(QWidget):
         self.order: list[Any] = []
         self.only_ids: list[str] | None = None
         self._items: dict[str, QListWidgetItem] = {}
+        self.saliency: dict[tuple[str, str], Any] = {}  # (model file, cell id) -> map
+        self._explaining: Any = None
         self._build_ui()
         self._add_callbacks()
         self.refresh_exports()
@@ -82,9 +86,15 @@ class GalleryWidget(QWidget):
         self.tile_spin.setValue(56)
         self.tile_spin.setSuffix(" px")
         self.tile_spin.setToolTip("Size of each channel's picture in a tile")
+        self.saliency_check = QCheckBox("Show saliency")
+        self.saliency_check.setToolTip(
+            "Add to each tile a heat map of the bright-field pixels that made the model's call "
+            "(integrated gradients, with the model chosen in 'Classify cells')"
+        )
         form.addRow("Export", self.export_combo)
         form.addRow("Sort by", self.sort_combo)
         form.addRow("Tile size", self.tile_spin)
+        form.addRow(self.saliency_check)
         layout.addLayout(form)
         hint = QLabel(
             "Click a tile to show the cell; hover a tile and press c = CTC, w = WBC, u = clear."
@@ -127,6 +137,7 @@ class GalleryWidget(QWidget):
         self.previous_button.clicked.connect(lambda: self.go_to_page(self.page - 1))
         self.next_button.clicked.connect(lambda: self.go_to_page(self.page + 1))
         self.tiles.itemClicked.connect(self._on_clicked)
+        self.saliency_check.toggled.connect(lambda *_: self._draw_page())
         self.session.events.annotation.connect(self._on_annotation)
         self.session.events.results.connect(lambda *_: self.refresh())
         self.session.events.shown.connect(self._on_shown)
@@ -190,10 +201,19 @@ class GalleryWidget(QWidget):
         per_page = self.page_size_spin.value()
         shown = self.order[self.page * per_page : (self.page + 1) * per_page]
         layers = channel_layers(list(self.viewer.layers), bf) if bf is not None else []
+        model = self.session.model_path
+        with_maps = self.saliency_check.isChecked() and bool(model)
         if layers:
-            self.tiles.setIconSize(QSize((size + 2) * len(layers), size))
+            panels = len(layers) + (1 if with_maps else 0)
+            self.tiles.setIconSize(QSize((size + 2) * panels, size))
+        missing = []
         for cell in shown:
-            item = QListWidgetItem(_icon(tile_image(layers, cell.index, size)), cell.caption)
+            saliency = self.saliency.get((model, cell.cell_id)) if with_maps else None
+            if with_maps and saliency is None:
+                missing.append(cell)
+                saliency = np.zeros((4, 4), np.float32)  # drawn once the map is ready
+            tile = tile_image(layers, cell.index, size, saliency=saliency)
+            item = QListWidgetItem(_icon(tile), cell.caption)
             item.setData(_ID_ROLE, cell.cell_id)
             item.setBackground(_BACKGROUND[cell.annotation])
             item.setToolTip(
@@ -208,6 +228,38 @@ class GalleryWidget(QWidget):
         )
         self.previous_button.setEnabled(self.page > 0)
         self.next_button.setEnabled(self.page + 1 < self.page_count())
+        if missing and bf is not None:
+            self._explain(bf, model, missing)
+
+    def _explain(self, bf: Any, model: str, cells: list[Any]) -> None:
+        """Saliency of the page's cells, in the background; the page redraws when done."""
+        if self._explaining is not None:
+            return
+        from napari.qt.threading import thread_worker
+
+        from napari_deparray_ctc.napari.cells import cell_image
+        from napari_deparray_ctc.napari.workers import saliency_job
+
+        images = [np.asarray(cell_image(bf, cell.index)) for cell in cells]
+        worker = thread_worker(saliency_job, start_thread=False)(model, images)
+
+        def store(maps: list) -> None:
+            for cell, saliency in zip(cells, maps, strict=True):
+                self.saliency[(model, cell.cell_id)] = saliency
+
+        worker.returned.connect(store)
+        def failed(exc: BaseException) -> None:
+            self.saliency_check.setChecked(False)  # no retry loop on a model that cannot explain
+            self.page_label.setText(f"Saliency could not be computed: {exc}")
+
+        worker.errored.connect(failed)
+        worker.finished.connect(self._explained)
+        self._explaining = worker
+        worker.start()
+
+    def _explained(self) -> None:
+        self._explaining = None
+        self._draw_page()
 
     # -- interaction -----------------------------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""Adapting to a new hospital: fine-tune from an existing model vs the model as it was vs scratch.
+
+The base model (``explain_adapt_data.base_model``: default pipeline, 600 cells of the
+*reference* instrument) meets a shifted instrument (``--domain``, default ``hospital_b``).
+A lab labels ``--labelled`` cells of that instrument (25 % CTC). Three models are scored on
+``--test`` held-out cells of the same instrument (other samples, other seeds):
+
+* **as it was**: the base model, unchanged (its stored threshold);
+* **fine-tuned**: ``train --init-from base.pt`` on the labelled cells (TrainConfig defaults
+  but the learning rate), once per learning rate of ``--finetune-lrs`` (``deparray-ctc
+  train --init-from`` uses the first unless ``--lr`` is given);
+* **from scratch**: the same training on the labelled cells from random weights.
+
+Repeated ``--repeats`` times with different labelled cells; prints F1 (at each model's stored
+threshold) and PR-AUC, mean ± sd, side by side.
+
+Usage::
+
+    python benchmarks/bench_finetune.py [--domain hospital_b] [--labelled 80] [--test 400]
+        [--repeats 3] [--json benchmarks/results/bench_finetune.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from explain_adapt_data import (
+    base_model,
+    common_arguments,
+    domain_cells,
+    mean_sd,
+    one_thread,
+    training_set,
+    write_json,
+)
+
+
+def score(model, cells) -> dict:
+    """F1 at the model's threshold and PR-AUC on labelled cells."""
+    from napari_deparray_ctc.core.classify import classify
+    from napari_deparray_ctc.core.metrics import classification_metrics
+
+    p = classify([c.channels["BF"] for c in cells], model).p_ctc
+    m = classification_metrics([c.label for c in cells], p, model.threshold)
+    return {"f1": m["f1"], "pr_auc": m["average_precision"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common_arguments(parser)
+    parser.add_argument("--domain", default="hospital_b")
+    parser.add_argument("--labelled", type=int, default=80)
+    parser.add_argument("--test", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--finetune-lrs", default="1e-4,1e-3", help="learning rates of fine-tuning (comma list)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of every training")
+    args = parser.parse_args()
+    one_thread()
+    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.train import TrainConfig, train
+
+    base_path = base_model(args.cache)
+    base = load_model(base_path, device="cpu")
+    test = domain_cells(args.domain, args.test, seed=9000, ctc_fraction=0.2, n_samples=2)
+    as_it_was = score(base, test)
+    print(
+        f"domain {args.domain}: {args.labelled} labelled cells (25 % CTC), {args.test} held-out "
+        f"test cells; base model trained on the reference instrument"
+    )
+    lrs = [float(v) for v in args.finetune_lrs.split(",")]
+    arms = [(f"fine-tuned lr {lr:g}", str(base_path), lr) for lr in lrs]
+    arms.append(("from scratch", None, TrainConfig().lr))
+    results: dict[str, list[dict]] = {"as it was": [], **{name: [] for name, _, _ in arms}}
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+    for r in range(args.repeats):
+        labelled = domain_cells(args.domain, args.labelled, seed=100 + r, ctc_fraction=0.25)
+        data = training_set(labelled)
+        results["as it was"].append(as_it_was)
+        for name, start, lr in arms:
+            t0 = time.perf_counter()
+            config = TrainConfig(num_threads=1, seed=r, pretrained=start, lr=lr, **overrides)
+            model = train(config, data=data).model
+            results[name].append(score(model, test))
+            print(
+                f"  repeat {r + 1}: {name:<20} F1 {results[name][-1]['f1']:.3f}, PR-AUC "
+                f"{results[name][-1]['pr_auc']:.3f} ({time.perf_counter() - t0:.0f} s)"
+            )
+    print(
+        f"\n{'model':<22}{'F1':>16}{'PR-AUC':>16}   (mean ± sd over {args.repeats} labelled sets)"
+    )
+    for name, rows in results.items():
+        print(
+            f"{name:<22}{mean_sd([x['f1'] for x in rows]):>16}"
+            f"{mean_sd([x['pr_auc'] for x in rows]):>16}"
+        )
+    scratch = np.array([x["pr_auc"] for x in results["from scratch"]])
+    for name, _, _ in arms[:-1]:
+        fine = np.array([x["pr_auc"] for x in results[name]])
+        print(
+            f"{name}: PR-AUC minus as-it-was {fine.mean() - as_it_was['pr_auc']:+.3f}, minus "
+            f"scratch {(fine - scratch).mean():+.3f} (paired, {int(np.sum(fine > scratch))}/"
+            f"{len(fine)} repeats better)"
+        )
+    write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Limits, file-name helpers and error wording shared by the reader modules."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import tifffile
+
+from napari_deparray_ctc.core.channels import ChannelMap, ChannelMapError, as_channel_map, tokenize
+from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
+from napari_deparray_ctc.core.errors import DeparrayReadError
+
+MAX_PIXELS_PER_PLANE: int = 4096 * 4096
+"""Largest plane (height × width) read; larger images are refused from their header."""
+
+MIN_SIDE_PX: int = 4
+"""Smallest accepted plane side in pixels (a 1×1 image is not a cell image)."""
+
+MAX_CHANNELS_PER_CELL: int = 8
+"""An unnamed page sequence longer than this in a file without channel token is a stack."""
+
+MAX_FOLDER_DEPTH: int = 4
+"""How many folder levels below an opened folder are searched."""
+
+LABELS_FILENAME = "labels.csv"
+
+OTHER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".jp2", ".czi", ".nd2", ".lif")
+
+NOT_IMAGE_SUFFIXES = (
+    ".csv",
+    ".txt",
+    ".json",
+    ".xml",
+    ".md",
+    ".log",
+    ".yaml",
+    ".yml",
+    ".ini",
+    ".pdf",
+    ".html",
+    ".zip",
+    ".pt",
+    ".pth",
+    ".py",
+)
+
+DEPARRAY_NAME_RE = re.compile(r"(?i)(?<![a-z])(?:cells?|ctcs?|wbcs?|deparray)[\s_\-#]*\d+|deparray")
+
+_NATURAL_SPLIT_RE = re.compile(r"(\d+)")
+
+ALLOWED_KINDS = "uif"
+
+
+def is_tiff_name(name: str) -> bool:
+    return name.lower().endswith(TIFF_SUFFIXES)
+
+
+def tiff_stem(path: str | os.PathLike[str]) -> str:
+    """File name without its TIFF suffix (``cell_01.ome.tif`` -> ``cell_01``).
+
+    The suffixes are :data:`~napari_deparray_ctc.core.constants.TIFF_SUFFIXES`, matched in any
+    case (``.ome.tiff`` before ``.tiff``); other names lose their last suffix only.
+    """
+    base = os.path.basename(os.fspath(path))
+    lower = base.lower()
+    for suffix in TIFF_SUFFIXES:
+        if lower.endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    return os.path.splitext(base)[0] or base
+
+
+def natural_key(text: str) -> tuple:
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in _NATURAL_SPLIT_RE.split(text)
+        if part
+    )
+
+
+def group_key(text: str) -> str:
+    return "_".join(tokenize(text))
+
+
+def looks_like_tiff_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def as_path_list(paths: Any) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def resolve_limit(max_pixels: int | None) -> int:
+    return MAX_PIXELS_PER_PLANE if max_pixels is None else int(max_pixels)
+
+
+def user_map(channel_map: Any) -> ChannelMap | None:
+    try:
+        return as_channel_map(channel_map)
+    except ChannelMapError as exc:
+        raise DeparrayReadError(exc.path, exc.reason) from None
+
+
+#: what a damaged file's parse error is reported as when tifffile's message is not words
+_DAMAGED = "its structure could not be parsed"
+_WORDS_RE = re.compile(r"[A-Za-z][A-Za-z ,;:'()-]*")
+
+
+def _in_words(message: str) -> str | None:
+    """tifffile's own message when it is a short phrase in words, else ``None``."""
+    text = " ".join(message.split()).strip(" .")
+    if not text or len(text) > 120 or not _WORDS_RE.fullmatch(text):
+        return None
+    if re.search(r"(Error|Exception)\b", text):
+        return None
+    return text
+
+
+def error_from_exception(path: str, exc: BaseException) -> DeparrayReadError:
+    """Turn whatever reading raised into a DeparrayReadError with the reason in words."""
+    if isinstance(exc, DeparrayReadError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return DeparrayReadError(path, "file not found (it was moved or deleted while reading)")
+    if isinstance(exc, PermissionError):
+        return DeparrayReadError(path, "permission denied (cannot open the file)")
+    if isinstance(exc, IsADirectoryError):
+        return DeparrayReadError(path, "is a folder, not a file")
+    if isinstance(exc, MemoryError):
+        return DeparrayReadError(path, "not enough memory to read the image")
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    if size == 0:
+        return DeparrayReadError(path, "empty file (0 bytes)")
+    message = str(exc)
+    if isinstance(exc, tifffile.TiffFileError) and "not a TIFF" in message:
+        return DeparrayReadError(path, "not a TIFF file")
+    if "imagecodecs" in message:
+        return DeparrayReadError(
+            path,
+            "this file needs the 'imagecodecs' package, which is not installed "
+            "(install it with: pip install imagecodecs)",
+        )
+    if isinstance(exc, OSError) and not isinstance(exc, tifffile.TiffFileError):
+        return DeparrayReadError(path, f"cannot read the file ({os_reason(exc)})")
+    detail = _in_words(message) if isinstance(exc, tifffile.TiffFileError) else None
+    return DeparrayReadError(path, f"corrupt or truncated TIFF ({detail or _DAMAGED})")
+
+
+def os_reason(exc: OSError) -> str:
+    """An operating-system error in words (``No space left on device``), without its number."""
+    return exc.strerror or "input/output error"
+
+
+def tag_text(page: Any, code: int) -> str | None:
+    tags = getattr(page, "tags", None)
+    tag = tags.get(code) if tags is not None else None
+    if tag is None or not isinstance(tag.value, str):
+        return None
+    return tag.value
+
+
+_TIFFFILE_QUIET = threading.local()
+
+
+class _DropTifffileLogWhileReading(logging.Filter):
+    """Drop tifffile's log records emitted while this module reads a file.
+
+    tifffile logs what it tolerates in a damaged file (``invalid offset to first page``...);
+    the reader reports such files itself, as a :class:`DeparrayReadError` or one skip
+    warning, so those lines would only be noise on stderr (the CLI) or the console.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_TIFFFILE_QUIET, "depth", 0)
+
+
+logging.getLogger("tifffile").addFilter(_DropTifffileLogWhileReading())
+
+
+def quiet_tifffile(function: Callable) -> Callable:
+    """Run ``function`` with tifffile's log records dropped (this thread only)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _TIFFFILE_QUIET.depth = getattr(_TIFFFILE_QUIET, "depth", 0) + 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _TIFFFILE_QUIET.depth -= 1
+
+    return wrapper
+
+
+@quiet_tifffile
+def open_tiff(path: str) -> tifffile.TiffFile:
+    try:
+        return tifffile.TiffFile(path)
+    except Exception as exc:
+        raise error_from_exception(path, exc) from None
