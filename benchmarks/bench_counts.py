@@ -67,6 +67,7 @@ def main() -> None:
                     "probabilities": pb,
                     "error_rates": er,
                     "union": union,
+                    "p_ctc": [round(float(v), 5) for v in p],
                 }
             )
         results[domain] = rows

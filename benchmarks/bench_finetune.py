@@ -9,6 +9,8 @@ A lab labels ``--labelled`` cells of that instrument (25 % CTC). Three models ar
 * **fine-tuned**: ``train --init-from base.pt`` on the labelled cells (TrainConfig defaults
   but the learning rate), once per learning rate of ``--finetune-lrs`` (``deparray-ctc
   train --init-from`` uses the first unless ``--lr`` is given);
+* **head only** (with ``--head-lr``): fine-tuning of the last layer only
+  (``TrainConfig.train_layers="head"``), the other weights frozen;
 * **from scratch**: the same training on the labelled cells from random weights.
 
 Repeated ``--repeats`` times with different labelled cells; prints F1 (at each model's stored
@@ -57,6 +59,12 @@ def main() -> None:
     parser.add_argument(
         "--finetune-lrs", default="1e-4,1e-3", help="learning rates of fine-tuning (comma list)"
     )
+    parser.add_argument(
+        "--head-lr",
+        type=float,
+        default=None,
+        help="also fine-tune only the last layer (TrainConfig.train_layers='head') at this rate",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every training")
     args = parser.parse_args()
     one_thread()
@@ -72,17 +80,21 @@ def main() -> None:
         f"test cells; base model trained on the reference instrument"
     )
     lrs = [float(v) for v in args.finetune_lrs.split(",")]
-    arms = [(f"fine-tuned lr {lr:g}", str(base_path), lr) for lr in lrs]
-    arms.append(("from scratch", None, TrainConfig().lr))
-    results: dict[str, list[dict]] = {"as it was": [], **{name: [] for name, _, _ in arms}}
+    arms = [(f"fine-tuned lr {lr:g}", str(base_path), lr, "all") for lr in lrs]
+    if args.head_lr is not None:
+        arms.append((f"head only lr {args.head_lr:g}", str(base_path), args.head_lr, "head"))
+    arms.append(("from scratch", None, TrainConfig().lr, "all"))
+    results: dict[str, list[dict]] = {"as it was": [], **{arm[0]: [] for arm in arms}}
     overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     for r in range(args.repeats):
         labelled = domain_cells(args.domain, args.labelled, seed=100 + r, ctc_fraction=0.25)
         data = training_set(labelled)
         results["as it was"].append(as_it_was)
-        for name, start, lr in arms:
+        for name, start, lr, layers in arms:
             t0 = time.perf_counter()
-            config = TrainConfig(num_threads=1, seed=r, pretrained=start, lr=lr, **overrides)
+            config = TrainConfig(
+                num_threads=1, seed=r, pretrained=start, lr=lr, train_layers=layers, **overrides
+            )
             model = train(config, data=data).model
             results[name].append(score(model, test))
             print(
@@ -98,7 +110,7 @@ def main() -> None:
             f"{mean_sd([x['pr_auc'] for x in rows]):>16}"
         )
     scratch = np.array([x["pr_auc"] for x in results["from scratch"]])
-    for name, _, _ in arms[:-1]:
+    for name, *_ in arms[:-1]:
         fine = np.array([x["pr_auc"] for x in results[name]])
         print(
             f"{name}: PR-AUC minus as-it-was {fine.mean() - as_it_was['pr_auc']:+.3f}, minus "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             optimiser.step()
             scheduler.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
         logits = predict_logits(network, x_val, "cpu")
         probs = 1 / (1 + np.exp(-logits))
         record = {
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.size,
         "pixel_size_um": args.pixel_size,
         "cells": chunks * args.chunk,
-        "command": "python benchmarks/pretrain.py " + " ".join(argv or []),
+        "command": "python benchmarks/pretrain.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "final_val_pr_auc": log[-1]["val_pr_auc"],
         "final_val_roc_auc": log[-1]["val_roc_auc"],
         "seconds": time.perf_counter() - started,

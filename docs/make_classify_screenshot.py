@@ -1,7 +1,8 @@
-"""Regenerate ``docs/classify_widget.png``: the "Classify cells" widget in a real napari window.
+"""Regenerate ``docs/classify_widget.png``: "Classify cells" and the cell gallery, in napari.
 
 Trains a small model on synthetic cells, opens a synthetic export with the plugin's reader,
-classifies it with the widget, turns on the review queue and saves a window screenshot.
+classifies it with the widget, turns on the review queue, docks the cell gallery sorted by
+doubt and saves a screenshot of the whole window.
 Needs a display; on a headless machine::
 
     xvfb-run -a -s "-screen 0 1500x950x24" python docs/make_classify_screenshot.py
@@ -24,7 +25,9 @@ def main() -> int:
     from napari_deparray_ctc.core.data import TrainingSet
     from napari_deparray_ctc.core.synth import synth_cells, write_export
     from napari_deparray_ctc.core.train import TrainConfig, train
-    from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget, avoid_gl_llvm_clash
+    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+    from napari_deparray_ctc.napari.session import session_for
+    from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget
 
     tmp = Path(tempfile.mkdtemp(prefix="classify-screenshot-"))
     os.environ.setdefault("DEPARRAY_CTC_CONFIG_DIR", str(tmp / "settings"))
@@ -45,28 +48,39 @@ def main() -> int:
     (export / "labels.csv").unlink()  # a fresh export: nobody has annotated it yet
 
     viewer = napari.Viewer(title="napari-deparray-ctc: Classify cells")
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1600, 1000)
     viewer.open(str(export), plugin="napari-deparray-ctc")
     widget = ClassifyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Classify cells", area="right")
     widget.set_model_path(model)
+
+    def wait(busy) -> None:
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: None if busy() else loop.quit())
+        timer.start(50)
+        loop.exec_()
+
+    wait(lambda: widget.model_box.is_checking)
     widget.run()
-    loop = QEventLoop()
-    timer = QTimer()
-    timer.timeout.connect(lambda: None if widget.is_running else loop.quit())
-    timer.start(50)
-    loop.exec_()
+    wait(lambda: widget.is_running)
     if widget.results is None:
         print(f"classification failed: {widget.status_label.text()}", file=sys.stderr)
         return 1
-    widget.set_review_queue(True)
+    widget.review_checkbox.setChecked(True)
+    session = session_for(viewer)
     for row, label in ((0, "CTC"), (1, "WBC")):
-        widget.set_annotation(widget.results.rows[widget.table_order()[row]].cell_id, label)
+        session.set_label(widget.results.rows[widget.table.order()[row]].cell_id, label)
+    _dock, gallery = viewer.window.add_plugin_dock_widget(
+        "napari-deparray-ctc", "Cell gallery", tabify=False
+    )
+    gallery.sort_combo.setCurrentIndex(1)  # doubt: the review queue
+    gallery.tile_spin.setValue(44)
     widget.table.setCurrentCell(2, 1)
     viewer.reset_view()
-    for _ in range(20):
+    for _ in range(40):
         napari.qt.get_qapp().processEvents()
-    viewer.screenshot(str(OUT), canvas_only=False)
+    viewer.window._qt_window.grab().save(str(OUT))
     print(f"wrote {OUT}")
     viewer.close()
     return 0

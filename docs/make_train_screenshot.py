@@ -32,8 +32,6 @@ def main() -> int:
     viewer = napari.Viewer(title="napari-deparray-ctc: Train classifier")
     viewer.window._qt_window.resize(1500, 1000)
     layers = viewer.open(str(export), plugin="napari-deparray-ctc")
-    for layer in layers[2:]:  # keep BF and DAPI visible
-        layer.visible = False
     avoid_gl_llvm_clash()
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train classifier", area="right")
@@ -72,7 +70,7 @@ def main() -> int:
     if worker is None:
         print(f"training refused: {widget.last_message}", file=sys.stderr)
         return 1
-    worker.yielded.connect(maybe_shoot)
+    worker.progress.connect(maybe_shoot)
     worker.finished.connect(lambda: QTimer.singleShot(200, loop.quit))
     loop.exec_()
     viewer.close()

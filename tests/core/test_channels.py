@@ -8,17 +8,21 @@ from napari_deparray_ctc.core.channels import (
     CANONICAL_CHANNELS,
     CHANNEL_ALIASES,
     CHANNEL_COLORMAPS,
+    KNOWN_CHANNELS,
     ChannelMap,
     ChannelMapError,
     as_channel_map,
     canonical_channel,
+    channel_from_name,
     colormap_for,
     find_channel_map,
     is_channel_file_name,
+    is_non_channel_name,
     load_channel_map,
     order_channels,
     resolve_plane_names,
     split_channel_token,
+    split_index_token,
     tokenize,
 )
 
@@ -211,3 +215,71 @@ def test_as_channel_map_accepts_lists_dicts_paths_and_none(tmp_path) -> None:
     assert as_channel_map(path).by_index == {0: "BF"}
     with pytest.raises(TypeError):
         as_channel_map(3.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("stem", "channel", "rest"),
+    [
+        ("pCellz10y522x392Ch0", "Ch0", "pCellz10y522x392"),  # cellfinder: after a digit
+        ("Ch3_CP0001", "Ch3", "CP0001"),  # ImageStream
+        ("leica_stack_Series014_z000_ch00", "ch00", "leica_stack_Series014_z000"),  # Leica LAS
+        ("AICS_12_134_C=0", "C=0", "AICS_12_134"),  # Bio-Formats / Fiji
+        ("Channel_0", "Channel_0", ""),
+        ("channel 2 cell5", "channel 2", "cell5"),
+        ("C2-blobs", "C2", "blobs"),  # Fiji "Split Channels"
+        ("plate_w1", "w1", "plate"),  # MetaMorph
+        ("plate_w2DAPI", "DAPI", "plate"),  # MetaMorph with the stain after the number
+        ("AS_09125_050118150001_A01f00d2", "d2", "AS_09125_050118150001_A01f00"),  # Cellomics
+    ],
+)
+def test_split_index_token_finds_instrument_channel_indices(
+    stem: str, channel: str, rest: str
+) -> None:
+    assert split_index_token(stem) == (channel, rest)
+    assert channel_from_name(stem) == (channel, rest)
+
+
+@pytest.mark.parametrize(
+    "stem", ["cell0012", "c1", "cell_d1", "batch12", "each3", "launch_7", "sandwich2", "sw1ft"]
+)
+def test_index_tokens_do_not_match_inside_words_or_cell_ids(stem: str) -> None:
+    assert split_index_token(stem) == (None, stem)
+
+
+def test_a_channel_map_names_index_tokens() -> None:
+    cmap = as_channel_map({"Ch3": "BF", "C=1": "DAPI"})
+    assert split_index_token("Ch3_CP0001", cmap) == ("BF", "CP0001")
+    assert split_index_token("AICS_C=1", cmap) == ("DAPI", "AICS")
+
+
+def test_stain_names_win_over_index_tokens() -> None:
+    assert channel_from_name("img_000000000_Cy3_000") == ("Cy3", "img_000000000_000")
+    assert channel_from_name("cell7_ch1_DAPI") == ("DAPI", "cell7_ch1")
+
+
+def test_the_issue_16_names_are_recognised() -> None:
+    assert canonical_channel("Cy3") == "Cy3"
+    assert canonical_channel("transmission") == "BF"
+    assert canonical_channel("brightfield") == "BF"
+    assert canonical_channel("Phase contrast") == "Phase"  # not bright-field
+    assert canonical_channel("DIC") == "DIC"
+    assert {"Cy3", "DIC", "Phase"} <= set(KNOWN_CHANNELS)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Background", "Layer 1", "Untitled", "243", "1.5 µm", "c:1/2 z:30/64 t:1/68 - 4",
+     "c:1/8; z:22/52 - 20170124_C07_004.czi #1", "Page 2"],
+)  # fmt: skip
+def test_page_titles_and_slice_labels_are_not_channel_names(name: str) -> None:
+    assert is_non_channel_name(name)
+
+
+@pytest.mark.parametrize("name", ["BF", "DAPI", "Ch1-T1", "Rhodamine", "CK-PE", "TRITC"])
+def test_channel_names_are_channel_names(name: str) -> None:
+    assert not is_non_channel_name(name)
+
+
+def test_unnamed_planes_are_not_guessed_when_told_not_to() -> None:
+    assert resolve_plane_names(None, 3, guess_unnamed=False) == ["C0", "C1", "C2"]
+    assert resolve_plane_names(["Cy3", None], 2, guess_unnamed=False) == ["Cy3", "C1"]

@@ -331,3 +331,26 @@ def test_cross_validation_reports_mean_and_sd():
     assert report["threshold_sd"] >= 0.0
     assert {e.fold for e in events} == {1, 2} and {e.folds for e in events} == {2}
     assert not report["cancelled"]
+
+
+def test_head_only_training_changes_only_the_last_layer(learned_result):
+    _, out, _ = learned_result
+    with pytest.raises(ValueError, match="needs pretrained weights"):
+        fast_config(train_layers="head").validated()
+    start = load_model(out, device="cpu").network.members[0].state_dict()
+    result = train(
+        fast_config(epochs=2, pretrained=str(out), train_layers="head", ensemble=False),
+        toy_set(16, seed=7),
+    )
+    state = result.model.network.state_dict()
+    changed = {k for k in state if not torch.equal(state[k], start[k])}
+    assert changed <= {"fc.weight", "fc.bias"}  # BatchNorm statistics kept too
+
+
+def test_an_uncalibrated_model_is_not_judged_by_its_log_loss():
+    from napari_deparray_ctc.core.calibration import assess_learning
+
+    y = np.array([0] * 30 + [1] * 10)
+    p = np.r_[np.full(30, 0.9), np.full(10, 0.99)]  # ranks perfectly, probabilities wrong
+    assert assess_learning(y, p, 0.95, calibrated=False)["learned"]
+    assert not assess_learning(y, p, 0.95, calibrated=True)["learned"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 from napari_deparray_ctc.core.synth import CHANNELS, write_export
+from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 
 PLUGIN = "napari-deparray-ctc"
 N_CELLS = 4
@@ -262,3 +262,37 @@ def test_nothing_readable_raises_an_error_naming_the_file(make_napari_viewer, tm
         error = error.__cause__ or error.__context__
     assert any("cell0001_BF.tif" in text for text in chain)
     assert len(viewer.layers) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# large exports open lazily (issue 14)
+
+
+def test_a_large_export_opens_as_lazy_dask_layers(make_napari_viewer, tmp_path, monkeypatch):
+    import dask.array as da
+
+    from napari_deparray_ctc.core.io import lazy as lazy_module
+    from napari_deparray_ctc.napari import reader as reader_module
+
+    folder = _export(tmp_path, "multipage", n_cells=40)
+    monkeypatch.setattr(reader_module, "_ALWAYS_EAGER_CELLS", 0)
+    monkeypatch.setattr(lazy_module, "LAZY_MIN_CELLS", 10)  # as if 40 cells were 100,000
+    monkeypatch.setattr(lazy_module, "CHUNK_CELLS", 8)
+    truth = _labels_csv(folder)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(folder), plugin=PLUGIN)
+
+    assert [layer.name for layer in layers] == [f"multipage :: {ch}" for ch in CHANNELS]
+    for layer, channel in zip(layers, CHANNELS, strict=True):
+        assert isinstance(layer.data, da.Array)
+        assert layer.data.shape == (40, SIZE, SIZE) and layer.data.chunks[0][0] == 8
+        meta = layer.metadata["deparray"]
+        assert meta["channel"] == channel and meta["lazy"]["chunk_cells"] == 8
+        assert meta["labels"] == [truth[cid][0] for cid in meta["cell_ids"]]
+        assert len(meta["original_shapes"]) == 40
+        low, high = layer.contrast_limits
+        assert low < high
+    viewer.dims.set_current_step(0, 27)
+    cell_id = layers[0].metadata["deparray"]["cell_ids"][27]
+    expected = tifffile.imread(folder / f"{cell_id}.tif", key=0)  # page 0: BF
+    np.testing.assert_array_equal(np.asarray(layers[0].data[27]), expected)

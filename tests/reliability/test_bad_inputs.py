@@ -11,7 +11,7 @@ through the reader function (``napari_get_reader`` / ``read_deparray``), a napar
 (``viewer.open(..., plugin="napari-deparray-ctc")``) and the command line
 (``deparray-ctc classify``: exit status 2 and one ``error:`` line naming the file, or exit 0
 with a CSV of the good cells and one ``warning:`` line). The core reader's own unit tests
-(``tests/core/test_io.py``) check the exact reasons in more depth; this suite checks that
+(``tests/core/io/``) check the exact reasons in more depth; this suite checks that
 every entry point passes them on intact.
 
 The README's "What happens with bad input" table is ``docs/bad_input.md``; its reader rows are
@@ -43,6 +43,7 @@ from reliability_helpers import (
     write_good_cells,
     write_multipage,
 )
+from size_bombs import BOMBS
 
 from napari_deparray_ctc.core import io
 from napari_deparray_ctc.core.io import DeparrayReadError
@@ -268,18 +269,82 @@ def _ten_thousand_files(folder: Path) -> Built:
     return Built(sub, extra_cells=2500)
 
 
+def _bomb(name: str) -> Callable[[Path], Built]:
+    def build(folder: Path) -> Built:
+        folder.mkdir(parents=True, exist_ok=True)
+        build_bomb, refusal = BOMBS[name]
+        return Built(build_bomb(folder / "cell0099.tif"), extra_cells=int(refusal is None))
+
+    return build
+
+
+NOTHING_DECODED = "error from the header, nothing decoded (memory stays flat)"
 SKIP = "skipped, one warning"
 #: a valid image of another kind: napari's own reader opens it (issue 16)
-LEFT = ("not claimed by the plugin (napari's own reader opens it); chosen explicitly, and in "
-        "the CLI: error")
+LEFT = (
+    "not claimed by the plugin (napari's own reader opens it); chosen explicitly, and in "
+    "the CLI: error"
+)
 NO_BF = "has no bright-field (BF) channel"
-OPENS_WITHOUT_BF = ("opens with its channels, for viewing and annotation (only classification "
-                    "needs BF); CLI `classify`: error `no readable cell with a bright-field "
-                    "(BF) image`, the cell named in the one warning")
-OPENS_WITHOUT_BF_IN_FOLDER = ("opens, no warning; CLI `classify`: the cell is skipped, one "
-                              "warning: `cell ... has no bright-field (BF) channel`")
+OPENS_WITHOUT_BF = (
+    "opens with its channels, for viewing and annotation (only classification "
+    "needs BF); the command line's classify refuses it: no readable cell with a "
+    "bright-field (BF) image"
+)
+OPENS_WITHOUT_BF_IN_FOLDER = (
+    "opens, no warning (the command line skips the cell, with one "
+    "warning that it has no bright-field channel)"
+)
 
 # fmt: off
+#: declared-size bombs (issue 15): small files whose headers or codec streams declare far more
+#: pixels than they hold; each is refused (or read) within 1 GB and 30 s (test_size_bombs.py)
+BOMB_CASES: list[Case] = [
+    Case("jpeg-frame", "JPEG data declaring a 65,535 × 65,535 px frame (600 bytes)",
+         _bomb("jpeg-frame"), alone="declares a 65535×65535 px frame",
+         in_folder="declares a 65535×65535 px frame",
+         doc_alone="error before decoding (memory stays flat): `corrupt compressed data: a "
+                   "strip or tile declares a 65535×65535 px frame ...`",
+         doc_folder=SKIP),
+    Case("deflate-pages", "Deflate pages of zeros: 1.3 MB declaring 1.3 GB of pixels",
+         _bomb("deflate-pages"), alone="more than 256 times its size",
+         in_folder="more than 256 times its size",
+         doc_alone=f"{NOTHING_DECODED}: `corrupt or hostile compressed data: the file (... "
+                   "bytes) declares ... GB of pixels, more than 256 times its size; not decoded ...`",
+         doc_folder=SKIP),
+    Case("deflate-strip", "One deflate strip inflating to 1 GB", _bomb("deflate-strip"),
+         alone="corrupt or truncated TIFF", in_folder="corrupt or truncated TIFF",
+         doc_alone="error, decoded into the plane's own size only: `corrupt or truncated TIFF "
+                   "(...)`",
+         doc_folder=SKIP),
+    Case("strip-byte-counts", "A StripByteCounts of 4 GB", _bomb("strip-byte-counts"),
+         alone="truncated file", in_folder="truncated file",
+         doc_alone=f"{NOTHING_DECODED}: `truncated file: image data runs past the end of the "
+                   "file ...`",
+         doc_folder=SKIP),
+    Case("offsets-array", "A StripOffsets tag declaring 2³⁰ values", _bomb("offsets-array"),
+         alone="corrupt or truncated TIFF", in_folder="corrupt or truncated TIFF",
+         doc_alone=f"{NOTHING_DECODED}: `corrupt or truncated TIFF (...)`", doc_folder=SKIP),
+    Case("colormap", "A ColorMap tag declaring 2³¹ values", _bomb("colormap"),
+         alone="palette colour image", in_folder="palette colour image", claimed=False,
+         doc_alone=f"{LEFT}: `palette colour image ...`", doc_folder=SKIP),
+    Case("tile-size", "A TileLength of 16,777,216 rows", _bomb("tile-size"),
+         alone="corrupt tile size", in_folder="corrupt tile size",
+         doc_alone=f"{NOTHING_DECODED}: `corrupt tile size ...`", doc_folder=SKIP),
+    Case("imagej-images", "ImageJ header declaring 10⁹ images on one page",
+         _bomb("imagej-images"), alone=1, in_folder=None, doc_alone="opens the one page it holds",
+         doc_folder="opens, no warning"),
+    Case("shaped-planes", "Shape description declaring 10¹² planes on one page",
+         _bomb("shaped-planes"), alone="corrupt metadata", in_folder="corrupt metadata",
+         doc_alone=f"{NOTHING_DECODED}: `corrupt metadata: it declares ... image planes ...`",
+         doc_folder=SKIP),
+    Case("ome-planes", "OME-XML declaring 3 × 10¹¹ planes on one page", _bomb("ome-planes"),
+         alone="corrupt OME-XML metadata", in_folder="corrupt OME-XML metadata",
+         doc_alone=f"{NOTHING_DECODED}: `corrupt OME-XML metadata: it declares ... image planes, "
+                   "more than a file of ... bytes can hold`",
+         doc_folder=SKIP),
+]
+
 CASES: list[Case] = [
     Case("zero-byte", "Zero-byte file", _zero_byte,
          alone="empty file (0 bytes)", in_folder="empty file (0 bytes)",
@@ -390,6 +455,7 @@ CASES: list[Case] = [
          doc_alone="not claimed by the plugin (napari reports it); CLI: error `no readable cell "
                    "with a bright-field image`",
          doc_folder="an empty sub-folder is ignored"),
+    *BOMB_CASES,
     Case("ten-thousand-files", "Folder with 10,000 files", _ten_thousand_files,
          alone=2500, in_folder=None, slow_cli=True,
          doc_alone="opens: 2,500 cells × 4 channel files (discovery reads names, not pixels)",

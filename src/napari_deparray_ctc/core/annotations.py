@@ -334,31 +334,32 @@ def load_effective_annotations(path: str | os.PathLike) -> dict[str, str | None]
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """An advisory lock on ``<path>.lock`` while a save reads, merges and writes.
+    """An advisory lock on the sidecar's folder while a save reads, merges and writes.
 
-    Where locking is not available (Windows, some network file systems) the save goes on
-    without it: the per-cell merge still keeps both sessions' annotations, only a save at the
-    very same instant could then miss the other's latest one, until the next save.
+    The folder itself is locked (``flock`` on its descriptor), so no lock file is left
+    beside the export. Where locking is not available (Windows, some network file systems)
+    the save goes on without it: the per-cell merge still keeps both sessions' annotations;
+    only two saves at the very same instant could then miss each other's latest one, until
+    the next save.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    lock_path = path.with_name(f".{path.name}.lock")  # hidden: readers skip dot files
     try:
-        handle = open(lock_path, "a+b")
+        fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
         yield
         return
     try:
         with contextlib.suppress(OSError):
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         with contextlib.suppress(OSError):
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}

@@ -147,14 +147,19 @@ def choose_threshold(
 
 
 def assess_learning(
-    y_true: Sequence[int], p_ctc: Sequence[float], threshold: float, alpha: float = 0.01
+    y_true: Sequence[int],
+    p_ctc: Sequence[float],
+    threshold: float,
+    alpha: float = 0.01,
+    calibrated: bool = True,
 ) -> dict:
     """Whether held-out predictions beat chance and the trivial calls.
 
     A model has *learned* when, on cells it did not train on, (1) its scores rank CTCs above
     WBCs beyond chance (one-sided Mann-Whitney U test, ``p < alpha``), (2) its F1 at the
     threshold beats calling every cell CTC (F1 ``2q / (1 + q)`` at prevalence ``q``; calling
-    every cell WBC has F1 0) and (3) its log-loss beats the constant class prior.
+    every cell WBC has F1 0) and (3), for calibrated probabilities, its log-loss beats the
+    constant class prior (the best call that ignores the image).
 
     Returns
     -------
@@ -190,9 +195,8 @@ def assess_learning(
     auc = roc_auc(y, p)
     f1 = precision_recall_f1(y, (p >= threshold).astype(int))["f1"]
     loss = log_loss(y, p)
-    learned = (
-        p_value < alpha and f1 > trivial["all_ctc_f1"] + 1e-9 and loss < trivial["prior_log_loss"]
-    )
+    beats_prior = loss < trivial["prior_log_loss"] or not calibrated
+    learned = p_value < alpha and f1 > trivial["all_ctc_f1"] + 1e-9 and beats_prior
     warning = None
     if not learned:
         if p_value >= alpha and min(n_pos, n_neg) < 5:

@@ -1,70 +1,10 @@
 """Channel names: aliases, tokens in file names, and user channel maps.
 
-Canonical channels
-------------------
-``BF`` (bright-field), ``DAPI`` (nuclear stain), ``FITC``, ``PE`` and ``APC``. Names are matched
-case-insensitively, as whole words (a *token* is a run of letters and digits between separators
-such as ``_``, ``-``, ``.``, spaces):
-
-========  ===============================================================
-Channel   Accepted names (any case; ``-``, ``_`` and spaces are equivalent)
-========  ===============================================================
-``BF``    ``BF``, ``bright-field``, ``brightfield``, ``bright field``, ``TL``,
-          ``trans``, ``transmitted``
-``DAPI``  ``DAPI``, ``Hoechst``, ``DNA``, ``nuclei``
-``FITC``  ``FITC``
-``PE``    ``PE``
-``APC``   ``APC``, ``Cy5``
-========  ===============================================================
-
-Any other name is kept as it is (``"TRITC"`` stays ``"TRITC"``). Because matching is by whole
-token, ``PE`` is found in ``cell12_PE.tif`` but not in ``pericyte.tif`` or ``PEG.tif``, and
-``TL`` / ``trans`` are not found inside ``title`` or ``transfected``.
-
-File-name tokens
-----------------
-In the one-file-per-channel layout the channel is a token of the file name:
-``cell0012_BF.tif``, ``cell0012-DAPI.tiff`` and ``DAPI cell 12.tif`` all work. The rest of the
-name (``cell0012``, ``cell 12``) is the cell id, which groups the channel files of one cell.
-When a name holds several channel tokens, the last one is the channel.
-
-Channel map file
-----------------
-A file named ``channels.csv`` or ``channels.txt`` beside the images (or in a parent folder that
-was opened) overrides the channel names and their display order. ``channels.csv`` wins if both
-exist. Empty lines and lines starting with ``#`` are ignored. Each line is one of:
-
-* ``NAME`` -- a bare name: the name of the next page/plane, in page order (first line is page 0);
-* ``INDEX,NAME`` -- plane ``INDEX`` (0-based page or C-axis index) of a multichannel file is
-  ``NAME``;
-* ``TOKEN,NAME`` -- a channel called ``TOKEN`` (in a file name, or in the file's own
-  metadata) is ``NAME``. This also teaches the reader new file-name tokens.
-
-A comma, a tab, ``;`` or ``=`` separates the two fields. A header row such as
-``channel,name`` or ``index,name`` is skipped. Names on the right are themselves resolved
-through the aliases above (``Hoechst`` becomes ``DAPI``). The order of the lines is the
-display order of the channels. Examples::
-
-    # channels.txt -- four unnamed pages per cell file
-    BF
-    DAPI
-    PE
-    APC
-
-    # channels.csv -- instrument channel names in the file names
-    token,name
-    Ch3,BF
-    Ch4,DAPI
-    Ch6,darkfield
-
-Precedence for a multichannel file: an ``INDEX`` entry of the map, then the name stored in the
-file (OME-XML ``Channel@Name``, ImageJ ``Labels``, TIFF ``PageName``, ``ImageDescription``;
-renamed by a ``TOKEN`` entry when one matches), then the bare-name lines of the map, then the
-default order :data:`DEFAULT_UNNAMED_ORDER` (first plane ``BF``, second ``DAPI``, further planes
-``C2``, ``C3``, ...).
-
-Display colormaps (napari colormap names) are in :data:`CHANNEL_COLORMAPS`; nothing here
-imports napari.
+Which names, aliases and file-name tokens are recognised, the channel map file format and the
+precedence of names are described for users in ``docs/reader.md``. Names are matched
+case-insensitively as whole *tokens* (runs of letters and digits), so ``PE`` is found in
+``cell12_PE.tif`` but not in ``pericyte.tif``. Display colormaps (napari colormap names) are
+in :data:`CHANNEL_COLORMAPS`; nothing here imports napari.
 """
 
 from __future__ import annotations
@@ -517,7 +457,7 @@ def _split_line(line: str) -> list[str]:
 
 
 def load_channel_map(path: str | os.PathLike) -> ChannelMap:
-    """Read a ``channels.csv`` / ``channels.txt`` file (format in the module docstring).
+    """Read a ``channels.csv`` / ``channels.txt`` file (format in ``docs/reader.md``).
 
     Parameters
     ----------

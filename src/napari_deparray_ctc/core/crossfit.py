@@ -97,7 +97,7 @@ class _Run:
             if 0 < y_fold.sum() < len(y_fold):
                 fold_p = apply_calibration(calibration, oof[held])
                 fold_thresholds.append(choose_threshold(y_fold, fold_p, config.threshold_rule)[0])
-        check = assess_learning(y[done], p, threshold)
+        check = assess_learning(y[done], p, threshold, calibrated=calibration["method"] != "none")
         metrics = classification_metrics(y[done], p, threshold)
         best_epochs = [o.best_epoch for o in outcomes]
         metrics.update(

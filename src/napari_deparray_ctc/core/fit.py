@@ -22,6 +22,8 @@
   batches (reset at each epoch, ``momentum=None``), not torch's running average with
   momentum 0.1, which with a few batches per epoch (a few dozen cells) still remembers its
   initial values and makes the evaluated network output nonsense.
+* ``train_layers="head"`` trains only the last layer (``fc``) of a pretrained network, whose
+  BatchNorm statistics stay as they were (a linear probe: quick, and hard to over-fit).
 * **Reproducibility**: seeds for torch (inside ``torch.random.fork_rng``, so the caller's RNG
   is untouched), shuffling and augmentation; on CPU ``torch.use_deterministic_algorithms(True,
   warn_only=True)``. Data stay in the main process.
@@ -274,7 +276,11 @@ def fit_network(
     pos_weight = (float(len(labels)) - n_pos) / max(n_pos, 1.0)
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=dev))
     aux = NucleusHead(network, dev) if bank.strategy == "aux_nucleus" else None
-    params = list(network.parameters()) + (list(aux.module.parameters()) if aux else [])
+    frozen = getattr(config, "train_layers", "all") == "head"
+    for name, param in network.named_parameters():
+        param.requires_grad_(not frozen or name.startswith("fc."))
+    params = [p for p in network.parameters() if p.requires_grad]
+    params += list(aux.module.parameters()) if aux else []
     optimiser = _adamw(params, config.lr, config.weight_decay)
     order_rng = torch.Generator().manual_seed(int(config.seed))
     per_epoch = n_batches(len(bank), config.batch_size)
@@ -340,9 +346,13 @@ def fit_network(
     norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        for m in norms:  # BatchNorm statistics: the average over this epoch's batches
-            m.reset_running_stats()
-            m.momentum = None
+        network.train()
+        for m in norms:
+            if frozen:  # a frozen backbone keeps its statistics
+                m.eval()
+            else:  # BatchNorm statistics: the average over this epoch's batches
+                m.reset_running_stats()
+                m.momentum = None
         batches = _batches(torch.randperm(len(bank), generator=order_rng), config.batch_size)
         loss_sum, seen = 0.0, 0
         if ctx.active:  # each rank needs two samples of a batch (BatchNorm)

@@ -1,40 +1,9 @@
 """Class names and ``labels.csv`` files.
 
-Classes are ``"CTC"`` (circulating tumour cell), ``"WBC"`` (white blood cell, leukocyte) or
-``None`` (unknown / not annotated). Names are matched case-insensitively, ignoring spaces,
-``-``, ``_`` and ``.``, and a plural ``s``:
-
-=======  ====================================================================================
-Class    Accepted names
-=======  ====================================================================================
-``CTC``  ``CTC``, ``tumor``, ``tumour``, ``tumor cell``, ``cancer``, ``cancer cell``,
-         ``malignant``, ``positive``, ``pos``, ``CK+``, ``1``
-``WBC``  ``WBC``, ``leukocyte``, ``leucocyte``, ``white blood cell``, ``non-CTC``, ``nonCTC``,
-         ``negative``, ``neg``, ``CD45``, ``CD45+``, ``lymphocyte``, ``0``
-``None`` an empty cell, ``unknown``, ``none``, ``NA``, ``NaN``, ``?``, ``unlabeled``
-=======  ====================================================================================
-
-The same names are accepted for class sub-folders (``CTC/``, ``Tumour cells/``, ``non-CTC/``).
-
-``labels.csv``
---------------
-A CSV file (``,``, ``;`` or tab separated, UTF-8) with a header row and one row per cell::
-
-    cell_id,label,sample
-    cell0001,CTC,patient07
-    cell0002,WBC,patient07
-    cell0003,,patient08
-
-* ``cell_id`` (also accepted: ``cell``, ``id``, ``name``, ``file``, ``filename``): the cell id,
-  which is the file name without extension and without the channel token (``cell0001`` for
-  ``cell0001_BF.tif``); a file name is accepted too.
-* ``label`` (also ``class``, ``annotation``, ``type``): a class name as above; empty means
-  unknown.
-* optional ``sample`` (also ``group``, ``patient``, ``sample_id``, ``patient_id``): the sample or
-  patient the cell comes from, used to keep a patient's cells on one side of a train/validation
-  split.
-
-Other columns are ignored. :func:`write_labels_csv` writes this format atomically.
+Classes are ``"CTC"``, ``"WBC"`` or ``None`` (not annotated), matched case-insensitively with
+many aliases (:data:`CLASS_ALIASES`), also as class sub-folder names. The accepted names and the
+``labels.csv`` format are described for users in ``docs/reader.md``. :func:`write_labels_csv`
+writes that format atomically.
 """
 
 from __future__ import annotations
@@ -192,7 +161,7 @@ def _find_column(header: list[str], candidates: tuple[str, ...]) -> int | None:
 
 
 def read_labels_csv(path: str | os.PathLike) -> dict[str, LabelRecord]:
-    """Read a ``labels.csv`` file (format in the module docstring).
+    """Read a ``labels.csv`` file (format in ``docs/reader.md``).
 
     Parameters
     ----------

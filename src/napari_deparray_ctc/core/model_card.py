@@ -29,15 +29,10 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def _validation_sizes(meta: dict) -> tuple[int | None, int | None]:
-    metrics = meta.get("metrics") or {}
-    n_ctc, n_wbc = metrics.get("n_ctc"), metrics.get("n_wbc")
-    if not isinstance(n_ctc, int) or not isinstance(n_wbc, int):
-        summary = meta.get("data_summary") or {}
-        n_val, n_val_ctc = summary.get("n_val"), summary.get("n_val_ctc")
-        if isinstance(n_val, int) and isinstance(n_val_ctc, int):
-            return n_val_ctc, n_val - n_val_ctc
-        return None, None
-    return n_ctc, n_wbc
+    """``(CTC, WBC)`` validation cells the stored figures rest on (``None`` when unknown)."""
+    from napari_deparray_ctc.core.model_files import validation_sizes
+
+    return validation_sizes(meta)
 
 
 def validation_note(meta: dict) -> str | None:

@@ -28,8 +28,8 @@ __all__ = ["build_report", "write_report"]
 MONTAGE_CELLS = 8
 
 
-def _png(fig, caption: str) -> str:
-    """The figure as an embedded PNG with its caption."""
+def _png(fig, caption: str, show_caption: bool = True) -> str:
+    """The figure as an embedded PNG with its caption (the alt text, and shown below it)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -37,10 +37,8 @@ def _png(fig, caption: str) -> str:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     text = html.escape(caption)
-    return (
-        f'<figure><img alt="{text}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{text}</figcaption></figure>"
-    )
+    below = f"<figcaption>{text}</figcaption>" if show_caption else ""
+    return f'<figure><img alt="{text}" src="data:image/png;base64,{data}">{below}</figure>'
 
 
 def _figure(width: float = 4.2, height: float = 3.6):
@@ -148,7 +146,7 @@ def _montage(images, maps, captions: list[str], title: str) -> str:
         bottom.imshow(_overlay(sal))
         for ax in (top, bottom):
             ax.set_axis_off()
-    return _png(fig, title)
+    return _png(fig, title, show_caption=False)
 
 
 def _table(rows: list[dict], columns: Sequence[str]) -> str:
@@ -168,7 +166,7 @@ def _cell(value: Any) -> str:
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+h1 { font-size: 1.5em; } h3 { font-size: 1em; margin: 1em 0 0.2em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ccc;
 padding: 0.2em 0.6em; text-align: right; } th { background: #eef; }
 .plots figure { display: inline-block; margin: 0 1em 0 0; vertical-align: top; }
@@ -187,11 +185,11 @@ def build_report(
     threshold: float | None = None,
     title: str = "CTC classifier report",
     source: str = "",
-    saliency_steps: int = 8,
+    saliency_steps: int | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     from napari_deparray_ctc.core.counts import SUMMARY_COLUMNS, sample_counts
-    from napari_deparray_ctc.core.explain import saliency_maps
+    from napari_deparray_ctc.core.explain import FAST_STEPS, saliency_maps
     from napari_deparray_ctc.core.metrics import classification_metrics
     from napari_deparray_ctc.core.model_card import model_card_lines
     from napari_deparray_ctc.core.shift import shift_check
@@ -273,8 +271,9 @@ def build_report(
             parts.append(f"<p class='note'>{html.escape(heading)}: none.</p>")
             continue
         chosen_images = [images[i] for i in chosen]
-        maps = saliency_maps(chosen_images, model, steps=saliency_steps)
+        maps = saliency_maps(chosen_images, model, steps=saliency_steps or FAST_STEPS)
         captions = [f"{ids[i]}\nP={p[i]:.2f}" for i in chosen]
+        parts.append(f"<h3>{html.escape(heading)}</h3>")
         parts.append(_montage(chosen_images, maps, captions, heading))
     body = "\n".join(parts)
     return (

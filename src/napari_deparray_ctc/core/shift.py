@@ -143,13 +143,18 @@ def image_features(images: Iterable[np.ndarray]) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
 
 
+def _is_features(value: Any) -> bool:
+    """A ``float64`` array ``(N, 8)``: features, not images."""
+    return (
+        isinstance(value, np.ndarray)
+        and value.ndim == 2
+        and value.dtype == np.float64
+        and value.shape[1] == len(FEATURE_NAMES)
+    )
+
+
 def _as_features(images_or_features: Any) -> np.ndarray:
-    if (
-        isinstance(images_or_features, np.ndarray)
-        and images_or_features.ndim == 2
-        and images_or_features.dtype == np.float64
-        and images_or_features.shape[1] == len(FEATURE_NAMES)
-    ):
+    if _is_features(images_or_features):
         return images_or_features
     return image_features(images_or_features)
 
@@ -265,6 +270,9 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
         return None
     if isinstance(images_or_features, np.ndarray) and images_or_features.ndim == 3:
         images_or_features = list(images_or_features)
+    if not _is_features(images_or_features):
+        images = list(images_or_features)
+        images_or_features = [images[i] for i in _subsample(len(images))]
     features = _as_features(images_or_features)
     if len(features) > MAX_CELLS:
         features = features[_subsample(len(features))]

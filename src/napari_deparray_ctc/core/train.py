@@ -138,6 +138,12 @@ class TrainConfig:
     patience: int = _setting(
         4, "Epochs without a better held-out score before a fold stops.", min=1, max=1000, step=1
     )
+    train_layers: str = _setting(
+        "all",
+        "Which layers training changes: all, or head (only the last layer of a pretrained "
+        "network; fast, and it cannot forget what pretraining learned).",
+        choices=("all", "head"),
+    )
     ensemble: bool = _setting(
         True,
         "Keep every fold's network and average them (more robust, "
@@ -216,7 +222,10 @@ class TrainConfig:
         ):
             raise ValueError(f"pixel_size_um must be a positive number, not {cfg.pixel_size_um}")
         cfg.augment = check_families(cfg.augment)
+        if cfg.train_layers == "head" and cfg.pretrained is None:
+            raise ValueError("train_layers head needs pretrained weights to start from")
         for name, allowed in (
+            ("train_layers", ("all", "head")),
             ("dapi_strategy", DAPI_STRATEGIES),
             ("calibration", CALIBRATIONS),
             ("threshold_rule", THRESHOLD_RULES),

@@ -27,16 +27,19 @@ from ..core.io import tiff_stem
 
 if TYPE_CHECKING:
     from ..core.io import Cell, Export
+    from ..core.io.lazy import LazyExport
 
 __all__ = [
     "LayerData",
     "contrast_limits",
     "export_name",
     "export_to_layer_data",
+    "lazy_export_to_layer_data",
 ]
 
-#: ``(data, layer keyword arguments, layer type)``, what a napari reader returns
-LayerData = tuple[np.ndarray, dict[str, Any], str]
+#: ``(data, layer keyword arguments, layer type)``, what a napari reader returns; the data is
+#: a numpy array, or a dask array for a large export
+LayerData = tuple[Any, dict[str, Any], str]
 
 #: contrast limits are taken at these percentiles of the pixel values
 CONTRAST_PERCENTILES = (0.5, 99.8)
@@ -145,6 +148,14 @@ def export_to_layer_data(export: Export, name: str | None = None) -> list[LayerD
     channels = list(export.channels) or list(cells[0].channels)
     pixel_size = _common_pixel_size(cells)
 
+    shared = {
+        "cell_ids": [cell.cell_id for cell in cells],
+        "paths": [str(cell.path) for cell in cells],
+        "labels": [cell.label for cell in cells],
+        "groups": [cell.group for cell in cells],
+        "pixel_size_um": pixel_size,
+        "original_shapes": [[int(s) for s in cell.original_shape] for cell in cells],
+    }
     layers: list[LayerData] = []
     for index, channel in enumerate(channels):
         if single and channel in cells[0].channels:
@@ -153,23 +164,63 @@ def export_to_layer_data(export: Export, name: str | None = None) -> list[LayerD
             data = stack_channel(cells, channel)
             if single:
                 data = data[0]
-        metadata = {
-            "channel": channel,
-            "cell_ids": [cell.cell_id for cell in cells],
-            "paths": [str(cell.path) for cell in cells],
-            "labels": [cell.label for cell in cells],
-            "groups": [cell.group for cell in cells],
-            "pixel_size_um": pixel_size,
-            "original_shapes": [[int(s) for s in cell.original_shape] for cell in cells],
-        }
-        kwargs: dict[str, Any] = {
-            "name": f"{name} :: {channel}",
-            "colormap": _colormap(channel),
-            "blending": "translucent_no_depth" if index == 0 else "additive",
-            "contrast_limits": contrast_limits(data),
-            "metadata": {"deparray": metadata},
-        }
-        if pixel_size is not None:
-            kwargs["scale"] = (pixel_size,) * 2 if single else (1.0, pixel_size, pixel_size)
+        kwargs = _layer_kwargs(name, channel, index, contrast_limits(data), shared, single)
         layers.append((data, kwargs, "image"))
+    return layers
+
+
+def _layer_kwargs(
+    name: str, channel: str, index: int, limits: tuple[float, float], shared: dict, single: bool
+) -> dict[str, Any]:
+    """The layer keyword arguments of one channel: name, colormap, blending, metadata."""
+    kwargs: dict[str, Any] = {
+        "name": f"{name} :: {channel}",
+        "colormap": _colormap(channel),
+        "blending": "translucent_no_depth" if index == 0 else "additive",
+        "contrast_limits": limits,
+        "metadata": {"deparray": {"channel": channel, **shared}},
+    }
+    pixel_size = shared["pixel_size_um"]
+    if pixel_size is not None:
+        kwargs["scale"] = (pixel_size,) * 2 if single else (1.0, pixel_size, pixel_size)
+    return kwargs
+
+
+def lazy_export_to_layer_data(lazy: LazyExport, name: str) -> list[LayerData]:
+    """One napari ``Image`` layer per channel of a large export, each a lazy dask array.
+
+    Parameters
+    ----------
+    lazy
+        A :class:`~napari_deparray_ctc.core.io.lazy.LazyExport` (discovered, not read).
+    name
+        Stem of the layer names (``"<name> :: <channel>"``).
+
+    Returns
+    -------
+    list of LayerData
+        ``(dask array (N, Y, X), kwargs, "image")`` per channel, with the metadata contract of
+        :func:`export_to_layer_data`: ids, paths, labels and groups come from discovery;
+        ``original_shapes`` holds ``None`` for the cells not read yet and is filled in place
+        as chunks are read. ``metadata["deparray"]["lazy"]`` holds ``chunk_cells`` (read the
+        data chunk by chunk, ``data.chunks[0]``) and ``unreadable`` (cell index -> reason, for
+        cells whose files could not be read when their chunk was). Contrast limits come from
+        the sampled cells: nothing else is read at open time.
+    """
+    sources = lazy.sources
+    pixel_size = lazy.pixel_size_um if lazy.pixel_size_um and lazy.pixel_size_um > 0 else None
+    shared = {
+        "cell_ids": [source.cell_id for source in sources],
+        "paths": [str(source.path) for source in sources],
+        "labels": [source.label for source in sources],
+        "groups": [source.group for source in sources],
+        "pixel_size_um": pixel_size,
+        "original_shapes": lazy.original_shapes,
+        "lazy": {"chunk_cells": lazy.chunk_cells, "unreadable": lazy.unreadable},
+    }
+    layers: list[LayerData] = []
+    for index, channel in enumerate(lazy.channels):
+        limits = contrast_limits(lazy.sample_stack(channel))
+        kwargs = _layer_kwargs(name, channel, index, limits, shared, single=False)
+        layers.append((lazy.channel_array(channel), kwargs, "image"))
     return layers

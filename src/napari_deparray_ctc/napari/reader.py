@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .layer_data import LayerData, export_name, export_to_layer_data
+from .layer_data import LayerData, export_name, export_to_layer_data, lazy_export_to_layer_data
 
 __all__ = ["napari_get_reader", "read_deparray", "skipped_message"]
 
@@ -153,8 +153,12 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
     list of LayerData
         See :func:`napari_deparray_ctc.napari.layer_data.export_to_layer_data`: 2-D layers for one
         cell (named after the cell), ``(N, Y, X)`` stacks for several (named after the folder
-        or file). Files that could not be read are listed in one napari warning while the
-        good cells open.
+        or file). An export of more than
+        :data:`~napari_deparray_ctc.core.io.lazy.LAZY_MIN_CELLS` cells, or whose layers would
+        take more than :data:`~napari_deparray_ctc.core.io.lazy.LAZY_MIN_BYTES`, opens lazily:
+        dask arrays read chunk by chunk as napari shows the cells
+        (:func:`~napari_deparray_ctc.napari.layer_data.lazy_export_to_layer_data`). Files that
+        could not be read are listed in one napari warning while the good cells open.
 
     Raises
     ------
@@ -162,22 +166,53 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
         When no cell at all could be read; the message names the file(s) and the reason.
     """
     from ..core.annotations import apply_sidecar
-    from ..core.io import read_export
+    from ..core.io import discover_cells
+    from ..core.io.read import read_sources
 
     paths = _as_path_list(path)
-    export = read_export(paths[0] if len(paths) == 1 else paths)  # raises if no cell at all
-    if export.skipped:
-        _warn(skipped_message(export.skipped, len(export.cells)))
-    name = export.cells[0].cell_id if len(export.cells) == 1 else export_name(paths)
-    # the user's autosaved annotations (the sidecar) win over class folders / labels.csv
-    sidecar = apply_sidecar(paths[0] if len(paths) == 1 else paths, export.cells)
-    layers = export_to_layer_data(export, name=name)
+    target = paths[0] if len(paths) == 1 else paths
+    sources, skipped = discover_cells(target)
+    lazy = _lazy_export(sources, skipped)
+    if lazy is not None:
+        if lazy.skipped or lazy.unreadable:
+            problems = lazy.skipped + [
+                (lazy.sources[i].path, reason) for i, reason in lazy.unreadable.items()
+            ]
+            _warn(skipped_message(problems, lazy.n_cells - len(lazy.unreadable)))
+        # the user's autosaved annotations (the sidecar) win over class folders / labels.csv
+        sidecar = apply_sidecar(target, lazy.sources)
+        layers = lazy_export_to_layer_data(lazy, export_name(paths))
+    else:
+        export = read_sources(target, sources, skipped)  # raises if no cell at all
+        if export.skipped:
+            _warn(skipped_message(export.skipped, len(export.cells)))
+        name = export.cells[0].cell_id if len(export.cells) == 1 else export_name(paths)
+        sidecar = apply_sidecar(target, export.cells)
+        layers = export_to_layer_data(export, name=name)
+        if len(export.cells) > 1:
+            del export  # the per-cell arrays: the layers hold stacked copies
+            _return_freed_memory_to_the_os()
     for _data, kwargs, _kind in layers:
         kwargs["metadata"]["deparray"]["annotations_path"] = str(sidecar)
-    if len(export.cells) > 1:
-        del export  # the per-cell arrays: the layers hold stacked copies
-        _return_freed_memory_to_the_os()
     return layers
+
+
+#: exports of up to this many cells are read into memory without sampling them first
+_ALWAYS_EAGER_CELLS = 256
+
+
+def _lazy_export(sources: list, skipped: list) -> Any:
+    """A :class:`~napari_deparray_ctc.core.io.lazy.LazyExport` when the export is large."""
+    if len(sources) <= _ALWAYS_EAGER_CELLS:
+        return None
+    from ..core.errors import DeparrayReadError
+    from ..core.io.lazy import LazyExport
+
+    try:
+        lazy = LazyExport(sources, skipped)
+    except DeparrayReadError:
+        return None  # the eager read reports every unreadable file
+    return lazy if lazy.is_large else None
 
 
 def _return_freed_memory_to_the_os() -> None:

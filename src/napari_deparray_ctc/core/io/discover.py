@@ -248,8 +248,9 @@ def _discover_folder_files(
     groups: dict[str, dict[str, str]] = {}
     group_names: dict[str, str] = {}
     plain: list[str] = []
+    stems = {name: tiff_stem(name) for name in names}  # once per name: 100,000-file folders
     for name in sorted(names, key=natural_key):
-        stem = tiff_stem(name)
+        stem = stems[name]
         channel, rest = channel_from_name(stem, cmap)
         if channel is None:
             plain.append(name)
@@ -269,10 +270,10 @@ def _discover_folder_files(
     # a token-less file whose name is a group's name plus one unknown word: an unknown channel
     remaining: list[str] = []
     for name in plain:
-        tokens = tokenize(tiff_stem(name))
         placed = False
-        if groups and len(tokens) >= 2:
-            raw_words = re.findall(r"[A-Za-z0-9]+", tiff_stem(name))
+        tokens = tokenize(stems[name]) if groups else []
+        if len(tokens) >= 2:
+            raw_words = re.findall(r"[A-Za-z0-9]+", stems[name])
             for key, word in (
                 ("_".join(tokens[:-1]), raw_words[-1]),
                 ("_".join(tokens[1:]), raw_words[0]),
@@ -326,7 +327,7 @@ def _discover_folder_files(
             if path in state.failed_peeks:
                 continue  # already recorded as skipped
             if not stacked:
-                sources.append(CellSource(tiff_stem(name), {}, path, None))
+                sources.append(CellSource(stems[name], {}, path, None))
                 continue
             file_plan = plan if path == first_file else _peek(path, False, state)
             if file_plan is None:
@@ -424,18 +425,15 @@ def discover_cells(
 
 def _make_ids_unique(state: _Discovery) -> None:
     """Repeats within one folder are skipped; ids found in several folders get the folder name."""
-    folders_of: dict[str, list[str]] = {}
-    for source in state.sources:
-        folders = folders_of.setdefault(source.cell_id, [])
-        folder = os.path.dirname(source.path)
-        if folder not in folders:
-            folders.append(folder)
+    folder_of = [os.path.dirname(source.path) for source in state.sources]
+    folders_of: dict[str, set[str]] = {}
+    for source, folder in zip(state.sources, folder_of, strict=True):
+        folders_of.setdefault(source.cell_id, set()).add(folder)
     taken = set(folders_of)
     seen: set[tuple[str, str]] = set()
     kept: list[CellSource] = []
-    for source in state.sources:
+    for source, folder in zip(state.sources, folder_of, strict=True):
         cell_id = source.cell_id
-        folder = os.path.dirname(source.path)
         if (cell_id, folder) in seen:
             state.skip(
                 source.path, f"duplicate cell id {cell_id!r} (another file in this folder has it)"

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
+from napari_deparray_ctc.core.io.codec_frames import uncheckable_codec
 from napari_deparray_ctc.core.io.common import ALLOWED_KINDS, MIN_SIDE_PX
 from napari_deparray_ctc.core.io.types import NotACellImageError
 
@@ -148,6 +149,14 @@ def check_codecs(path: str, pages: Iterable[Any]) -> None:
         if (compression, predictor) in seen:
             continue
         seen.add((compression, predictor))
+        unchecked = uncheckable_codec(compression)
+        if unchecked is not None:
+            raise DeparrayReadError(
+                path,
+                f"{unchecked} compression is not read: its frames declare their own size, which "
+                "cannot be checked before decoding (a damaged one can ask for gigabytes of "
+                "memory); save the image uncompressed, or with LZW or Deflate compression",
+            )
         if compression != 1:
             try:
                 tifffile.TIFF.DECOMPRESSORS[compression]
@@ -173,7 +182,11 @@ def compression_name(code: int) -> str:
 def _codec_reason(compression: int, message: str, predictor: int | None = None) -> str:
     what = compression_name(compression) + " compression"
     if predictor is not None:
-        what = f"the {tifffile.PREDICTOR(predictor).name.lower()} predictor of {what}"
+        try:
+            kind = tifffile.PREDICTOR(predictor).name.lower()
+        except ValueError:
+            kind = f"number {predictor}"
+        what = f"the {kind} predictor of {what}"
     if "imagecodecs" in message:
         return (
             f"{what} needs the 'imagecodecs' package, which is not installed "
@@ -262,4 +275,30 @@ def check_series_fits(path: str, series: Any, tif: tifffile.TiffFile) -> None:
         path,
         f"corrupt metadata: it declares {planes:,} image planes (shape {shape}) but the file "
         f"holds {n_pages:,} page(s) and {file_size:,} bytes",
+    )
+
+
+#: pixels a file may declare beyond its own size before its compression ratio is checked
+DECLARED_BYTES_LIMIT = 1024**3
+#: the largest ratio of declared pixel bytes to file bytes believed above that size; image
+#: data rarely compresses 20-fold, only blank planes do
+MAX_COMPRESSION_RATIO = 256
+
+
+def check_declared_size(path: str, declared: int, file_size: int) -> None:
+    """Refuse a small compressed file that declares gigabytes of pixels (a deflate bomb).
+
+    Each page decodes into a buffer of its declared size, so one page is bounded by
+    :data:`~napari_deparray_ctc.core.io.common.MAX_PIXELS_PER_PLANE`; but a few megabytes of
+    zlib pages of zeros declare and decode to gigabytes (1000-fold). Above
+    :data:`DECLARED_BYTES_LIMIT`, more than :data:`MAX_COMPRESSION_RATIO` times the file size
+    is refused from the header. Uncompressed data must lie in the file, so it always passes.
+    """
+    if declared <= DECLARED_BYTES_LIMIT or declared <= MAX_COMPRESSION_RATIO * file_size:
+        return
+    raise DeparrayReadError(
+        path,
+        f"corrupt or hostile compressed data: the file ({file_size:,} bytes) declares "
+        f"{declared / 1024**3:.1f} GB of pixels, more than {MAX_COMPRESSION_RATIO} times its "
+        "size; not decoded to keep memory bounded",
     )

@@ -11,6 +11,7 @@ import numpy as np
 import tifffile
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
+from napari_deparray_ctc.core.io.codec_frames import check_frames
 from napari_deparray_ctc.core.io.common import error_from_exception, open_tiff, quiet_tifffile
 from napari_deparray_ctc.core.io.header_checks import decode_reason
 from napari_deparray_ctc.core.io.tiff_header import inspect_tiff
@@ -21,6 +22,8 @@ MAX_WHOLE_READ_BYTES: int = 256 * 1024**2
 
 
 def _check_truncation(tif: tifffile.TiffFile, path: str, pages: Iterable[Any]) -> None:
+    """Refuse pages whose data runs past the end of the file or whose compressed frames
+    declare more than the page (see :mod:`.codec_frames`); run before any page is decoded."""
     size = tif.filehandle.size
     for page in pages:
         offsets = getattr(page, "dataoffsets", ())
@@ -29,6 +32,7 @@ def _check_truncation(tif: tifffile.TiffFile, path: str, pages: Iterable[Any]) -
             raise DeparrayReadError(
                 path, f"truncated file: image data runs past the end of the file ({size} bytes)"
             )
+        check_frames(path, tif.filehandle, page)
 
 
 def _read_pages(tif: tifffile.TiffFile, path: str, pages: list[Any]) -> np.ndarray:
@@ -144,9 +148,14 @@ class _OpenStackCache:
     """A few stack files kept open between :func:`read_cell` calls (re-opened when changed).
 
     Opening a stack of thousands of pages means walking all its page headers, so reading it
-    cell by cell with a fresh open per cell would cost O(N²). Entries are checked against the
-    file's size and modification time on every use, and closed by :func:`release_open_files`
-    or at interpreter exit.
+    cell by cell with a fresh open per cell would cost O(N²); the lazy layers of a large
+    export read stacks chunk by chunk through it too. Entries are checked against the file's
+    size and modification time on every use (a file rewritten since is re-opened), the least
+    recently used is closed beyond :attr:`max_files`, and :func:`release_open_files` closes
+    them all. There is no ``atexit`` hook (there used to be): at interpreter exit the
+    operating system closes the handles, and a hook only delayed exit and kept a reference to
+    every open file; call :func:`release_open_files` before deleting or rewriting the files
+    on a system that locks open files (Windows).
     """
 
     max_files = 8

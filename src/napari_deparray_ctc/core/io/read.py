@@ -140,7 +140,7 @@ def read_cell(
     Raises
     ------
     DeparrayReadError
-        Naming the file and the reason (see the module docstring for what is refused).
+        Naming the file and the reason (``docs/reader.md`` lists what is refused).
     """
     cmap = user_map(channel_map) or source.channel_map
     limit = resolve_limit(max_pixels)
@@ -289,6 +289,22 @@ def read_export(
     cmap = user_map(channel_map)
     limit = resolve_limit(max_pixels)
     sources, skipped = discover_cells(paths, cmap, max_pixels=limit)
+    return read_sources(paths, sources, skipped, cmap, max_pixels=limit)
+
+
+def read_sources(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    sources: list[CellSource],
+    skipped: list[tuple[str, str]],
+    channel_map: ChannelMap | None = None,
+    *,
+    max_pixels: int | None = None,
+) -> Export:
+    """:func:`read_export` for cells already discovered from ``paths`` (no second discovery).
+
+    ``skipped``: what discovery skipped; the cells that cannot be read are added to it.
+    """
+    cmap, limit = channel_map, resolve_limit(max_pixels)
     skipped = list(dict.fromkeys(skipped))
 
     def record(path: str, reason: str) -> None:

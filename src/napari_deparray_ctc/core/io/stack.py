@@ -9,7 +9,7 @@ import numpy as np
 from napari_deparray_ctc.core.io.types import Cell
 
 
-def _common_shape(shapes: list[tuple[int, int]]) -> tuple[int, int]:
+def common_shape(shapes: list[tuple[int, int]]) -> tuple[int, int]:
     """Per-axis maximum over the cells whose area is not an outlier (> 4× the median area)."""
     areas = np.array([h * w for h, w in shapes], dtype=float)
     typical = [s for s, a in zip(shapes, areas, strict=True) if a <= 4 * np.median(areas)]
@@ -25,7 +25,7 @@ def _border_median(image: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def _fit(image: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+def fit_plane(image: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
     """Centre-crop and/or pad ``image`` to ``shape`` (padding with its border median)."""
     height, width = image.shape
     target_h, target_w = shape
@@ -73,11 +73,11 @@ def stack_channel(
     if not present:
         raise ValueError(f"no cell has a {channel!r} channel")
     if shape is None:
-        shape = _common_shape([p.shape for p in present])
+        shape = common_shape([p.shape for p in present])
     shape = (int(shape[0]), int(shape[1]))
     dtype = np.result_type(*{p.dtype for p in present})
     out = np.zeros((len(cells), *shape), dtype=dtype)
     for index, plane in enumerate(planes):
         if plane is not None:
-            out[index] = plane if plane.shape == shape else _fit(plane, shape, dtype)
+            out[index] = plane if plane.shape == shape else fit_plane(plane, shape, dtype)
     return out

@@ -16,6 +16,7 @@ from napari_deparray_ctc.core.io.fast_ifd import IMAGE_DESCRIPTION, PAGE_NAME, p
 from napari_deparray_ctc.core.io.header_checks import (
     check_codecs,
     check_colour,
+    check_declared_size,
     check_ome_plane_count,
     check_plane,
     check_series_fits,
@@ -123,6 +124,12 @@ def inspect_tiff(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pi
     sequence in it is a stack of cells; a declared channel axis (C) is still read as channels.
     """
     check_ome_plane_count(tif, path)
+    plan = _inspect(tif, path, single_channel, max_pixels)
+    check_declared_size(path, plan.nbytes, tif.filehandle.size)
+    return plan
+
+
+def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels: int) -> Plan:
     plan = _inspect_plain_pages(tif, path, single_channel, max_pixels)
     if plan is not None:
         return plan
