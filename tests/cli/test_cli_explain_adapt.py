@@ -79,6 +79,13 @@ def test_train_init_from_fine_tunes_that_model(export, model_path, tmp_path, cap
     assert meta["train_config"]["pretrained"] == str(model_path)
     assert "model.pt" in str(meta.get("pretrained"))
 
+    # only the last layer
+    head = tmp_path / "m3.pt"
+    argv_head = ["train", str(export), "--out", str(head), "--init-from", str(model_path)]
+    assert main([*argv_head, *TINY, "--train-layers", "head"]) == 0
+    assert load_model(head, device="cpu").metadata["train_config"]["train_layers"] == "head"
+    capsys.readouterr()
+
     assert main([*argv[:4], "--init-from", str(tmp_path / "nope.pt"), *TINY]) == 2
     assert "nope.pt" in _error_line(capsys)
     assert main([*argv, "--pretrained", "auto", *TINY]) == 2

@@ -47,6 +47,14 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
     ("--device", "device", str, None, "cuda, mps or cpu"),
     ("--threads", "num_threads", int, None, "torch CPU threads"),
     ("--pretrained", "pretrained", str, None, "starting weights: a file, or 'auto'"),
+    (
+        "--train-layers",
+        "train_layers",
+        str,
+        ("all", "head"),
+        "which layers training changes: all, or head (only the last layer of a network "
+        "started from --init-from or --pretrained)",
+    ),
 )
 
 

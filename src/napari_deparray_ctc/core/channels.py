@@ -581,9 +581,6 @@ def as_channel_map(
 
 def is_channel_file_name(name: str | Path) -> bool:
     """True when a file name (with or without extension) holds a known channel token."""
-    stem = Path(name).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return split_channel_token(stem)[0] is not None
+    from napari_deparray_ctc.core.io.common import tiff_stem  # the one TIFF-suffix rule
+
+    return split_channel_token(tiff_stem(name))[0] is not None
