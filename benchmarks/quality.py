@@ -14,13 +14,14 @@ Protocol
   ECE (10 bins), and the stored threshold itself (its spread over folds and seeds). Also
   whether training said it learned something, and the epochs it kept.
 * **Configurations** (``--configs``): ``default`` (``TrainConfig()`` as it is), ``rf``
-  (RandomForest on regionprops, ``benchmarks/baselines.py``), ``plain`` (a plain ResNet18:
-  no augmentation, no DAPI, one validation split, no calibration), and ablations named
+  (RandomForest on regionprops, ``benchmarks/baselines.py``), ``plain`` (a plain ResNet18
+  from random weights: no augmentation, no DAPI, one validation split, no calibration, the
+  F1-best threshold on that split), and ablations named
   ``key=value[,key=value]`` of ``TrainConfig`` fields (e.g. ``pretrained=synthetic``,
   ``dapi_strategy=aux_nucleus``). ``--variants`` adds inference-time variants of each
   trained ResNet: ``adapt`` (BatchNorm re-estimation on each test set), ``tta`` (8-fold
-  test-time augmentation), ``single`` (one member of an ensemble) and ``half_f1`` (the
-  half-best-F1 threshold rule on the same out-of-fold scores).
+  test-time augmentation), ``single`` (one member of an ensemble), and ``f1`` / ``half_f1``
+  (that threshold rule on the same out-of-fold scores).
 * **Noise labels** (``--noise-check``): the default trained once on permuted labels must say
   that it learned nothing.
 
@@ -130,10 +131,10 @@ def evaluate_model(model, tests: dict, variants: list[str], result=None) -> dict
             if members is None:
                 continue
             m = LoadedModel(network=members[0], metadata=model.metadata, device=model.device)
-        elif variant == "half_f1":
+        elif variant in ("f1", "half_f1"):  # the other threshold rule on the same scores
             if result is None or result.oof is None:
                 continue
-            threshold = _oof_threshold(result, "half_f1")
+            threshold = _oof_threshold(result, variant)
         out[variant] = {}
         for name, ts in tests.items():
             p = classify(ts.bf, m, batch_size=128, pixel_size=ts.pixel_sizes, **kwargs).p_ctc
@@ -155,9 +156,11 @@ def parse_config(name: str) -> dict:
                 "dapi_strategy": "none",
                 "folds": 1,
                 "calibration": "none",
+                "threshold_rule": "f1",  # its probabilities are not calibrated
                 "pretrained": None,
                 "pixel_size_um": None,
                 "ensemble": False,
+                "lr": 1e-3,
             },
         }
     overrides: dict[str, Any] = {}
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-folds", default=None, help="comma-separated 1-based outer folds")
     parser.add_argument("--domains", default=",".join(SHIFTED))
     parser.add_argument("--configs", default="default,rf,plain")
-    parser.add_argument("--variants", default="", help="adapt,tta,single,half_f1")
+    parser.add_argument("--variants", default="", help="adapt,tta,single,f1,half_f1")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every ResNet")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--noise-check", action="store_true")

@@ -184,3 +184,23 @@ def test_core_annotations_imports_no_qt_or_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ann.__name__.endswith("core.annotations")
+
+
+def test_atomic_writes_keep_ordinary_permissions(tmp_path: Path) -> None:
+    """Files are not made private by the temporary-file step (shared drives)."""
+    import stat
+
+    from napari_deparray_ctc.core.atomic import atomic_write
+
+    new = tmp_path / "new.csv"
+    with atomic_write(new) as handle:
+        handle.write("x\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~umask
+    existing = tmp_path / "existing.csv"
+    existing.write_text("old\n")
+    existing.chmod(0o640)
+    with atomic_write(existing) as handle:
+        handle.write("new\n")
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o640

@@ -62,6 +62,8 @@ def fast_config(**changes) -> TrainConfig:
         folds=2,
         num_threads=1,
         device="cpu",
+        pretrained=None,  # random weights: quick, and what these tests are about
+        lr=1e-3,
     )
     return dataclasses.replace(base, **changes)
 
@@ -268,6 +270,15 @@ def test_early_stopping_on_a_plateau(monkeypatch):
     assert result.stopped_early and not result.cancelled
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 1, 2, 3]
     assert result.metrics["best_epochs"] == [1, 1]
+
+
+def test_the_default_starts_from_the_shipped_pretrained_weights():
+    config = TrainConfig()
+    assert config.pretrained == "synthetic" and config.pixel_size_um == 0.55
+    result = train(fast_config(epochs=1, pretrained="synthetic", pixel_size_um=0.55), toy_set(16))
+    assert result.model.metadata["pretrained"] == "weights:synthetic_resnet18.pt"
+    assert result.history[0]["epoch"] == 0  # the pretrained network itself is a candidate
+    assert result.model.normalisation["pixel_size_um"] == 0.55
 
 
 def test_fine_tuning_keeps_the_starting_weights_as_a_candidate(learned_result, tmp_path):

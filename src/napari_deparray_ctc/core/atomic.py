@@ -16,6 +16,16 @@ from typing import IO, Any
 __all__ = ["atomic_write"]
 
 
+def _permissions_for(target: Path) -> int:
+    """The mode of the file being replaced, or ``0o666`` minus the umask for a new one."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file for writing and atomically move it onto ``path`` on success.
@@ -42,6 +52,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
         open_kwargs.setdefault("encoding", "utf-8")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would
+        # (or the replaced file's), so a CSV or a model on a shared drive stays readable
+        with contextlib.suppress(OSError):
+            os.chmod(tmp_name, _permissions_for(target))
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()

@@ -189,11 +189,17 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
                 source = _load_pretrained(network, arch, path)
         elif pretrained_path(str(pretrained)) is not None:
             path = pretrained_path(str(pretrained))
-            if not path.is_file():
-                raise ModelFileError(
-                    path, f"the shipped '{pretrained}' weights are missing from this installation"
+            if not path.is_file() or arch != "resnet18":
+                why = (
+                    "are missing from this installation" if arch == "resnet18" else "are a resnet18"
                 )
-            source = _load_pretrained(network, arch, path)
+                warnings.warn(
+                    f"The shipped {pretrained} weights {why}; training {arch} from random "
+                    "weights instead.",
+                    stacklevel=2,
+                )
+            else:
+                source = _load_pretrained(network, arch, path)
         else:
             source = _load_pretrained(network, arch, Path(pretrained))
     network.pretrained_source = source

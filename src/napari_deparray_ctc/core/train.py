@@ -86,7 +86,7 @@ class TrainConfig:
 
     arch: str = _setting("resnet18", "Network architecture.", choices=ARCHITECTURES)
     epochs: int = _setting(
-        12,
+        10,
         "Most epochs per fold (training stops earlier when the held-out score no longer improves).",
         min=1,
         max=1000,
@@ -100,7 +100,13 @@ class TrainConfig:
         step=8,
     )
     batch_size: int = _setting(32, "Training batch size.", min=2, max=1024, step=2)
-    lr: float = _setting(1e-3, "Peak learning rate (AdamW, cosine decay).", min=1e-6, max=1.0)
+    lr: float = _setting(
+        3e-4,
+        "Peak learning rate (AdamW, cosine decay); 3e-4 fine-tunes the pretrained weights "
+        "gently (1e-3 suits training from random weights).",
+        min=1e-6,
+        max=1.0,
+    )
     weight_decay: float = _setting(1e-4, "AdamW weight decay.", min=0.0, max=1.0)
     augment: tuple[str, ...] = _setting(
         AUGMENT_FAMILIES,
@@ -146,36 +152,35 @@ class TrainConfig:
     )
     ensemble: bool = _setting(
         True,
-        "Keep every fold's network and average them (more robust, "
+        "Keep every fold's network and average them (more robust on other instruments, "
         "slower to classify); off keeps the best fold's network.",
     )
     calibration: str = _setting(
         "platt",
-        "How P(CTC) is calibrated on the out-of-fold "
-        "scores: platt (two numbers, default), isotonic, or none.",
+        "How P(CTC) is calibrated on the out-of-fold scores: platt (two numbers), isotonic "
+        "or none.",
         choices=("platt", "isotonic", "none"),
     )
     threshold_rule: str = _setting(
-        "f1",
-        "How the threshold is chosen on the calibrated "
-        "out-of-fold P(CTC): f1 (best F1) or half_f1 (half the best "
-        "F1, steadier).",
+        "half_f1",
+        "How the threshold is chosen on the calibrated out-of-fold P(CTC): half_f1 (half "
+        "the best F1, the optimum for calibrated scores, and steadier) or f1 (best F1).",
         choices=("f1", "half_f1"),
     )
     pixel_size_um: float | None = _setting(
-        None,
-        "Canonical pixel size (µm) of the network "
-        "input: cells with a known pixel size are rescaled "
-        "to it. None: crops are resized whole.",
+        0.55,
+        "Canonical pixel size (µm) of the network input: cells whose pixel size is known "
+        "are rescaled to it, so cell sizes mean the same on every camera. None: crops are "
+        "resized whole.",
         min=0.05,
         max=5.0,
     )
     device: str | None = _setting(None, "cuda, mps or cpu; None picks the best available.")
     pretrained: str | None = _setting(
-        None,
-        "Starting weights: None (random), 'auto' "
-        "(ImageNet weights from the local torch cache) or a file "
-        "(a model file to fine-tune).",
+        "synthetic",
+        "Starting weights: synthetic (shipped: pretrained on randomised synthetic cells), "
+        "None (random), auto (ImageNet weights from the local torch cache) or a model file "
+        "to fine-tune.",
     )
     out: str | None = _setting(None, "Model file to write (atomically; the best model so far).")
     num_threads: int | None = _setting(

@@ -23,6 +23,7 @@ from napari_deparray_ctc.core.io.common import (
     NOT_IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     as_path_list,
+    error_from_exception,
     group_key,
     is_tiff_name,
     looks_like_tiff_magic,
@@ -32,7 +33,7 @@ from napari_deparray_ctc.core.io.common import (
     tiff_stem,
     user_map,
 )
-from napari_deparray_ctc.core.io.pixels import OpenFile
+from napari_deparray_ctc.core.io.pixels import STACK_CACHE, OpenFile
 from napari_deparray_ctc.core.io.types import CellSource, Plan
 from napari_deparray_ctc.core.labels import (
     LabelRecord,
@@ -219,13 +220,18 @@ def _apply_labels(source: CellSource, context: _DirContext) -> bool:
 def _peek(path: str, single_channel: bool, state: _Discovery) -> Plan | None:
     """Read one file's header; on failure record it as skipped and return ``None``."""
     try:
+        info = os.stat(path)
         handle = OpenFile(path, single_channel, state.max_pixels)
-    except DeparrayReadError as exc:
-        state.skip(path, exc.reason)
+    except (DeparrayReadError, OSError) as exc:
+        error = error_from_exception(path, exc)
+        state.skip(path, error.reason)
         state.failed_peeks.add(path)
         return None
     plan = handle.plan
-    handle.close()
+    if plan.n_cells > 1:  # a stack: its cells are read next, keep it open for them
+        STACK_CACHE.adopt(handle, single_channel, (info.st_size, info.st_mtime_ns))
+    else:
+        handle.close()
     return plan
 
 

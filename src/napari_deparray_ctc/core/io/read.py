@@ -181,8 +181,9 @@ def sources_then_cells(
     def opener(path: str, single_channel: bool) -> OpenFile:
         key = (path, single_channel)
         handle = open_files.get(key)
-        if handle is None:
-            handle = OpenFile(path, single_channel, max_pixels)
+        if handle is None:  # a stack that discovery opened is taken over, not opened again
+            handle = STACK_CACHE.take(path, single_channel, max_pixels)
+            handle = handle or OpenFile(path, single_channel, max_pixels)
             open_files[key] = handle
         return handle
 

@@ -25,47 +25,12 @@ from napari_deparray_ctc.napari.widgets.train.cells_box import CHOOSE_DAPI, NO_D
 from napari_deparray_ctc.napari.widgets.train.inputs import TrainInputs
 from napari_deparray_ctc.napari.widgets.train.loss_plot import LossPlot
 from napari_deparray_ctc.napari.widgets.train.settings_box import DEFAULT_MODEL_NAME, SettingsBox
+from napari_deparray_ctc.napari.widgets.train.texts import format_seconds, metrics_html
 from napari_deparray_ctc.napari.workers import TrainJob, TrainWorker
 
 __all__ = ["CHOOSE_DAPI", "NO_DAPI", "TrainWidget", "format_seconds", "metrics_html"]
 
 LOG = logging.getLogger(__name__)
-
-
-def format_seconds(seconds: float | None) -> str:
-    """``m:ss`` (or ``h:mm:ss``), ``--:--`` when unknown."""
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return "--:--"
-    seconds = round(float(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def metrics_html(metrics: dict) -> str:
-    """Precision, recall, F1, threshold and the confusion matrix as a small HTML table."""
-
-    def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
-
-    text = (
-        f"<b>Validation</b>: precision {fmt('precision')}, recall {fmt('recall')}, "
-        f"F1 {fmt('f1')} (CTC positive), threshold {fmt('threshold')}"
-    )
-    matrix = metrics.get("confusion_matrix")
-    if isinstance(matrix, dict):  # core.metrics.confusion: {"matrix": [[TN, FP], [FN, TP]], ...}
-        matrix = matrix.get("matrix")
-    if isinstance(matrix, list | tuple) and len(matrix) == 2:
-        (tn, fp), (fn, tp) = matrix
-        text += (
-            "<table border='1' cellspacing='0' cellpadding='3'>"
-            "<tr><th></th><th>called WBC</th><th>called CTC</th></tr>"
-            f"<tr><th>true WBC</th><td align='right'>{tn}</td><td align='right'>{fp}</td></tr>"
-            f"<tr><th>true CTC</th><td align='right'>{fn}</td><td align='right'>{tp}</td></tr>"
-            "</table>"
-        )
-    return text
 
 
 class TrainWidget(QWidget):
@@ -203,11 +168,9 @@ class TrainWidget(QWidget):
         from napari_deparray_ctc.core.errors import TrainingDataError
         from napari_deparray_ctc.core.train import config_field_defaults
 
-        if self.start_from_check.isChecked() and not self.session.model_path:
-            raise ValueError(
-                "'Start from the current model': choose a model in 'Classify cells' first."
-            )
         inputs = self.inputs()
+        if self.start_from_check.isChecked():
+            inputs = self._starting_from(inputs)
         pairing = self.pairing()
         error = inputs.validation_error()
         if error:
@@ -242,6 +205,25 @@ class TrainWidget(QWidget):
                 "cells with c (CTC) and w (WBC)."
             ) from None
         return inputs, data
+
+    def _starting_from(self, inputs: TrainInputs) -> TrainInputs:
+        """Fine-tuning takes the network and input size of the model it starts from."""
+        import dataclasses
+
+        classify = self.session.widget("classify")
+        box = getattr(classify, "model_box", None)
+        if not self.session.model_path or box is None or box.path != self.session.model_path:
+            raise ValueError(
+                "'Start from the current model': choose a model in 'Classify cells' first."
+            )
+        if box.metadata is None:
+            raise ValueError(
+                box.problem or "'Start from the current model': it is still being read."
+            )
+        size = box.metadata.get("image_size") or inputs.image_size
+        return dataclasses.replace(
+            inputs, arch=box.metadata.get("arch", inputs.arch), image_size=int(size)
+        )
 
     # -- running --------------------------------------------------------------------------
 
