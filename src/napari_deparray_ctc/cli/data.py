@@ -160,6 +160,7 @@ def classify_paths(
     )
     bar.close()
     if not stream.cell_ids:
+        skip_warning(stream.skipped)  # the reasons, then the error
         raise no_cells_error(paths, stream.skipped)
     skip_warning(stream.skipped)
     return stream, predictions, model
@@ -210,6 +211,7 @@ def read_training_set(paths: Sequence[str], channel_map: str | None = None):
     except DeparrayError:
         bar.close()
         if read == 0 or len(skipped) >= read:
+            skip_warning(skipped)  # the reasons, then the error
             raise no_cells_error(paths, skipped) from None
         raise
     bar.close()

@@ -179,7 +179,12 @@ def _layer_kwargs(
         "blending": "translucent_no_depth" if index == 0 else "additive",
         "contrast_limits": limits,
         "metadata": {"deparray": {"channel": channel, **shared}},
+        # the classifier reads BF (the first channel): the fluorescence layers, drawn
+        # additively on top, would hide it, so they open hidden (their eye shows them)
+        "visible": index == 0,
     }
+    if not single:
+        kwargs["axis_labels"] = ("cell", "y", "x")  # the slider steps through cells
     pixel_size = shared["pixel_size_um"]
     if pixel_size is not None:
         kwargs["scale"] = (pixel_size,) * 2 if single else (1.0, pixel_size, pixel_size)

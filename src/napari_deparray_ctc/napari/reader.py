@@ -194,7 +194,23 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
             _return_freed_memory_to_the_os()
     for _data, kwargs, _kind in layers:
         kwargs["metadata"]["deparray"]["annotations_path"] = str(sidecar)
+    _attach_session()
     return layers
+
+
+def _attach_session() -> None:
+    """Give the viewer its session before napari adds the layers: the annotation keys and
+    the cell caption then work without any widget docked (``napari/session.py``)."""
+    try:
+        import napari
+
+        from .session import session_for
+
+        viewer = napari.current_viewer()
+        if viewer is not None:
+            session_for(viewer)
+    except Exception:  # a convenience: reading never fails on it
+        pass
 
 
 #: exports of up to this many cells are read into memory without sampling them first

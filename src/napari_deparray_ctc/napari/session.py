@@ -116,6 +116,14 @@ class Session:
         self._stores: dict[Path, AnnotationStore] = {}
         self._warned_unsaved = False
         self._widgets: dict[str, weakref.ref] = {}
+        viewer.layers.events.inserted.connect(self._on_layer_inserted)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        """A new stack of cells starts at its first cell (napari's default is the middle)."""
+        layer, viewer = event.value, self.viewer
+        if viewer is None or not is_cell_layer(layer) or not is_stack(layer):
+            return
+        viewer.dims.set_current_step(viewer.dims.ndim - layer.ndim, 0)
 
     # -- shared values --------------------------------------------------------------------
 

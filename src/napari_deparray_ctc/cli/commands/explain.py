@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         flush()
     bar.close()
     if not done:
+        skip_warning(stream.skipped)  # the reasons, then the error
         raise no_cells_error(args.data, stream.skipped)
     skip_warning(stream.skipped)
     print(f"{done} saliency maps written to {out}")

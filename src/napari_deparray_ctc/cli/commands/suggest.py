@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     p, features = cell_embeddings(counted(), model, args.batch_size)
     bar.close()
     if not stream.cell_ids:
+        skip_warning(stream.skipped)  # the reasons, then the error
         raise no_cells_error(args.data, stream.skipped)
     skip_warning(stream.skipped)
     keep = [
