@@ -77,7 +77,6 @@ def probe(seconds: float | None = None, until=None, interval_ms: int = 10) -> fl
 def _child(args: argparse.Namespace) -> dict[str, float]:
     """One fresh session: every phase, in order (torch not imported before)."""
     import napari
-
     from napari_deparray_ctc.core.synth import write_export
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ui-"))
@@ -108,7 +107,9 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
     train_box: dict = {}
 
     def dock_train() -> None:
-        _dock, widget = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Train classifier")
+        _dock, widget = viewer.window.add_plugin_dock_widget(
+            "napari-deparray-ctc", "Train classifier"
+        )
         train_box["widget"] = widget
 
     timed("dock Train classifier", dock_train, lambda: not train_box["widget"].warmup.is_alive())
@@ -127,7 +128,9 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
     )
 
     def dock_classify() -> None:
-        _dock, widget = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Classify cells")
+        _dock, widget = viewer.window.add_plugin_dock_widget(
+            "napari-deparray-ctc", "Classify cells"
+        )
         widget.set_model_path(model)
         classify_box["widget"] = widget
 
@@ -177,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
                 return 1
             figures[setting].append(json.loads(line[7:]))
-    print(f"largest UI stall (ms), {args.cells} cells, {os.cpu_count()} CPUs, worst of {args.repeats} session(s)")
+    print(
+        f"largest UI stall (ms), {args.cells} cells, {os.cpu_count()} CPUs, worst of {args.repeats} session(s)"
+    )
     print(f"{'phase':<38}{'preload':>10}{'no preload':>12}")
     for phase in PHASES:
         worst = {k: max(run[phase] for run in v) for k, v in figures.items()}

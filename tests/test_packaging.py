@@ -122,7 +122,13 @@ def test_wheel_ships_the_manifest_as_a_real_file(tmp_path):
     extracted = tmp_path / "napari.yaml"
     extracted.write_text(shipped, encoding="utf-8")
     assert PluginManifest.from_file(extracted).name == DIST
-    for module in ("__init__.py", "napari/reader.py", "napari/sample_data.py", "napari/layer_data.py", "core/io/__init__.py"):
+    for module in (
+        "__init__.py",
+        "napari/reader.py",
+        "napari/sample_data.py",
+        "napari/layer_data.py",
+        "core/io/__init__.py",
+    ):
         assert f"{PACKAGE}/{module}" in names
 
 
@@ -178,7 +184,9 @@ def test_ci_script_is_strict_and_executable():
     assert "rm -rf .venv" in text  # a fresh environment, built by the README's command
     assert os.access(script, os.X_OK)
     for name in ("run", "system-deps.sh"):
-        result = subprocess.run(["bash", "-n", str(REPO / ".ci" / name)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", "-n", str(REPO / ".ci" / name)], capture_output=True, text=True
+        )
         assert result.returncode == 0, result.stderr
 
 

@@ -197,3 +197,29 @@ def test_help_lists_the_new_commands(capsys):
     text = capsys.readouterr().out
     for command in ("explain", "suggest", "info", "export"):
         assert command in text
+
+
+def test_classify_adapt_tta_and_pixel_size_change_the_scores(export, model_path, tmp_path):
+    from napari_deparray_ctc.core.io import read_export
+
+    declared = {cell.pixel_size_um for cell in read_export(export).cells}
+    assert len(declared) == 1 and None not in declared  # the synthetic export declares one
+    base = ["classify", str(export), "--model", str(model_path)]
+
+    def scores(*extra: str) -> dict[str, float]:
+        out = tmp_path / f"calls{len(list(tmp_path.iterdir()))}.csv"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        return {row["cell_id"]: float(row["p_ctc"]) for row in _read_csv(out)}
+
+    plain = scores()
+    assert scores("--pixel-size", str(declared.pop())) == pytest.approx(plain, abs=1e-6)
+    for extra in (["--pixel-size", "0.3"], ["--adapt"], ["--tta"]):
+        changed = scores(*extra)
+        assert changed.keys() == plain.keys(), extra
+        assert max(abs(changed[k] - plain[k]) for k in plain) > 1e-4, extra
+
+
+def test_classify_refuses_a_nonsense_pixel_size(export, model_path, tmp_path, capsys):
+    argv = ["classify", str(export), "--model", str(model_path), "--out", str(tmp_path / "c.csv")]
+    assert main([*argv, "--pixel-size", "-1"]) == 2
+    assert "--pixel-size must be a positive size in micrometres" in _error_line(capsys)

@@ -119,3 +119,14 @@ def tiffs(tmp_path: Path) -> TiffFactory:
 def planes_factory():
     """:func:`make_planes`."""
     return make_planes
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (faster on a small busy machine), then restore."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -15,13 +15,7 @@ from napari_deparray_ctc.core.model import LoadedModel, build_ensemble, build_ne
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from synth_masks import inside_fraction, synth_cells_with_masks
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

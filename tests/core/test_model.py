@@ -29,13 +29,7 @@ from napari_deparray_ctc.core.model import (
     select_device,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cell(size: int = 32, seed: int = 0) -> np.ndarray:

@@ -34,12 +34,7 @@ def _calibration(method: str, logits: np.ndarray) -> dict:
     return {"method": "isotonic", "x": list(x), "y": [0.02, 0.1, 0.3, 0.6, 0.97], "n_cells": 50}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from napari_deparray_ctc.core.suggest import (
     suggest_cells,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_picks_uncertain_cells_from_different_clusters():

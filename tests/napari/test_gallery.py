@@ -127,14 +127,18 @@ def test_gallery_tiles_show_saliency(viewer_with_export, qtbot, tmp_path) -> Non
     from napari_deparray_ctc.napari.widgets.gallery.widget import GalleryWidget
 
     model = tmp_path / "untrained.pt"
-    save_model(model, build_network("resnet18"), {"arch": "resnet18", "threshold": 0.5, "image_size": 32})
+    save_model(
+        model, build_network("resnet18"), {"arch": "resnet18", "threshold": 0.5, "image_size": 32}
+    )
     viewer = viewer_with_export
     session_for(viewer).model_path = str(model)
     gallery = GalleryWidget(viewer)
     viewer.window.add_dock_widget(gallery)
     width_before = gallery.tiles.iconSize().width()
     gallery.saliency_check.setChecked(True)
-    qtbot.waitUntil(lambda: len(gallery.saliency) == 4 and gallery._explaining is None, timeout=120_000)
+    qtbot.waitUntil(
+        lambda: len(gallery.saliency) == 4 and gallery._explaining is None, timeout=120_000
+    )
     assert gallery.tiles.iconSize().width() > width_before  # a heat-map panel per tile
     for saliency in gallery.saliency.values():
         assert saliency.min() >= 0 and saliency.sum() == pytest.approx(1.0, abs=1e-3)

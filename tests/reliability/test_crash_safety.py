@@ -455,8 +455,8 @@ def test_kill_during_training_keeps_the_previous_model(tmp_path, when) -> None:
 
 def test_temporary_files_left_by_a_kill_are_ignored_by_the_reader(tmp_path) -> None:
     """A kill during a write leaves ``.<name>.<random>.tmp``; opening the folder ignores it."""
-    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
     from napari_deparray_ctc.core.io import read_export
+    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
 
     folder = tmp_path / "export"
     write_good_cells(folder, 2)
@@ -594,8 +594,8 @@ def _display_available() -> bool:
 @pytest.mark.time_limit(600)
 @pytest.mark.skipif(not _display_available(), reason="napari's canvas needs a display (Xvfb)")
 def test_kill_of_napari_keeps_every_annotation_made_before(tmp_path) -> None:
-    from napari_deparray_ctc.napari.reader import read_deparray
     from napari_deparray_ctc.core.annotations import SIDECAR_NAME, load_annotations
+    from napari_deparray_ctc.napari.reader import read_deparray
 
     export = tmp_path / "export"
     write_good_cells(export, 8)

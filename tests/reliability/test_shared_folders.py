@@ -63,7 +63,7 @@ def test_two_processes_annotating_at_once_lose_nothing(tmp_path: Path) -> None:
         for prefix in ("a", "b")
     ]
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     saved = load_annotations(sidecar)
     assert len(saved) == 120
@@ -85,7 +85,7 @@ def test_the_newest_annotation_of_a_cell_wins(tmp_path: Path) -> None:
 def _refuse_writes_in(folder: Path, code: int, monkeypatch) -> None:
     real = tempfile.mkstemp
 
-    def mkstemp(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own name
+    def mkstemp(*args, dir=None, **kwargs):
         if dir is not None and Path(dir) == folder:
             raise OSError(code, os.strerror(code))
         return real(*args, dir=dir, **kwargs)

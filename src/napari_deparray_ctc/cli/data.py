@@ -74,6 +74,7 @@ class StreamedCells:
     cell_paths: list[str] = dataclasses.field(default_factory=list)
     labels: list[str | None] = dataclasses.field(default_factory=list)
     groups: list[str | None] = dataclasses.field(default_factory=list)
+    pixel_sizes: list[float | None] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     total: int | None = None
 
@@ -101,6 +102,7 @@ class StreamedCells:
             self.cell_paths.append(cell.path)
             self.labels.append(cell.label)
             self.groups.append(cell.group)
+            self.pixel_sizes.append(cell.pixel_size_um)
             yield bf
 
 
@@ -138,7 +140,8 @@ def classify_paths(
     """Stream every cell of DATA through the model; returns ``(stream, predictions, model)``.
 
     ``on_image`` is called with each BF image as it streams past (e.g. to keep a few, or to
-    compute their shift features), so DATA is still read once.
+    compute their shift features), so DATA is still read once. Each cell's pixel size is the
+    one its file declares unless ``classify_options["pixel_size"]`` gives one for all.
     """
     from napari_deparray_ctc.core.classify import classify
 
@@ -150,13 +153,18 @@ def classify_paths(
     images = stream.images()
     if on_image is not None:
         images = _tapped(images, on_image)
+    options = dict(classify_options or {})
+    if options.get("pixel_size") is None:
+        # the list grows as the cells stream past; classify reads a batch's sizes only after
+        # it has taken that batch's images, so each size is there before it is read
+        options["pixel_size"] = stream.pixel_sizes
     predictions = classify(
         images,
         model,
         batch_size=batch_size,
         device=device,
         progress=lambda done, total=None: bar.update(done, total or stream.total),
-        **(classify_options or {}),
+        **options,
     )
     bar.close()
     if not stream.cell_ids:

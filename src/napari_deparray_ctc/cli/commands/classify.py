@@ -41,6 +41,25 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="pixel size of DATA in micrometres, for every cell (default: what each file "
+        "declares; cells are rescaled to the model's training pixel size when both are known)",
+    )
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="re-estimate the network's BatchNorm statistics on DATA first (helps when the "
+        "cells come from another instrument; needs a few hundred cells)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average each cell's P(CTC) over its 8 rotations and reflections (8x slower)",
+    )
     options.add_channel_map_option(p)
     p.set_defaults(func=run)
 
@@ -102,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(args.model, "model file not found")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.pixel_size is not None and not 0 < args.pixel_size < 1000:
+        raise CliError(
+            f"--pixel-size must be a positive size in micrometres, not {args.pixel_size}"
+        )
     options.apply_threads(args.threads)
     tap = ShiftTap()
     stream, predictions, model = classify_paths(
@@ -111,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         args.device,
         "classify",
         args.channel_map,
+        classify_options={"pixel_size": args.pixel_size, "adapt": args.adapt, "tta": args.tta},
         on_image=tap,
     )
     write_predictions(Path(args.out), stream, predictions)

@@ -218,7 +218,7 @@ def test_widget_says_only_bf_is_used(widget, viewer):
 
 def test_two_exports_classify_only_the_chosen_one(widget, viewer, qtbot, fake_core, model_file):
     old_bf, _ = _add_stack(viewer, name="training")
-    new_bf, _ = _add_stack(viewer, values=[10.0, 90.0], name="new export")
+    _new_bf, _ = _add_stack(viewer, values=[10.0, 90.0], name="new export")
     # the newest export is offered first and chosen
     assert widget.target_combo.currentData() == ("new export :: BF",)
     _choose_model(widget, qtbot, model_file)
@@ -296,6 +296,23 @@ def test_no_cells_is_refused_with_a_reason(widget, viewer, qtbot, fake_core, mod
     assert widget.run() is None
     assert errors and "Choose the cells to classify" in errors[-1]
     assert widget.run_button.isEnabled()
+
+
+def test_an_export_without_bf_says_classification_needs_bf(
+    widget, viewer, qtbot, fake_core, model_file, errors
+):
+    for channel in ("DAPI", "CK"):
+        viewer.add_image(
+            np.zeros((2, 5, 5)),
+            name=f"run7 :: {channel}",
+            metadata={"deparray": {"channel": channel}},
+        )
+    _choose_model(widget, qtbot, model_file)
+    assert widget.target_combo.count() == 0
+    assert "no bright-field (BF)" in widget.status_label.text()
+    assert widget.run() is None
+    assert "'run7' has no bright-field (BF) images, only DAPI, CK" in errors[-1]
+    assert "classification needs BF" in errors[-1]
 
 
 def test_plain_stack_without_metadata_gets_generated_ids(
@@ -508,9 +525,7 @@ def test_progress_reaches_the_widget_and_activity_dock(
     assert widget._activity is None  # closed at the end
 
 
-def test_bad_model_file_is_caught_when_chosen(
-    widget, viewer, qtbot, errors, tmp_path, monkeypatch
-):
+def test_bad_model_file_is_caught_when_chosen(widget, viewer, qtbot, errors, tmp_path, monkeypatch):
     """Real core loader: a foreign file is reported as soon as it is chosen, in words."""
     _add_stack(viewer)
     bad = tmp_path / "holiday-photo.pt"
@@ -796,7 +811,9 @@ def test_suggest_next_cells_fills_the_table_top_and_the_gallery(
     assert 1 <= len(suggested) <= 4 and not set(suggested) & annotated
     top = [r["cell id"] for r in widget.table.visible_rows()[: len(suggested)]]
     assert top == suggested
-    assert [gallery.tiles.item(i).text().split("\n")[0] for i in range(gallery.tiles.count())] == suggested
+    assert [
+        gallery.tiles.item(i).text().split("\n")[0] for i in range(gallery.tiles.count())
+    ] == suggested
 
 
 @pytest.mark.slow
@@ -814,7 +831,9 @@ def test_saliency_overlay_follows_the_current_cell(
     qtbot.waitUntil(lambda: SALIENCY_LAYER in viewer.layers, timeout=WAIT_MS)
     overlay = viewer.layers[SALIENCY_LAYER]
     assert overlay.metadata["saliency_of"] == bf.metadata["deparray"]["cell_ids"][2]
-    assert overlay.data.shape == bf.data.shape[1:] and float(overlay.data.max()) == pytest.approx(1.0)
+    assert overlay.data.shape == bf.data.shape[1:] and float(overlay.data.max()) == pytest.approx(
+        1.0
+    )
     assert viewer.layers.selection.active is bf  # the cell layer stays selected (keys work)
     viewer.dims.set_current_step(0, 5)
     target = bf.metadata["deparray"]["cell_ids"][5]

@@ -115,11 +115,11 @@ def test_to_config_writes_to_the_in_progress_file(tmp_path: Path) -> None:
     init = tmp_path / "lab.pt"
     init.write_bytes(b"x")
     assert _valid(tmp_path, init_from=str(init)).to_config().pretrained == str(init)
-    assert "does not exist" in _valid(tmp_path, init_from=str(tmp_path / "no.pt")).validation_error()
+    assert (
+        "does not exist" in _valid(tmp_path, init_from=str(tmp_path / "no.pt")).validation_error()
+    )
 
 
 def test_inputs_is_a_dataclass_with_every_setting() -> None:
     names = {f.name for f in dataclasses.fields(TrainInputs)}
     assert {"arch", "epochs", "augment", "dapi_strategy", "val_fraction", "seed", "out"} <= names
-
-

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_deparray_ctc.core.model_files import in_progress_path
 from napari_deparray_ctc.core.synth import write_export
 from napari_deparray_ctc.napari.cells import deparray_meta, set_cell_label
-from napari_deparray_ctc.core.model_files import in_progress_path
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.train.widget import CHOOSE_DAPI, TrainWidget
 
@@ -400,7 +400,9 @@ def test_eta_counts_from_the_first_batch(viewer_widget, monkeypatch) -> None:
 
     _viewer, widget, _layers = viewer_widget
     clock = iter([100.0, 101.0, 102.0])  # first batch at 100 s, then one batch per second
-    monkeypatch.setattr("napari_deparray_ctc.napari.widgets.train.widget.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr(
+        "napari_deparray_ctc.napari.widgets.train.widget.time.perf_counter", lambda: next(clock)
+    )
     for batch in (1, 2, 3):
         widget._on_progress(TrainProgress(1, 2, batch, 10, "batch", 0.5))
     # 3 of 20 batches done, 1 s per batch since the first: 17 s left

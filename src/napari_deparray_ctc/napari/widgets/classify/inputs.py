@@ -22,6 +22,7 @@ __all__ = [
     "Target",
     "classify_targets",
     "config_dir",
+    "exports_without_bf",
     "last_model_path",
     "remember_model_path",
 ]
@@ -68,6 +69,33 @@ def classify_targets(layers: Sequence[Any]) -> list[Target]:
             )
         )
     return targets
+
+
+def exports_without_bf(layers: Sequence[Any]) -> str | None:
+    """A sentence naming the opened exports that have no bright-field (BF) layer (the
+    classifier reads BF only), or ``None`` when every export has one.
+
+    Parameters
+    ----------
+    layers
+        The viewer's image layers.
+    """
+    from napari_deparray_ctc.napari.cells import layer_channel
+
+    channels: dict[str, list[str]] = {}
+    for layer in layers:
+        channel = layer_channel(layer)
+        if channel is not None:
+            channels.setdefault(layer.name.split(" :: ")[0], []).append(channel)
+    lacking = {name: found for name, found in channels.items() if "BF" not in found}
+    if not lacking:
+        return None
+    name, found = next(iter(lacking.items()))
+    others = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
+    return (
+        f"'{name}'{others} has no bright-field (BF) images, only {', '.join(found)}: "
+        "classification needs BF, so open the export's BF images too."
+    )
 
 
 @dataclass

@@ -29,7 +29,11 @@ from napari_deparray_ctc.core.constants import background_threads
 from napari_deparray_ctc.napari.cells import cell_count, deparray_meta, ensure_deparray_metadata
 from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
-from napari_deparray_ctc.napari.widgets.classify.inputs import ClassifyInputs, classify_targets
+from napari_deparray_ctc.napari.widgets.classify.inputs import (
+    ClassifyInputs,
+    classify_targets,
+    exports_without_bf,
+)
 from napari_deparray_ctc.napari.widgets.classify.model_box import ModelBox
 from napari_deparray_ctc.napari.widgets.classify.results_box import ResultsBox
 from napari_deparray_ctc.napari.widgets.classify.review_tools import ReviewTools
@@ -174,6 +178,9 @@ class ClassifyWidget(QWidget):
         wanted = new[0] if new and old else previous
         index = self.target_combo.findData(wanted) if wanted is not None else -1
         self.target_combo.setCurrentIndex(max(index, 0) if targets else -1)
+        lacking = None if targets else exports_without_bf(self.viewer.layers)
+        if lacking and hasattr(self, "status_label"):
+            self.status_label.setText(lacking)
 
     def choose_layers(self, names: Any) -> None:
         """Classify these layers next (one export's BF layer, or plain layers)."""
@@ -207,6 +214,8 @@ class ClassifyWidget(QWidget):
             return None
         inputs = self.inputs()
         error = inputs.validation_error([layer.name for layer in self.viewer.layers])
+        if inputs.layer_names is None and (lacking := exports_without_bf(self.viewer.layers)):
+            error = lacking  # an export opened without BF: say so, not "open an export"
         if error is None and self.model_box.problem:
             error = self.model_box.problem
         if error is not None:

@@ -248,6 +248,7 @@ class GalleryWidget(QWidget):
                 self.saliency[(model, cell.cell_id)] = saliency
 
         worker.returned.connect(store)
+
         def failed(exc: BaseException) -> None:
             self.saliency_check.setChecked(False)  # no retry loop on a model that cannot explain
             self.page_label.setText(f"Saliency could not be computed: {exc}")
