@@ -117,6 +117,11 @@ class ResultsTable(QTableWidget):
         self.results = results
         self._updating = True
         self.blockSignals(True)  # itemChanged would fire once per item: thousands of calls
+        header = self.horizontalHeader()
+        # a column sized to its contents measures every row again after each setItem once the
+        # table is on screen (O(rows^2): 1 s for 500 cells on the second run); size it once
+        header.setSectionResizeMode(COL_LAYER, QHeaderView.ResizeMode.Interactive)
+        self.setUpdatesEnabled(False)
         try:
             self.setSortingEnabled(False)
             self.clearContents()
@@ -161,6 +166,8 @@ class ResultsTable(QTableWidget):
             self.setSortingEnabled(True)
             self.sortItems(COL_UNCERTAINTY if review else COL_ORDER, Qt.SortOrder.AscendingOrder)
         finally:
+            header.setSectionResizeMode(COL_LAYER, QHeaderView.ResizeMode.ResizeToContents)
+            self.setUpdatesEnabled(True)
             self.blockSignals(False)
             self._updating = False
 
