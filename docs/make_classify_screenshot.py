@@ -71,12 +71,21 @@ def main() -> int:
     session = session_for(viewer)
     for row, label in ((0, "CTC"), (1, "WBC")):
         session.set_label(widget.results.rows[widget.table.order()[row]].cell_id, label)
-    _dock, gallery = viewer.window.add_plugin_dock_widget(
-        "napari-deparray-ctc", "Cell gallery", tabify=False
-    )
+    from qtpy.QtWidgets import QScrollArea
+
+    from napari_deparray_ctc.napari.widgets.gallery.widget import GalleryWidget
+
+    gallery = GalleryWidget(viewer)  # along the bottom: room for many tiles
+    viewer.window.add_dock_widget(gallery, name="Cell gallery", area="bottom")
     gallery.sort_combo.setCurrentIndex(1)  # doubt: the review queue
     gallery.tile_spin.setValue(44)
     widget.table.setCurrentCell(2, 1)
+    for _ in range(20):
+        napari.qt.get_qapp().processEvents()
+    scroll = widget.findChild(QScrollArea)
+    if scroll is not None:  # show the results table rather than the model details
+        scroll.ensureWidgetVisible(widget.table, 0, 200)
+        scroll.horizontalScrollBar().setValue(0)
     viewer.reset_view()
     for _ in range(40):
         napari.qt.get_qapp().processEvents()

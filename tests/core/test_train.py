@@ -365,3 +365,12 @@ def test_an_uncalibrated_model_is_not_judged_by_its_log_loss():
     p = np.r_[np.full(30, 0.9), np.full(10, 0.99)]  # ranks perfectly, probabilities wrong
     assert assess_learning(y, p, 0.95, calibrated=False)["learned"]
     assert not assess_learning(y, p, 0.95, calibrated=True)["learned"]
+
+
+def test_every_model_carries_its_training_cells_feature_summary(learned_result):
+    from napari_deparray_ctc.core.model import load_model
+
+    result, out, _ = learned_result
+    summary = result.model.metadata["feature_summary"]
+    assert summary["n_cells"] == 24 and len(summary["mean"]) == len(summary["names"])
+    assert load_model(out, device="cpu").metadata["feature_summary"] == summary  # in the file

@@ -68,6 +68,19 @@ class _Run:
         self.history: list[dict] = []
         self.pretrained_source: str | None = None
         self.out_path: str | None = None
+        self._feature_summary: dict | None = None
+
+    def feature_summary(self) -> dict | None:
+        """The training cells' image-feature summary (``core.shift``), computed once: every
+        model file carries it, so classifying cells unlike them can warn."""
+        if self._feature_summary is None:
+            from napari_deparray_ctc.core.shift import training_feature_summary
+
+            try:
+                self._feature_summary = training_feature_summary(self.ts.bf, self.ts.groups)
+            except ValueError:  # too few or degenerate images: no warning, not a failure
+                return None
+        return self._feature_summary
 
     def model_parts(self, current=None) -> tuple[Any, dict]:
         """The network (ensemble or best member) and its metadata from the folds so far."""
@@ -137,6 +150,7 @@ class _Run:
             "augment": list(config.augment),
             "pretrained": self.pretrained_source,
             "data_summary": self.summary,
+            "feature_summary": self.feature_summary(),
             "metrics": metrics,
             "history": self.history + (current.history if current is not None else []),
             "device": config.device,

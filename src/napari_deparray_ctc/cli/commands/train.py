@@ -82,21 +82,12 @@ def init_overrides(args: argparse.Namespace, overrides: dict) -> dict:
     }
 
 
-def store_card_extras(path: str, result, data, note: str | None) -> None:
-    """The user's note and the training cells' feature summary, written into the model file."""
+def store_card_extras(path: str, result, note: str | None) -> None:
+    """The user's note, written into the model file's card."""
     from napari_deparray_ctc.core.model import save_model
 
-    extra: dict = {}
     if note:
-        extra["note"] = note
-    if "feature_summary" not in result.model.metadata:
-        from napari_deparray_ctc.core.shift import training_feature_summary
-
-        labelled = [i for i, label in enumerate(data.labels) if label in ("CTC", "WBC")]
-        groups = None if data.groups is None else [data.groups[i] for i in labelled]
-        extra["feature_summary"] = training_feature_summary([data.bf[i] for i in labelled], groups)
-    if extra:
-        result.model.metadata.update(extra)
+        result.model.metadata["note"] = note
         save_model(path, result.model)
 
 
@@ -118,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             close()
     path = result.out_path or str(out)
-    store_card_extras(path, result, data, args.note)
+    store_card_extras(path, result, args.note)
     print_training_summary(result)
     if args.init_from:
         print(f"fine-tuned from {args.init_from}")
