@@ -184,8 +184,11 @@ def train_progress_printer(label: str = "train") -> tuple[Callable[[Any], None],
             done = (p.epoch - 1) * batches + p.batch
         elif p.phase == "epoch_end":
             done = p.epoch * batches
+        elif p.phase == "done":  # it carries no batch count; early stopping ends a bar early
+            total = bar.total or total
+            done = total
         else:
-            done = bar.done
+            done, total = bar.done, bar.total or total
         extra = f"epoch {p.epoch}/{p.epochs}"
         if getattr(p, "fold", None) is not None:
             extra = f"fold {p.fold}/{p.folds} " + extra
