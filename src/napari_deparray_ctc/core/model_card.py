@@ -10,15 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "SMALL_VALIDATION_PER_CLASS",
     "model_card_lines",
     "model_summary_lines",
     "validation_note",
 ]
-
-#: below this many validation cells of a class, the stored figures say little
-SMALL_VALIDATION_PER_CLASS = 10
-
 
 def _number(value: Any, digits: int = 3) -> str:
     return (
@@ -36,24 +31,11 @@ def _validation_sizes(meta: dict) -> tuple[int | None, int | None]:
 
 
 def validation_note(meta: dict) -> str | None:
-    """A sentence when the stored figures rest on too few validation cells (else ``None``)."""
-    try:
-        from napari_deparray_ctc.core import model_files
+    """A sentence when the stored figures rest on too few validation cells (else ``None``):
+    the one rule, ``core.model_files.validation_too_small``."""
+    from napari_deparray_ctc.core.model_files import validation_too_small
 
-        note = getattr(model_files, "validation_too_small", None)
-        if callable(note):
-            return note(meta)
-    except ImportError:  # pragma: no cover - older core
-        pass
-    n_ctc, n_wbc = _validation_sizes(meta)
-    if n_ctc is None or n_wbc is None:
-        return "The model file does not say how many cells its validation figures rest on."
-    if min(n_ctc, n_wbc) < SMALL_VALIDATION_PER_CLASS:
-        return (
-            f"Its validation figures rest on only {n_ctc} CTC and {n_wbc} WBC cells, too few to "
-            "trust them: check the calls on your own cells."
-        )
-    return None
+    return validation_too_small(meta)
 
 
 def model_summary_lines(meta: dict) -> list[str]:
