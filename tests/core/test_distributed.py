@@ -144,7 +144,9 @@ CHILD = textwrap.dedent(
     config = TrainConfig(epochs=50, patience=50, image_size=32, batch_size=8, folds=2,
                          device="cpu", num_threads=1, out=sys.argv[2])
     result = train(config, load_training_set(sys.argv[1]), should_stop=should_stop)
-    print("RESULT", rank, result.cancelled, len(result.history), flush=True)
+    # one write(2) of less than PIPE_BUF bytes is atomic: the two ranks share the pipe, and
+    # print() unbuffered writes the text and its newline apart, so lines could interleave
+    os.write(1, f"RESULT {rank} {result.cancelled} {len(result.history)}\\n".encode())
     """
 )
 
