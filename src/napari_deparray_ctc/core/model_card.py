@@ -15,6 +15,7 @@ __all__ = [
     "validation_note",
 ]
 
+
 def _number(value: Any, digits: int = 3) -> str:
     return (
         f"{value:.{digits}f}"
