@@ -69,17 +69,19 @@ class _Run:
         self.pretrained_source: str | None = None
         self.out_path: str | None = None
         self._feature_summary: dict | None = None
+        self._feature_summary_done = False
 
     def feature_summary(self) -> dict | None:
         """The training cells' image-feature summary (``core.shift``), computed once: every
         model file carries it, so classifying cells unlike them can warn."""
-        if self._feature_summary is None:
+        if not self._feature_summary_done:
             from napari_deparray_ctc.core.shift import training_feature_summary
 
+            self._feature_summary_done = True
             try:
                 self._feature_summary = training_feature_summary(self.ts.bf, self.ts.groups)
             except ValueError:  # too few or degenerate images: no warning, not a failure
-                return None
+                self._feature_summary = None
         return self._feature_summary
 
     def model_parts(self, current=None) -> tuple[Any, dict]:

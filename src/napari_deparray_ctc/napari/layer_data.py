@@ -148,14 +148,9 @@ def export_to_layer_data(export: Export, name: str | None = None) -> list[LayerD
     channels = list(export.channels) or list(cells[0].channels)
     pixel_size = _common_pixel_size(cells)
 
-    shared = {
-        "cell_ids": [cell.cell_id for cell in cells],
-        "paths": [str(cell.path) for cell in cells],
-        "labels": [cell.label for cell in cells],
-        "groups": [cell.group for cell in cells],
-        "pixel_size_um": pixel_size,
-        "original_shapes": [[int(s) for s in cell.original_shape] for cell in cells],
-    }
+    shared = _shared_metadata(
+        cells, pixel_size, [[int(s) for s in cell.original_shape] for cell in cells]
+    )
     layers: list[LayerData] = []
     for index, channel in enumerate(channels):
         if single and channel in cells[0].channels:
@@ -167,6 +162,19 @@ def export_to_layer_data(export: Export, name: str | None = None) -> list[LayerD
         kwargs = _layer_kwargs(name, channel, index, contrast_limits(data), shared, single)
         layers.append((data, kwargs, "image"))
     return layers
+
+
+def _shared_metadata(items: Any, pixel_size: float | None, original_shapes: list) -> dict:
+    """The metadata every channel layer of an export shares, from its cells (read) or cell
+    sources (discovered): anything with ``cell_id``, ``path``, ``label`` and ``group``."""
+    return {
+        "cell_ids": [item.cell_id for item in items],
+        "paths": [str(item.path) for item in items],
+        "labels": [item.label for item in items],
+        "groups": [item.group for item in items],
+        "pixel_size_um": pixel_size,
+        "original_shapes": original_shapes,
+    }
 
 
 def _layer_kwargs(
@@ -214,15 +222,8 @@ def lazy_export_to_layer_data(lazy: LazyExport, name: str) -> list[LayerData]:
     """
     sources = lazy.sources
     pixel_size = lazy.pixel_size_um if lazy.pixel_size_um and lazy.pixel_size_um > 0 else None
-    shared = {
-        "cell_ids": [source.cell_id for source in sources],
-        "paths": [str(source.path) for source in sources],
-        "labels": [source.label for source in sources],
-        "groups": [source.group for source in sources],
-        "pixel_size_um": pixel_size,
-        "original_shapes": lazy.original_shapes,
-        "lazy": {"chunk_cells": lazy.chunk_cells, "unreadable": lazy.unreadable},
-    }
+    shared = _shared_metadata(sources, pixel_size, lazy.original_shapes)
+    shared["lazy"] = {"chunk_cells": lazy.chunk_cells, "unreadable": lazy.unreadable}
     layers: list[LayerData] = []
     for index, channel in enumerate(lazy.channels):
         limits = contrast_limits(lazy.sample_stack(channel))
