@@ -61,8 +61,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def make_data(args: argparse.Namespace):
     """(training pool as TrainingSet, shifted test BF images, shifted test labels)."""
-    from napari_deparray_ctc.core.data import TrainingSet
     from napari_deparray_ctc.core.synth import Optics, synth_cells
+    from napari_deparray_ctc.core.training import TrainingSet
 
     pool = synth_cells(
         args.cells,
@@ -133,8 +133,8 @@ def configurations(defaults: dict[str, Any], quick: bool) -> list[dict[str, Any]
 
 
 def _ablation_configs() -> list[dict[str, Any]]:
-    from napari_deparray_ctc.core.augment import FAMILIES
-    from napari_deparray_ctc.core.data import DAPI_STRATEGIES
+    from napari_deparray_ctc.core.constants import DAPI_STRATEGIES
+    from napari_deparray_ctc.core.training.augment import FAMILIES
 
     configs: list[dict[str, Any]] = []
     aug_sets = [(), *[(f,) for f in FAMILIES], tuple(FAMILIES)]
@@ -160,7 +160,7 @@ def _ablation_configs() -> list[dict[str, Any]]:
 
 
 def evaluate(p: np.ndarray, labels: list[str], threshold: float) -> dict:
-    from napari_deparray_ctc.core.metrics import classification_metrics
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
 
     m = classification_metrics(labels, p, threshold)
     return {
@@ -169,8 +169,8 @@ def evaluate(p: np.ndarray, labels: list[str], threshold: float) -> dict:
 
 
 def run_resnet_fold(settings, base_overrides, ts, train_idx, test_idx, shifted_bf, shifted_y):
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     config = TrainConfig(**{**base_overrides, **settings, "out": None})
     t0 = time.perf_counter()
@@ -214,7 +214,7 @@ def run_rf_fold(features, ts, train_idx, test_idx, shifted_features, shifted_y, 
 
 
 def summarise(folds: list[dict]) -> dict:
-    from napari_deparray_ctc.core.metrics import summarise_folds
+    from napari_deparray_ctc.core.evaluation.metrics import summarise_folds
 
     keys = ("precision", "recall", "f1", "average_precision")
     return {
@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_deparray_ctc.core.data import kfold_splits
-    from napari_deparray_ctc.core.train import TrainConfig
+    from napari_deparray_ctc.core.training import kfold_splits
+    from napari_deparray_ctc.core.training.train import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

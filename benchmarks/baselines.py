@@ -106,7 +106,7 @@ def run_random_forest(x_train, y_train, x_tests, seed: int) -> tuple[list[np.nda
     """Fit a balanced RandomForest; threshold maximising F1 on out-of-bag probabilities."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from napari_deparray_ctc.core.metrics import best_threshold
+    from napari_deparray_ctc.core.evaluation.metrics import best_threshold
 
     forest = RandomForestClassifier(
         n_estimators=400,

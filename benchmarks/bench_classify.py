@@ -2,7 +2,7 @@
 
 Prints three things:
 
-1. **core vs plain loop** — images/s of :func:`napari_deparray_ctc.core.classify.classify`
+1. **core vs plain loop** — images/s of :func:`napari_deparray_ctc.core.inference.classify.classify`
    against a plain torchvision inference loop (``torch.inference_mode`` + ``sigmoid`` over
    mini-batches) running the *same network* on the *same pre-built tensors*. ``core`` is given
    the pre-built, already normalised images as 2-D arrays (so it still runs its own
@@ -85,7 +85,7 @@ def plain_loop(network, x, batch_size: int) -> tuple[float, np.ndarray]:
 
 def core_classify(images, model, batch_size: int) -> tuple[float, np.ndarray]:
     """core.classify on a list of 2-D arrays. Returns (seconds, probabilities)."""
-    from napari_deparray_ctc.core.classify import classify
+    from napari_deparray_ctc.core.inference.classify import classify
 
     t0 = time.perf_counter()
     predictions = classify(images, model, batch_size=batch_size, device="cpu")
@@ -96,7 +96,7 @@ def core_classify(images, model, batch_size: int) -> tuple[float, np.ndarray]:
 def measure_throughput(args: argparse.Namespace, model_path: Path) -> dict:
     import torch
 
-    from napari_deparray_ctc.core.model import load_model, prepare_batch
+    from napari_deparray_ctc.core.model.loaded import load_model, prepare_batch
     from napari_deparray_ctc.core.synth import synth_cells
 
     model = load_model(model_path, device="cpu")
@@ -159,8 +159,8 @@ def maxrss_kb():
 # everything classify needs, loaded before any cell is read: the peak of this part is the
 # fixed cost (torch, torchvision, tifffile, the model); what main() adds is the streaming
 from napari_deparray_ctc.cli import main
-import napari_deparray_ctc.core.classify, napari_deparray_ctc.core.io
-from napari_deparray_ctc.core.model import load_model
+import napari_deparray_ctc.core.inference.classify, napari_deparray_ctc.core.io
+from napari_deparray_ctc.core.model.loaded import load_model
 model = load_model(sys.argv[sys.argv.index("--model") + 1], device="cpu")
 print("BEFORE_KB", maxrss_kb(), flush=True)
 rc = main(sys.argv[1:])
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     torch.manual_seed(0)
     if args.threads:

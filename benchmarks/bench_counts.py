@@ -34,13 +34,13 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=200)
     args = parser.parse_args()
     one_thread()
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.counts import (
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.inference.counts import (
         error_rate_interval,
         poisson_binomial_interval,
         validation_confusion,
     )
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     model = load_model(base_model(args.cache), device="cpu")
     confusion = validation_confusion(model.metadata)

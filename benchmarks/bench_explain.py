@@ -37,8 +37,8 @@ def completeness(model, images, steps_list) -> dict[int, float]:
     """Median relative completeness error of integrated gradients per number of steps."""
     import torch
 
-    from napari_deparray_ctc.core.explain import _integrated_gradients
-    from napari_deparray_ctc.core.model import prepare_batch
+    from napari_deparray_ctc.core.inference.explain import _integrated_gradients
+    from napari_deparray_ctc.core.model.loaded import prepare_batch
 
     x = prepare_batch(images, model.image_size, model.normalisation)
     n = len(x)
@@ -62,8 +62,8 @@ def main() -> None:
     one_thread()
     from scipy import ndimage as ndi
 
-    from napari_deparray_ctc.core.explain import saliency_maps
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.inference.explain import saliency_maps
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     model = load_model(base_model(args.cache), device="cpu")
     cells, masks = synth_cells_with_masks(args.cells, ctc_fraction=0.3, seed=4242, n_samples=2)

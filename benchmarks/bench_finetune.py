@@ -41,8 +41,8 @@ from explain_adapt_data import (
 
 def score(model, cells) -> dict:
     """F1 at the model's threshold and PR-AUC on labelled cells."""
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.metrics import classification_metrics
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
+    from napari_deparray_ctc.core.inference.classify import classify
 
     p = classify([c.channels["BF"] for c in cells], model).p_ctc
     m = classification_metrics([c.label for c in cells], p, model.threshold)
@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every training")
     args = parser.parse_args()
     one_thread()
-    from napari_deparray_ctc.core.model import load_model
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.model.loaded import load_model
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     base_path = base_model(args.cache)
     base = load_model(base_path, device="cpu")

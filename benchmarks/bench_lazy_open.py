@@ -18,9 +18,9 @@ classifying it keep the peak RSS under 1.5 GB. This script measures it, side by 
    layer (``np.asarray(layer[i])``, what napari does to show a cell): seconds in all and the
    slowest step (the first cell of a chunk reads the whole chunk).
 5. **Classify**: the BF layer streamed chunk by chunk through
-   :func:`napari_deparray_ctc.core.classify.classify` against a plain loop over a numpy array
+   :func:`napari_deparray_ctc.core.inference.classify.classify` against a plain loop over a numpy array
    of the same cells already in memory (an untrained ResNet-18 saved with
-   :func:`~napari_deparray_ctc.core.model.save_model`; one torch thread): cells/s and ratio.
+   :func:`~napari_deparray_ctc.core.model.loaded.save_model`; one torch thread): cells/s and ratio.
 
 Each phase runs in a fresh Python process and reports its peak RSS (``VmHWM`` on Linux; not
 ``ru_maxrss``, which a child inherits from its parent across ``exec``), so the figures of one
@@ -156,8 +156,8 @@ PHASE = textwrap.dedent(
         else:
             import torch
             torch.set_num_threads(1)
-            from napari_deparray_ctc.core.classify import classify
-            from napari_deparray_ctc.core.model import load_model
+            from napari_deparray_ctc.core.inference.classify import classify
+            from napari_deparray_ctc.core.model.loaded import load_model
             model = load_model(args["model"], device="cpu")
             count = min(n, args["classify_cells"])
             bf = data[0][:count]
@@ -196,7 +196,7 @@ def run_phase(phase: str, export: Path, args: dict) -> dict:
 def make_model(folder: Path, image_size: int) -> Path:
     import torch
 
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     torch.manual_seed(0)
     path = folder / f"untrained_resnet18_{image_size}px.pt"

@@ -8,7 +8,7 @@ Issue 6 asks for a peak resident memory below 1.5 GB and no growth across repeat
    10,000 cells would take longer than classifying them; the reader and the classifier see
    10,000 files either way).
 2. **Model.** An untrained one-channel ResNet-18 at ``--image-size`` px, saved with
-   :func:`napari_deparray_ctc.core.model.save_model` (inference costs the same as with trained
+   :func:`napari_deparray_ctc.core.model.loaded.save_model` (inference costs the same as with trained
    weights), or ``--model``.
 3. **CLI.** ``deparray-ctc classify EXPORT --model M --out results.csv`` in a fresh Python
    process, ``--repeats`` times. Each process reports its own peak RSS (``ru_maxrss``) and its
@@ -74,7 +74,7 @@ def make_export(folder: Path, n_cells: int, unique: int, image_size: int) -> Pat
 def make_model(folder: Path, image_size: int) -> Path:
     import torch
 
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     torch.manual_seed(0)
     path = folder / f"untrained_resnet18_{image_size}px.pt"
@@ -160,8 +160,8 @@ CLI_CHILD = textwrap.dedent(
     def maxrss_mb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     from napari_deparray_ctc.cli import main
-    import napari_deparray_ctc.core.classify, napari_deparray_ctc.core.io
-    from napari_deparray_ctc.core.model import load_model
+    import napari_deparray_ctc.core.inference.classify, napari_deparray_ctc.core.io
+    from napari_deparray_ctc.core.model.loaded import load_model
     load_model(sys.argv[sys.argv.index("--model") + 1], device="cpu")
     print("FIXED_MB", maxrss_mb(), flush=True)
     code = main(sys.argv[1:])

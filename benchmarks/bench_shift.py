@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--sizes", default="30,100,300")
     args = parser.parse_args()
-    from napari_deparray_ctc.core.shift import (
+    from napari_deparray_ctc.core.inference.shift import (
         FIRE_FRACTION,
         MEAN_SHIFT_LIMIT,
         image_features,

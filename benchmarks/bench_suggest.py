@@ -34,7 +34,7 @@ from explain_adapt_data import (
 
 def pick(arm: str, model, pool, unlabelled: list[int], step: int, rng) -> list[int]:
     """The next ``step`` pool indices to label."""
-    from napari_deparray_ctc.core.suggest import (
+    from napari_deparray_ctc.core.inference.suggest import (
         _logit,
         cell_embeddings,
         select_uncertain_diverse,
@@ -91,9 +91,9 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=HERE / "results" / "learning_curve.png")
     args = parser.parse_args()
     one_thread()
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.metrics import classification_metrics
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     start_clock = time.perf_counter()
     pool = domain_cells("reference", args.pool, seed=5000, ctc_fraction=0.2, n_samples=8)

@@ -37,8 +37,8 @@ def plain_training(bf, labels, train_idx, val_idx, args, augment: tuple[str, ...
     """A textbook PyTorch loop doing the same job; returns wall seconds."""
     import torch
 
-    from napari_deparray_ctc.core.augment import augment_batch, build_augmentation
-    from napari_deparray_ctc.core.model import build_network, prepare_batch
+    from napari_deparray_ctc.core.model.loaded import build_network, prepare_batch
+    from napari_deparray_ctc.core.training.augment import augment_batch, build_augmentation
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -79,7 +79,7 @@ def plain_training(bf, labels, train_idx, val_idx, args, augment: tuple[str, ...
 
 def core_training(ts, args, augment: tuple[str, ...]) -> tuple[float, int]:
     """core.train with the same settings; returns (wall seconds, training samples)."""
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     config = TrainConfig(
         arch=args.arch,
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_deparray_ctc.core.data import TrainingSet, split_train_val
     from napari_deparray_ctc.core.synth import synth_cells
+    from napari_deparray_ctc.core.training import TrainingSet, split_train_val
 
     torch.set_num_threads(args.threads)
     cells = synth_cells(args.cells, 0.2, seed=5, image_size=64)

@@ -119,7 +119,7 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
         [
             sys.executable,
             "-c",
-            "import sys; from napari_deparray_ctc.core.model import build_network, save_model;"
+            "import sys; from napari_deparray_ctc.core.model.loaded import build_network, save_model;"
             "save_model(sys.argv[1], build_network('resnet18'), {'arch': 'resnet18', "
             "'threshold': 0.5, 'image_size': 64})",
             str(model),

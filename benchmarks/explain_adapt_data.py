@@ -36,7 +36,7 @@ def one_thread() -> None:
 
 def training_set(cells):
     """A ``TrainingSet`` from synthetic cells (BF, DAPI, labels, ids, samples)."""
-    from napari_deparray_ctc.core.training_set import TrainingSet
+    from napari_deparray_ctc.core.training.training_set import TrainingSet
 
     return TrainingSet(
         bf=[c.channels["BF"] for c in cells],
@@ -69,8 +69,8 @@ def base_cells():
 
 def store_feature_summary(path: Path, cells) -> None:
     """Write the training cells' feature summary into a model file (what training will do)."""
-    from napari_deparray_ctc.core.model import load_model, save_model
-    from napari_deparray_ctc.core.shift import training_feature_summary
+    from napari_deparray_ctc.core.inference.shift import training_feature_summary
+    from napari_deparray_ctc.core.model.loaded import load_model, save_model
 
     model = load_model(path, device="cpu")
     if "feature_summary" not in model.metadata:
@@ -82,7 +82,7 @@ def store_feature_summary(path: Path, cells) -> None:
 
 def base_model(cache: Path = DEFAULT_CACHE, epochs: int = BASE_EPOCHS) -> Path:
     """The cached base model file (trained now when missing)."""
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"base_reference_{BASE_CELLS}c_{epochs}e.pt"

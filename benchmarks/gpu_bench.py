@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.model import LoadedModel
-    from napari_deparray_ctc.core.network import build_network
-    from napari_deparray_ctc.core.preprocess import prepare_batch
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.inference.preprocess import prepare_batch
+    from napari_deparray_ctc.core.model.loaded import LoadedModel
+    from napari_deparray_ctc.core.model.network import build_network
     from napari_deparray_ctc.core.synth import synth_cells
 
     device = args.device

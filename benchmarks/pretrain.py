@@ -14,7 +14,7 @@ The result is written as the package's pretrained weights (fp16, about 22 MB), w
 
 Usage::
 
-    python benchmarks/pretrain.py --cells 48000 --out src/napari_deparray_ctc/core/pretrained/synthetic_resnet18.pt
+    python benchmarks/pretrain.py --cells 48000 --out src/napari_deparray_ctc/core/model/pretrained/synthetic_resnet18.pt
     python benchmarks/pretrain.py --quick      # 600 cells, a smoke run
 """
 
@@ -34,7 +34,7 @@ def make_chunk(n: int, seed: int, args, rng: np.random.Generator):
     """(prepared images, labels) of ``n`` fresh randomised cells."""
     import torch
 
-    from napari_deparray_ctc.core.preprocess import DEFAULT_NORMALISATION, prepare_batch
+    from napari_deparray_ctc.core.inference.preprocess import DEFAULT_NORMALISATION, prepare_batch
     from napari_deparray_ctc.core.synth import randomised_optics, synth_cells
 
     crop = int(rng.choice([48, 56, 64, 72, 80, 96]))
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_deparray_ctc.core.augment import augment_batch, build_augmentation
-    from napari_deparray_ctc.core.fit import predict_logits
-    from napari_deparray_ctc.core.metrics import pr_auc, roc_auc
-    from napari_deparray_ctc.core.network import build_network
-    from napari_deparray_ctc.core.pretrained import save_weights
+    from napari_deparray_ctc.core.evaluation.metrics import pr_auc, roc_auc
+    from napari_deparray_ctc.core.model.network import build_network
+    from napari_deparray_ctc.core.model.pretrained import save_weights
+    from napari_deparray_ctc.core.training.augment import augment_batch, build_augmentation
+    from napari_deparray_ctc.core.training.fit import predict_logits
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -56,7 +56,7 @@ SHIFTED = ("hospital_b", "defocus", "fine_pixels", "low_light_8bit", "uneven_bac
 
 # ------------------------------------------------------------------------------------ data
 def _as_set(cells):
-    from napari_deparray_ctc.core.training_set import TrainingSet
+    from napari_deparray_ctc.core.training.training_set import TrainingSet
 
     return TrainingSet(
         bf=[c.channels["BF"] for c in cells],
@@ -99,7 +99,7 @@ def make_data(args: argparse.Namespace, seed: int) -> tuple[Any, dict[str, Any]]
 
 # ------------------------------------------------------------------------------------ scoring
 def score(y_labels, p: np.ndarray, threshold: float) -> dict:
-    from napari_deparray_ctc.core.metrics import classification_metrics
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
 
     m = classification_metrics(y_labels, p, threshold)
     keys = ("f1", "precision", "recall", "average_precision", "roc_auc", "ece", "log_loss")
@@ -107,7 +107,7 @@ def score(y_labels, p: np.ndarray, threshold: float) -> dict:
 
 
 def _oof_threshold(result, rule: str) -> float:
-    from napari_deparray_ctc.core.calibration import apply_calibration, choose_threshold
+    from napari_deparray_ctc.core.training.calibration import apply_calibration, choose_threshold
 
     oof = result.oof
     p = apply_calibration(result.model.calibration, np.asarray(oof["logits"]))
@@ -116,8 +116,8 @@ def _oof_threshold(result, rule: str) -> float:
 
 def evaluate_model(model, tests: dict, variants: list[str], result=None) -> dict:
     """{variant: {domain: scores}} for one trained model."""
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.model import LoadedModel
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.model.loaded import LoadedModel
 
     out: dict[str, dict] = {}
     for variant in ["plain", *variants]:
@@ -186,7 +186,7 @@ def _value(key: str, text: str) -> Any:
 
 
 def train_resnet(config_spec: dict, base: dict, ts) -> tuple[Any, float]:
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     config = TrainConfig(**{**base, **config_spec["overrides"], "out": None})
     t0 = time.perf_counter()
@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_deparray_ctc.core.splits import kfold_splits
-    from napari_deparray_ctc.core.train import config_field_defaults
+    from napari_deparray_ctc.core.training.splits import kfold_splits
+    from napari_deparray_ctc.core.training.train import config_field_defaults
 
     torch.set_num_threads(args.threads)
     base = {"num_threads": args.threads, "device": "cpu"}

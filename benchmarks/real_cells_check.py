@@ -47,7 +47,7 @@ def train_default(cells: int, seed: int, threads: int):
     from quality import _as_set
 
     from napari_deparray_ctc.core.synth import DOMAINS, synth_cells
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     ref = DOMAINS["reference"]
     ts = _as_set(synth_cells(cells, 0.25, seed=seed, optics=ref.optics, n_samples=6))
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from realism_check import load_jurkat_tiles
 
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     torch.set_num_threads(args.threads)
     real = Path(args.real)

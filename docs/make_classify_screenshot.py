@@ -22,10 +22,10 @@ def main() -> int:
     from qtpy.QtCore import QEventLoop, QTimer
 
     import napari
-    from napari_deparray_ctc.core.data import TrainingSet
     from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
     from napari_deparray_ctc.core.synth import synth_cells, write_export
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training import TrainingSet
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
     from napari_deparray_ctc.napari.session import session_for
     from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget
 

@@ -48,7 +48,7 @@ def test_core_imports_no_gui_toolkit(tmp_path):
         tmp_path,
     )
     # the walk really covered the core (the reader core at least)
-    for expected in ("io", "channels", "labels", "synth", "atomic"):
+    for expected in ("io", "channels", "annotations.labels", "synth", "atomic"):
         assert f"napari_deparray_ctc.core.{expected}" in found["modules"]
     assert found["gui"] == [], f"core imports {found['gui']}"
 

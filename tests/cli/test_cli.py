@@ -83,14 +83,14 @@ def test_synth_refuses_non_empty_folder(exports, capsys):
 
 
 def test_train_writes_a_loadable_model(model_path, capsys):
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     model = load_model(model_path, device="cpu")
     assert model.image_size == 32
     assert 0.0 <= model.threshold <= 1.0
     assert model.metadata["train_config"]["epochs"] == 1
     # options not given keep TrainConfig's defaults (the CLI repeats none of them)
-    from napari_deparray_ctc.core.train import TrainConfig
+    from napari_deparray_ctc.core.training.train import TrainConfig
 
     assert model.metadata["train_config"]["arch"] == TrainConfig().arch
     assert model.metadata["train_config"]["dapi_strategy"] == TrainConfig().dapi_strategy
@@ -135,7 +135,7 @@ def test_classify_and_evaluate_every_layout(layout, exports, model_path, tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_train_on_every_layout(layout, exports, tmp_path):
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     path = tmp_path / "m.pt"
     assert main(["train", str(exports[layout]), "--out", str(path), *TINY]) == 0
@@ -268,7 +268,7 @@ def test_usage_errors_return_2(capsys):
 
 
 def test_train_help_shows_trainconfig_defaults(capsys):
-    from napari_deparray_ctc.core.train import TrainConfig
+    from napari_deparray_ctc.core.training.train import TrainConfig
 
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())

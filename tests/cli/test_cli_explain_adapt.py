@@ -67,7 +67,7 @@ def test_train_note_and_info_show_the_model_card(model_path, capsys):
 
 
 def test_train_init_from_fine_tunes_that_model(export, model_path, tmp_path, capsys):
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     out = tmp_path / "m2.pt"
     # no --size: the input size comes from the starting model

@@ -16,7 +16,6 @@ from napari_deparray_ctc.core.channels import (
     channel_from_name,
     colormap_for,
     find_channel_map,
-    is_channel_file_name,
     is_non_channel_name,
     load_channel_map,
     order_channels,
@@ -25,6 +24,7 @@ from napari_deparray_ctc.core.channels import (
     split_index_token,
     tokenize,
 )
+from napari_deparray_ctc.core.io.common import is_channel_file_name
 
 ALL_ALIASES = [
     (alias, canonical) for canonical, aliases in CHANNEL_ALIASES.items() for alias in aliases

@@ -19,7 +19,7 @@ pytestmark = [
 
 
 def _toy(n: int = 32, size: int = 32):
-    from napari_deparray_ctc.core.training_set import TrainingSet
+    from napari_deparray_ctc.core.training.training_set import TrainingSet
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
@@ -36,7 +36,7 @@ def _toy(n: int = 32, size: int = 32):
 
 @pytest.fixture(scope="module")
 def cuda_result(tmp_path_factory):
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("cuda") / "model.pt"
     config = TrainConfig(
@@ -52,8 +52,8 @@ def test_training_on_cuda_with_mixed_precision_learns(cuda_result):
 
 
 def test_a_cuda_model_classifies_like_on_the_cpu(cuda_result):
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     _, out = cuda_result
     images = _toy(16).bf
@@ -63,7 +63,7 @@ def test_a_cuda_model_classifies_like_on_the_cpu(cuda_result):
 
 
 def test_adapt_and_tta_run_on_cuda(cuda_result):
-    from napari_deparray_ctc.core.classify import classify
+    from napari_deparray_ctc.core.inference.classify import classify
 
     result, _ = cuda_result
     images = _toy(16).bf
@@ -71,7 +71,7 @@ def test_adapt_and_tta_run_on_cuda(cuda_result):
 
 
 def test_fine_tuning_on_cuda_from_a_cpu_file(cuda_result, tmp_path):
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     _, out = cuda_result
     config = TrainConfig(

@@ -123,7 +123,7 @@ def test_gallery_widget_click_and_keys(viewer_with_export, qtbot) -> None:
 
 @pytest.mark.slow
 def test_gallery_tiles_show_saliency(viewer_with_export, qtbot, tmp_path) -> None:
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
     from napari_deparray_ctc.napari.widgets.gallery.widget import GalleryWidget
 
     model = tmp_path / "untrained.pt"

@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.core.annotations import SIDECAR_NAME, load_annotations
+from napari_deparray_ctc.core.annotations.sidecars import SIDECAR_NAME, load_annotations
 from napari_deparray_ctc.core.synth import write_export
 from napari_deparray_ctc.napari.cells import current_cell_index, deparray_meta
-from napari_deparray_ctc.napari.keys import install_annotation_keys
-from napari_deparray_ctc.napari.session import annotations_path_for_layer, session_for
+from napari_deparray_ctc.napari.session import (
+    annotations_path_for_layer,
+    install_annotation_keys,
+    session_for,
+)
 
 PLUGIN = "napari-deparray-ctc"
 

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.core.cell_table import format_probability
+from napari_deparray_ctc.core.annotations.cell_table import format_probability
 from napari_deparray_ctc.core.constants import PREDICTION_CSV_COLUMNS as CSV_COLUMNS
 from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
 

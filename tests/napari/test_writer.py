@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_deparray_ctc.core.cell_table import read_cell_table
+from napari_deparray_ctc.core.annotations.cell_table import read_cell_table
 from napari_deparray_ctc.core.constants import PREDICTION_CSV_COLUMNS
 from napari_deparray_ctc.core.errors import DeparrayError
 from napari_deparray_ctc.core.synth import write_export

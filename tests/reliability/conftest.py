@@ -5,7 +5,7 @@
   default limit is :data:`DEFAULT_TIMEOUT_S`; ``@pytest.mark.time_limit(seconds)`` changes it
   (``0``: no guard, for tests that set their own alarm).
 * ``tiny_model`` is an *untrained* one-channel ResNet-18 saved with
-  :func:`napari_deparray_ctc.core.model.save_model` (32 px input): enough to exercise every
+  :func:`napari_deparray_ctc.core.model.loaded.save_model` (32 px input): enough to exercise every
   code path that loads and runs a model, in well under a second per call.
 """
 
@@ -65,7 +65,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained one-channel ResNet-18 (32 px input, threshold 0.5), saved as a model file."""
     import torch
 
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-model") / "tiny.pt"

@@ -86,7 +86,7 @@ _ALLOWED = {
     ),
 }
 #: project methods that the allow-list relies on being atomic: (file, function)
-_ATOMIC_PROJECT_WRITERS = [("core/cell_table.py", "write_cell_table")]
+_ATOMIC_PROJECT_WRITERS = [("core/annotations/cell_table.py", "write_cell_table")]
 _WRITE_MODE = re.compile(r"[wax+]")
 
 
@@ -357,8 +357,8 @@ TRAIN_CHILD = textwrap.dedent(
     import contextlib, sys, time
     import numpy as np
     from napari_deparray_ctc.core import atomic
-    from napari_deparray_ctc.core.data import TrainingSet
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training import TrainingSet
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     real_atomic_write = atomic.atomic_write
     slow_disk = sys.argv[3] == "slow-disk"
@@ -403,7 +403,7 @@ TRAIN_CHILD = textwrap.dedent(
 
 
 def _previous_model(path: Path) -> str:
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     save_model(path, build_network("resnet18"), {"arch": "resnet18", "threshold": 0.42})
     return _digest(path)
@@ -411,7 +411,7 @@ def _previous_model(path: Path) -> str:
 
 def _check_model_survived(path: Path, previous: str) -> bool:
     """``path`` is a complete model; returns True when it is still the previous one."""
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     model = load_model(path, device="cpu")  # raises if half-written
     assert model.arch == "resnet18"
@@ -562,7 +562,7 @@ ANNOTATE_CHILD = textwrap.dedent(
     """
     import sys, time
     import napari
-    from napari_deparray_ctc.napari.keys import install_annotation_keys
+    from napari_deparray_ctc.napari.session import install_annotation_keys
 
     export, plan = sys.argv[1], sys.argv[2].split(",")
     viewer = napari.Viewer(show=False)
@@ -594,7 +594,7 @@ def _display_available() -> bool:
 @pytest.mark.time_limit(600)
 @pytest.mark.skipif(not _display_available(), reason="napari's canvas needs a display (Xvfb)")
 def test_kill_of_napari_keeps_every_annotation_made_before(tmp_path) -> None:
-    from napari_deparray_ctc.core.annotations import SIDECAR_NAME, load_annotations
+    from napari_deparray_ctc.core.annotations.sidecars import SIDECAR_NAME, load_annotations
     from napari_deparray_ctc.napari.reader import read_deparray
 
     export = tmp_path / "export"

@@ -75,7 +75,7 @@ def test_reader_messages_are_words(case, tmp_path, monkeypatch) -> None:
 @pytest.mark.parametrize("case", MODEL_CASES, ids=lambda case: case.key)
 def test_model_file_messages_are_words(case, tmp_path) -> None:
     from napari_deparray_ctc.core.errors import ModelFileError
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     path = case.build(tmp_path / "model.pt")
     with pytest.raises(ModelFileError) as info:
@@ -86,7 +86,7 @@ def test_model_file_messages_are_words(case, tmp_path) -> None:
 @pytest.mark.parametrize("case", TRAINING_CASES, ids=lambda case: case.key)
 def test_training_data_messages_are_words(case) -> None:
     from napari_deparray_ctc.core.errors import TrainingDataError
-    from napari_deparray_ctc.core.training_set import check_training_set
+    from napari_deparray_ctc.core.training.training_set import check_training_set
 
     with pytest.raises(TrainingDataError) as info, warnings.catch_warnings():
         warnings.simplefilter("ignore")

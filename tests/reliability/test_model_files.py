@@ -1,7 +1,7 @@
 """Bad model files through every entry point: ``core.model.load_model``, ``deparray-ctc
 classify`` and the "Classify cells" widget.
 
-Each file of :data:`MODEL_CASES` is refused with a :class:`~napari_deparray_ctc.core.model.
+Each file of :data:`MODEL_CASES` is refused with a :class:`~napari_deparray_ctc.core.model.loaded.
 ModelFileError` naming the file and the reason; the CLI exits with status 2 and one error line
 and keeps the previous CSV; the widget shows one error notification and stays usable (a good
 model then runs). A malicious pickle never runs: its payload would create a marker file, and
@@ -25,7 +25,7 @@ from reliability_helpers import PLUGIN, first_quote, quote_matches, write_good_c
 
 torch = pytest.importorskip("torch")
 
-from napari_deparray_ctc.core.model import (  # noqa: E402
+from napari_deparray_ctc.core.model.loaded import (  # noqa: E402
     FORMAT_NAME,
     FORMAT_VERSION,
     ModelFileError,

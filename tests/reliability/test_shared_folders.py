@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_deparray_ctc.core import annotations as ann
-from napari_deparray_ctc.core.annotations import (
+from napari_deparray_ctc.core.annotations import sidecars as ann
+from napari_deparray_ctc.core.annotations.sidecars import (
     SIDECAR_NAME,
     AnnotationStore,
     apply_sidecar,
@@ -40,7 +40,7 @@ def _fallback_in_tmp(tmp_path, monkeypatch):
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from napari_deparray_ctc.core.annotations import AnnotationStore
+    from napari_deparray_ctc.core.annotations.sidecars import AnnotationStore
     path, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = AnnotationStore(path)
     for i in range(n):
@@ -143,8 +143,8 @@ def test_full_disk_saving_an_annotation(tmp_path: Path, monkeypatch, code: int) 
 
 
 def test_full_disk_saving_a_csv_and_a_model(tmp_path: Path, monkeypatch) -> None:
-    from napari_deparray_ctc.core.cell_table import CellRow, write_cell_table
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.annotations.cell_table import CellRow, write_cell_table
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     csv_path, model_path = tmp_path / "calls.csv", tmp_path / "model.pt"
     write_cell_table(csv_path, [CellRow("a", None, 0.5, 0.5)])

@@ -1,7 +1,7 @@
 """Unusable training data is refused with a clear message BEFORE any training work starts.
 
 Each case of :data:`TRAINING_CASES` goes through ``core.train.train`` (an in-memory
-:class:`~napari_deparray_ctc.core.data.TrainingSet`, as the training widget builds it) and
+:class:`~napari_deparray_ctc.core.training.TrainingSet`, as the training widget builds it) and
 through ``deparray-ctc train`` (the same cells written as a class-folder export). Building the
 network or the optimiser is patched to fail loudly, so a test passes only if the refusal comes
 first; an existing model file at ``--out`` / ``config.out`` is left byte-identical.
@@ -19,10 +19,11 @@ from reliability_helpers import first_quote, quote_matches, write_multipage
 
 pytest.importorskip("torch")
 
-from napari_deparray_ctc.core import fit as core_fit
-from napari_deparray_ctc.core import network as core_network
-from napari_deparray_ctc.core.data import TrainingDataError, TrainingSet
-from napari_deparray_ctc.core.train import TrainConfig, train
+from napari_deparray_ctc.core.errors import TrainingDataError
+from napari_deparray_ctc.core.model import network as core_network
+from napari_deparray_ctc.core.training import TrainingSet
+from napari_deparray_ctc.core.training import fit as core_fit
+from napari_deparray_ctc.core.training.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "bad_input.md"

@@ -110,7 +110,7 @@ def load_cli_model(path: str, device: str | None):
     """Load a model file; a missing or unusable file is a one-line error."""
     if not os.path.isfile(path):
         raise CliError(path, "model file not found")
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     return load_model(path, device=device)
 
@@ -119,7 +119,7 @@ def check_device(device: str | None) -> None:
     """A ``--device`` that this machine lacks is a one-line error, before any work."""
     if device is None:
         return
-    from napari_deparray_ctc.core.model import select_device
+    from napari_deparray_ctc.core.model.loaded import select_device
 
     try:
         select_device(device)
@@ -143,7 +143,7 @@ def classify_paths(
     compute their shift features), so DATA is still read once. Each cell's pixel size is the
     one its file declares unless ``classify_options["pixel_size"]`` gives one for all.
     """
-    from napari_deparray_ctc.core.classify import classify
+    from napari_deparray_ctc.core.inference.classify import classify
 
     check_device(device)
     model = load_cli_model(model_path, device)
@@ -199,8 +199,8 @@ def sample_names(paths: Sequence[str], stream: StreamedCells) -> list[str]:
 
 def read_training_set(paths: Sequence[str], channel_map: str | None = None):
     """Read DATA into a TrainingSet (BF, DAPI, labels, groups), streaming cell by cell."""
-    from napari_deparray_ctc.core.data import training_set_from_cells
     from napari_deparray_ctc.core.io import iter_cells
+    from napari_deparray_ctc.core.training import training_set_from_cells
 
     skipped: list[tuple[str, str]] = []
     bar = StderrProgress("reading")

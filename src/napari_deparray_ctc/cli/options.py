@@ -65,14 +65,14 @@ def _format_default(value: Any) -> str:
 
 
 def _train_defaults() -> dict[str, Any]:
-    from napari_deparray_ctc.core.train import config_field_defaults
+    from napari_deparray_ctc.core.training.train import config_field_defaults
 
     return dict(config_field_defaults())
 
 
 def _field_help() -> dict[str, str]:
     """Per-field help text stored beside TrainConfig's defaults (when there is any)."""
-    from napari_deparray_ctc.core.train import TrainConfig
+    from napari_deparray_ctc.core.training.train import TrainConfig
 
     return {
         f.name: str(f.metadata["help"])
@@ -157,7 +157,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, field, None) is not None
     }
     if "augment" in values:
-        from napari_deparray_ctc.core.augment import check_families
+        from napari_deparray_ctc.core.training.augment import check_families
 
         try:
             values["augment"] = check_families(values["augment"])
@@ -169,7 +169,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def make_config(overrides: dict[str, Any], **extra: Any):
     """A validated TrainConfig from the user's options (one-line error when invalid)."""
     from napari_deparray_ctc.cli.data import CliError, check_device
-    from napari_deparray_ctc.core.train import TrainConfig
+    from napari_deparray_ctc.core.training.train import TrainConfig
 
     values = {**overrides, **extra}
     check_device(values.get("device"))

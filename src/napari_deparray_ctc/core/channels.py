@@ -16,7 +16,6 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from napari_deparray_ctc.core.errors import ChannelMapError
 
@@ -34,7 +33,6 @@ __all__ = [
     "channel_from_name",
     "colormap_for",
     "find_channel_map",
-    "is_channel_file_name",
     "is_non_channel_name",
     "load_channel_map",
     "order_channels",
@@ -577,10 +575,3 @@ def as_channel_map(
         names = [canonical_channel(str(v)) for v in value]
         return ChannelMap(dict(enumerate(names)), {}, tuple(dict.fromkeys(names)))
     raise TypeError(f"channel_map must be a path, a list of names or a dict, not {type(value)}")
-
-
-def is_channel_file_name(name: str | Path) -> bool:
-    """True when a file name (with or without extension) holds a known channel token."""
-    from napari_deparray_ctc.core.io.common import tiff_stem  # the one TIFF-suffix rule
-
-    return split_channel_token(tiff_stem(name))[0] is not None

@@ -22,6 +22,9 @@ __all__ = [
     "PREDICTION_CSV_COLUMNS",
     "TIFF_SUFFIXES",
     "background_threads",
+    "call_label",
+    "is_called_ctc",
+    "is_class_label",
 ]
 
 #: Supported torchvision architectures.
@@ -69,3 +72,21 @@ def background_threads() -> int:
     thread was several times faster than two (``benchmarks/bench_train_ui.py``).
     """
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def is_class_label(label: object) -> bool:
+    """``True`` for the two class names (``"CTC"``, ``"WBC"``); unknown or empty is ``False``."""
+    return label in CLASS_NAMES
+
+
+def is_called_ctc(p_ctc, threshold):
+    """The call rule, the one place it is written: a cell is CTC when ``p_ctc >= threshold``.
+
+    Works on a float or on a numpy array of probabilities (then returns a boolean array).
+    """
+    return p_ctc >= threshold
+
+
+def call_label(p_ctc: float, threshold: float) -> str:
+    """``"CTC"`` or ``"WBC"`` for one cell, by :func:`is_called_ctc`."""
+    return CLASS_NAMES[1] if is_called_ctc(p_ctc, threshold) else CLASS_NAMES[0]

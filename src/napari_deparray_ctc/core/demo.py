@@ -196,12 +196,12 @@ def run_demo(
     -------
     DemoResult
     """
-    from napari_deparray_ctc.core.cell_table import cell_rows, write_cell_table
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.data import load_training_set
+    from napari_deparray_ctc.core.annotations.cell_table import cell_rows, write_cell_table
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
+    from napari_deparray_ctc.core.inference.classify import classify
     from napari_deparray_ctc.core.io import read_export
-    from napari_deparray_ctc.core.metrics import classification_metrics
-    from napari_deparray_ctc.core.train import train
+    from napari_deparray_ctc.core.training import load_training_set
+    from napari_deparray_ctc.core.training.train import train
 
     start = time.perf_counter()
     say = on_step or (lambda _text: None)
@@ -246,7 +246,7 @@ def run_demo(
     say("[4/4] scoring against the synthetic ground truth, writing the report")
     labels = [cell.label for cell in cells]
     metrics = classification_metrics(labels, predictions.p_ctc, predictions.threshold)
-    from napari_deparray_ctc.core.report import write_report
+    from napari_deparray_ctc.core.evaluation.report import write_report
 
     write_report(
         paths.report,

@@ -102,8 +102,8 @@ def _import_classifier() -> None:
         import torch  # noqa: F401
         import torchvision.models  # noqa: F401
 
-        import napari_deparray_ctc.core.classify
-        import napari_deparray_ctc.core.train  # noqa: F401
+        import napari_deparray_ctc.core.inference.classify
+        import napari_deparray_ctc.core.training.train  # noqa: F401
     except Exception:  # a broken install is reported, with its reason, when work starts
         pass
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import cell_count, deparray_meta
 
 __all__ = ["KEYS_HINT", "CellCaption", "caption_text"]
@@ -40,7 +41,7 @@ def caption_text(session: Any) -> str:
     parts = [cell_id if n == 1 else f"{cell_id} ({index + 1} of {n})"]
     labels = meta.get("labels") or []
     label = labels[index] if index < len(labels) else None
-    parts.append(f"annotated {label}" if label in ("CTC", "WBC") else "not annotated")
+    parts.append(f"annotated {label}" if is_class_label(label) else "not annotated")
     results = session.results
     rows = results.indices_of(cell_id) if results is not None else []
     if rows:

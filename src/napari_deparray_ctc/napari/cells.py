@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_deparray_ctc.core.constants import is_class_label
+
 __all__ = [
     "LABELS",
     "CellPairing",
@@ -233,7 +235,7 @@ def cells_for_training(pairing: CellPairing) -> tuple[list[Any], int]:
         label = bf_labels[bf_index] if bf_index < len(bf_labels) else None
         if label is None and dapi_index is not None and dapi_index < len(dapi_labels):
             label = dapi_labels[dapi_index]
-        if label in ("CTC", "WBC"):
+        if is_class_label(label):
             chosen.append((bf_index, dapi_index, str(cell_id), label))
         else:
             n_unlabelled += 1

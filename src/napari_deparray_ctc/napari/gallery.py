@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import (
     cell_image,
     deparray_meta,
@@ -84,7 +85,7 @@ def gallery_cells(bf_layer: Any, results: Any = None) -> list[GalleryCell]:
     for index, cell_id in enumerate(meta.get("cell_ids") or []):
         cell = GalleryCell(str(cell_id), index)
         label = labels[index] if index < len(labels) else None
-        cell.annotation = label if label in ("CTC", "WBC") else None
+        cell.annotation = label if is_class_label(label) else None
         rows = results.indices_of(str(cell_id)) if results is not None else []
         if rows:
             row = rows[0]

@@ -10,14 +10,13 @@ selected, so their scope is visible.
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from napari_deparray_ctc.napari.cells import is_cell_layer
 
-__all__ = ["KEY_LABELS", "AnnotationKeys", "install_annotation_keys"]
+__all__ = ["KEY_LABELS", "AnnotationKeys"]
 
 #: key -> label it sets (``None`` clears)
 KEY_LABELS: dict[str, str | None] = {"c": "CTC", "w": "WBC", "u": None}
@@ -30,7 +29,7 @@ def _key(key: str) -> Any:
 
 
 class AnnotationKeys:
-    """The ``c`` / ``w`` / ``u`` bindings of one viewer (made by :func:`session_for`)."""
+    """The ``c`` / ``w`` / ``u`` bindings of one viewer (made by ``session.session_for``)."""
 
     def __init__(self, viewer: Any, session: Any) -> None:
         self._viewer_ref = weakref.ref(viewer)
@@ -83,29 +82,3 @@ class AnnotationKeys:
                 viewer.layers.events.inserted.disconnect(self._on_layer_inserted)
             except (TypeError, ValueError, RuntimeError):  # pragma: no cover - already gone
                 pass
-
-
-def install_annotation_keys(viewer: Any, sidecar_override: str | os.PathLike | None = None):
-    """The viewer's session, with its annotation keys bound (once per viewer).
-
-    Parameters
-    ----------
-    viewer
-        The napari viewer.
-    sidecar_override
-        If given, every annotation is saved to this file.
-
-    Returns
-    -------
-    napari_deparray_ctc.napari.session.Session
-    """
-    from pathlib import Path
-
-    from napari_deparray_ctc.napari.session import session_for
-
-    session = session_for(viewer)
-    if session.keys.closed:
-        session.keys = AnnotationKeys(viewer, session)
-    if sidecar_override is not None:
-        session.sidecar_override = Path(sidecar_override)
-    return session

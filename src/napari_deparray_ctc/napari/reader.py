@@ -165,7 +165,7 @@ def read_deparray(path: PathOrPaths) -> list[LayerData]:
     napari_deparray_ctc.core.io.DeparrayReadError
         When no cell at all could be read; the message names the file(s) and the reason.
     """
-    from ..core.annotations import apply_sidecar
+    from ..core.annotations.sidecars import apply_sidecar
     from ..core.io import discover_cells
     from ..core.io.read import read_sources
 

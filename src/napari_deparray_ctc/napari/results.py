@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_deparray_ctc.core.cell_table import CellRow, write_cell_table
+from napari_deparray_ctc.core.annotations.cell_table import CellRow, write_cell_table
+from napari_deparray_ctc.core.constants import call_label, is_called_ctc
 
 __all__ = ["CellResult", "ClassificationResults"]
 
@@ -143,7 +144,7 @@ class ClassificationResults:
     def calls_at(self, threshold: float) -> list[str]:
         """The call of every cell at ``threshold`` (the current threshold is not changed)."""
         t = _check_threshold(threshold)
-        return ["CTC" if p >= t else "WBC" for p in self._p]
+        return [call_label(p, t) for p in self._p]
 
     def set_threshold(self, threshold: float) -> list[int]:
         """Move the threshold; no rerun needed.
@@ -155,7 +156,7 @@ class ClassificationResults:
         """
         t = _check_threshold(threshold)
         before = self._p >= self._threshold
-        after = self._p >= t
+        after = is_called_ctc(self._p, t)
         self._threshold = t
         return [int(i) for i in np.flatnonzero(before != after)]
 
@@ -204,7 +205,7 @@ class ClassificationResults:
 
         See ``core.counts.sample_counts`` (the same figures as ``classify --summary``).
         """
-        from napari_deparray_ctc.core.counts import sample_counts
+        from napari_deparray_ctc.core.inference.counts import sample_counts
 
         return sample_counts(
             [row.group for row in self.rows],

@@ -29,12 +29,14 @@ from typing import Any
 
 from napari.utils.events import EmitterGroup, Event
 
-from napari_deparray_ctc.core.annotations import (
+from napari_deparray_ctc.core.annotations.sidecars import (
     AnnotationStore,
     sidecar_for_cell_paths,
     sidecar_path,
 )
+from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.core.errors import AnnotationFileError
+from napari_deparray_ctc.napari.caption import CellCaption
 from napari_deparray_ctc.napari.cells import (
     cell_count,
     current_cell_index,
@@ -43,6 +45,7 @@ from napari_deparray_ctc.napari.cells import (
     is_stack,
     set_cell_label,
 )
+from napari_deparray_ctc.napari.keys import AnnotationKeys
 
 __all__ = ["Session", "annotations_path_for_layer", "session_for"]
 
@@ -213,7 +216,7 @@ class Session:
             The sidecar written, or ``None`` when it could not be saved (a message says why;
             the label is still set in the layers).
         """
-        label = label if label in ("CTC", "WBC") else None
+        label = label if is_class_label(label) else None
         layers = self.layers() or ([layer] if layer is not None else [])
         set_cell_label(layers, cell_id, label)
         if layer is None:
@@ -349,9 +352,28 @@ def session_for(viewer: Any) -> Session:
     if session is None:
         session = Session(viewer)
         _SESSIONS[viewer] = session
-        from napari_deparray_ctc.napari.caption import CellCaption
-        from napari_deparray_ctc.napari.keys import AnnotationKeys
-
         session.keys = AnnotationKeys(viewer, session)  # type: ignore[attr-defined]
         session.caption = CellCaption(viewer, session)  # type: ignore[attr-defined]
+    return session
+
+
+def install_annotation_keys(viewer: Any, sidecar_override: str | os.PathLike | None = None):
+    """The viewer's session, with its annotation keys bound (once per viewer).
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    sidecar_override
+        If given, every annotation is saved to this file.
+
+    Returns
+    -------
+    napari_deparray_ctc.napari.session.Session
+    """
+    session = session_for(viewer)
+    if session.keys.closed:
+        session.keys = AnnotationKeys(viewer, session)
+    if sidecar_override is not None:
+        session.sidecar_override = Path(sidecar_override)
     return session

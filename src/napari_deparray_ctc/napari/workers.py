@@ -164,8 +164,8 @@ class ClassifyWorker(WorkerBase):
         start = time.perf_counter()
         job = self.job
         _load_torch(self.stage)
-        from napari_deparray_ctc.core.classify import classify
-        from napari_deparray_ctc.core.model import load_model
+        from napari_deparray_ctc.core.inference.classify import classify
+        from napari_deparray_ctc.core.model.loaded import load_model
         from napari_deparray_ctc.core.runtime import torch_threads
 
         try:
@@ -262,8 +262,8 @@ class TrainWorker(WorkerBase):
     def work(self) -> TrainOutcome:
         job = self.job
         _load_torch(self.stage)
-        from napari_deparray_ctc.core import model_files
-        from napari_deparray_ctc.core.train import train
+        from napari_deparray_ctc.core.model import file_policy as model_files
+        from napari_deparray_ctc.core.training.train import train
 
         working = Path(job.config.out)
         recovered = model_files.recover_leftover(working)
@@ -316,7 +316,7 @@ _MODEL_CACHE_LOCK = threading.Lock()
 
 def cached_model(path: str) -> Any:
     """The model file loaded once per path and modification time (worker threads only)."""
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     key = (str(path), os.path.getmtime(path))
     with _MODEL_CACHE_LOCK:
@@ -336,7 +336,7 @@ def suggest_job(model_path: str, layer: LayerCells, exclude: list[str], n: int) 
 
     avoid_gl_llvm_clash()
     preload_torch_libraries()
-    from napari_deparray_ctc.core.suggest import suggest_cells
+    from napari_deparray_ctc.core.inference.suggest import suggest_cells
 
     model = cached_model(model_path)
     images = list(iter_cell_images(_LayerStandIn(layer), layer.indices))
@@ -350,14 +350,14 @@ def saliency_job(model_path: str, images: list[np.ndarray]) -> list[np.ndarray]:
 
     avoid_gl_llvm_clash()
     preload_torch_libraries()
-    from napari_deparray_ctc.core.explain import saliency_maps
+    from napari_deparray_ctc.core.inference.explain import saliency_maps
 
     return saliency_maps(images, cached_model(model_path), steps=8)
 
 
 def shift_note(model: Any, layers: list[LayerCells], limit: int = 512) -> str | None:
     """``core.shift``'s warning for the first ``limit`` cells of a run (``None``: no shift)."""
-    from napari_deparray_ctc.core.shift import shift_warning
+    from napari_deparray_ctc.core.inference.shift import shift_warning
 
     images = []
     for layer in layers:

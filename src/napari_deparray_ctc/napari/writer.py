@@ -12,7 +12,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from napari_deparray_ctc.core.cell_table import CellRow, write_cell_table
+from napari_deparray_ctc.core.annotations.cell_table import CellRow, write_cell_table
+from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.core.errors import DeparrayError
 
 __all__ = ["rows_from_layer_metadata", "write_cells_csv"]
@@ -41,7 +42,7 @@ def rows_from_layer_metadata(metadatas: Sequence[dict]) -> list[CellRow]:
                 path=paths[i] if i < len(paths) else None,
                 p_ctc=p,
                 threshold=float(threshold) if p is not None and threshold is not None else None,
-                annotation=labels[i] if i < len(labels) and labels[i] in ("CTC", "WBC") else None,
+                annotation=labels[i] if i < len(labels) and is_class_label(labels[i]) else None,
             )
     return list(rows.values())
 

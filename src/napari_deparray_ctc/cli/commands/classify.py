@@ -66,7 +66,7 @@ def register(sub) -> None:
 
 def write_predictions(out: Path, stream, predictions) -> None:
     """The one cell table (``core.cell_table``) for streamed cells and their predictions."""
-    from napari_deparray_ctc.core.cell_table import cell_rows, write_cell_table
+    from napari_deparray_ctc.core.annotations.cell_table import cell_rows, write_cell_table
 
     write_cell_table(
         out,
@@ -81,7 +81,7 @@ class ShiftTap:
         self.features: list = []
 
     def __call__(self, image) -> None:
-        from napari_deparray_ctc.core.shift import image_features
+        from napari_deparray_ctc.core.inference.shift import image_features
 
         try:
             self.features.append(image_features([image])[0])
@@ -92,7 +92,7 @@ class ShiftTap:
         """One warning line when the cells look unlike the model's training cells."""
         import numpy as np
 
-        from napari_deparray_ctc.core.shift import shift_warning
+        from napari_deparray_ctc.core.inference.shift import shift_warning
 
         if self.features and metadata.get("feature_summary"):
             message = shift_warning(np.array(self.features, dtype=np.float64), metadata)
@@ -102,7 +102,7 @@ class ShiftTap:
 
 def write_summary(path: Path, paths, stream, predictions, metadata: dict) -> list[dict]:
     """The per-sample counts CSV (``core.counts``); returns its rows."""
-    from napari_deparray_ctc.core.counts import sample_counts, write_sample_counts
+    from napari_deparray_ctc.core.inference.counts import sample_counts, write_sample_counts
 
     rows = sample_counts(
         sample_names(paths, stream), predictions.p_ctc, predictions.threshold, metadata

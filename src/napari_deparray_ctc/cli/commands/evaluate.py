@@ -20,6 +20,7 @@ from napari_deparray_ctc.cli.data import (
     sample_names,
 )
 from napari_deparray_ctc.cli.output import info, print_metrics, train_progress_printer, warn
+from napari_deparray_ctc.core.constants import is_class_label
 
 
 def register(sub) -> None:
@@ -70,7 +71,7 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_html_report(path: Path, args, stream, predictions, model, images) -> None:
     """The HTML report of this evaluation (``core.report``)."""
-    from napari_deparray_ctc.core.report import write_report
+    from napari_deparray_ctc.core.evaluation.report import write_report
 
     info(f"writing the report (saliency of {3 * 8} cells at most) ...")
     write_report(
@@ -89,7 +90,7 @@ def write_html_report(path: Path, args, stream, predictions, model, images) -> N
 
 
 def _evaluate_model(args: argparse.Namespace) -> int:
-    from napari_deparray_ctc.core.metrics import classification_metrics
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
 
     if args.report:
         check_out_folder(Path(args.report))
@@ -103,7 +104,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
         args.channel_map,
         on_image=images.append if args.report else None,
     )
-    known = [i for i, label in enumerate(stream.labels) if label in ("CTC", "WBC")]
+    known = [i for i, label in enumerate(stream.labels) if is_class_label(label)]
     if not known:
         raise CliError(
             ", ".join(args.data),
@@ -128,7 +129,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
 
 
 def _cross_validate(args: argparse.Namespace) -> int:
-    from napari_deparray_ctc.core.train import cross_validate
+    from napari_deparray_ctc.core.training.train import cross_validate
 
     overrides = options.train_overrides(args)
     options.apply_threads(overrides.get("num_threads"))

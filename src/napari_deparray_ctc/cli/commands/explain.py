@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import tifffile
 
     from napari_deparray_ctc.core.atomic import atomic_write
-    from napari_deparray_ctc.core.explain import DEFAULT_STEPS, saliency_maps
+    from napari_deparray_ctc.core.inference.explain import DEFAULT_STEPS, saliency_maps
 
     check_paths_exist(args.data)
     out = Path(args.out)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from napari_deparray_ctc.cli.data import CliError
-    from napari_deparray_ctc.core.portable import export_onnx
+    from napari_deparray_ctc.core.model.portable import export_onnx
 
     if not os.path.isfile(args.model):
         raise CliError(args.model, "model file not found")

@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the card."""
     from napari_deparray_ctc.cli.data import load_cli_model
-    from napari_deparray_ctc.core.model_card import model_card_lines
+    from napari_deparray_ctc.core.model.card import model_card_lines
 
     meta = load_cli_model(args.model, "cpu").metadata
     if args.json:

@@ -16,6 +16,7 @@ from napari_deparray_ctc.cli.data import (
     no_cells_error,
 )
 from napari_deparray_ctc.cli.output import StderrProgress, skip_warning
+from napari_deparray_ctc.core.constants import is_class_label
 
 #: Columns of ``suggest --out``.
 SUGGEST_COLUMNS = ("rank", "cell_id", "path", "p_ctc")
@@ -61,7 +62,7 @@ def write_suggestions(path: Path, rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Embed every cell, pick the suggestions, print (and write) them."""
-    from napari_deparray_ctc.core.suggest import cell_embeddings, select_uncertain_diverse
+    from napari_deparray_ctc.core.inference.suggest import cell_embeddings, select_uncertain_diverse
 
     check_paths_exist(args.data)
     if args.n < 1 or args.batch_size < 1:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     keep = [
         i
         for i, label in enumerate(stream.labels)
-        if args.include_labelled or label not in ("CTC", "WBC")
+        if args.include_labelled or not is_class_label(label)
     ]
     if not keep:
         raise CliError(

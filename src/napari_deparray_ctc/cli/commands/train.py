@@ -84,7 +84,7 @@ def init_overrides(args: argparse.Namespace, overrides: dict) -> dict:
 
 def store_card_extras(path: str, result, note: str | None) -> None:
     """The user's note, written into the model file's card."""
-    from napari_deparray_ctc.core.model import save_model
+    from napari_deparray_ctc.core.model.loaded import save_model
 
     if note:
         result.model.metadata["note"] = note
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(out)
     overrides = init_overrides(args, options.train_overrides(args))
     options.apply_threads(overrides.get("num_threads"))
-    from napari_deparray_ctc.core.train import train
+    from napari_deparray_ctc.core.training.train import train
 
     config = options.make_config(overrides, out=str(out))
     on_progress, close = train_progress_printer()

@@ -12,7 +12,13 @@ from typing import Any
 
 import tifffile
 
-from napari_deparray_ctc.core.channels import ChannelMap, ChannelMapError, as_channel_map, tokenize
+from napari_deparray_ctc.core.channels import (
+    ChannelMap,
+    ChannelMapError,
+    as_channel_map,
+    split_channel_token,
+    tokenize,
+)
 from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
 from napari_deparray_ctc.core.errors import DeparrayReadError
 
@@ -212,3 +218,8 @@ def open_tiff(path: str) -> tifffile.TiffFile:
         return tifffile.TiffFile(path)
     except Exception as exc:
         raise error_from_exception(path, exc) from None
+
+
+def is_channel_file_name(name: str | os.PathLike[str]) -> bool:
+    """True when a file name (with or without extension) holds a known channel token."""
+    return split_channel_token(tiff_stem(name))[0] is not None

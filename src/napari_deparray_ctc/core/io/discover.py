@@ -7,6 +7,12 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from napari_deparray_ctc.core.annotations.labels import (
+    LabelRecord,
+    LabelsFileError,
+    class_from_folder_name,
+    read_labels_csv,
+)
 from napari_deparray_ctc.core.channels import (
     ChannelMap,
     ChannelMapError,
@@ -35,12 +41,6 @@ from napari_deparray_ctc.core.io.common import (
 )
 from napari_deparray_ctc.core.io.pixels import STACK_CACHE, OpenFile
 from napari_deparray_ctc.core.io.types import CellSource, Plan
-from napari_deparray_ctc.core.labels import (
-    LabelRecord,
-    LabelsFileError,
-    class_from_folder_name,
-    read_labels_csv,
-)
 
 
 @dataclass

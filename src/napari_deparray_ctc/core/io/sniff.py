@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from napari_deparray_ctc.core.annotations.labels import class_from_folder_name
 from napari_deparray_ctc.core.channels import (
     CHANNEL_MAP_FILENAMES,
     KNOWN_CHANNELS,
@@ -31,7 +32,6 @@ from napari_deparray_ctc.core.io.common import (
 )
 from napari_deparray_ctc.core.io.pixels import OpenFile
 from napari_deparray_ctc.core.io.types import NotACellImageError, Plan
-from napari_deparray_ctc.core.labels import class_from_folder_name
 
 #: the largest plane side of an unnamed TIFF that is taken for a cell image in a folder
 CELL_SIDE_PX = 512

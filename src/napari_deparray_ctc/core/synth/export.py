@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_deparray_ctc.core.annotations.labels import write_labels_csv
 from napari_deparray_ctc.core.atomic import atomic_write
 from napari_deparray_ctc.core.constants import LAYOUTS
-from napari_deparray_ctc.core.labels import write_labels_csv
 from napari_deparray_ctc.core.synth.cells import check_args, synth_cells
 from napari_deparray_ctc.core.synth.imaging import CHANNELS
 from napari_deparray_ctc.core.synth.optics import Optics

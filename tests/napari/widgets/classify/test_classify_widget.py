@@ -112,8 +112,8 @@ class FakeCore:
 
 
 def _patch_core(monkeypatch, core) -> None:
-    monkeypatch.setattr("napari_deparray_ctc.core.model.load_model", core.load_model)
-    monkeypatch.setattr("napari_deparray_ctc.core.classify.classify", core.classify)
+    monkeypatch.setattr("napari_deparray_ctc.core.model.loaded.load_model", core.load_model)
+    monkeypatch.setattr("napari_deparray_ctc.core.inference.classify.classify", core.classify)
 
 
 @pytest.fixture
@@ -564,7 +564,7 @@ def test_missing_model_and_classifier_errors(
         raise ValueError("image 0 is 1x1 pixels, too small")
 
     _choose_model(widget, qtbot, model_file)
-    monkeypatch.setattr("napari_deparray_ctc.core.classify.classify", too_small)
+    monkeypatch.setattr("napari_deparray_ctc.core.inference.classify.classify", too_small)
     _run(widget, qtbot)
     assert "could not be classified" in errors[-1] and "too small" in errors[-1]
     assert widget.run_button.isEnabled()
@@ -594,9 +594,9 @@ def test_model_card_is_shown_before_a_run(widget, viewer, qtbot, fake_core, mode
 def tiny_model(tmp_path_factory):
     """A ResNet18 trained for one epoch on 16 synthetic cells at 32 px (a few seconds)."""
     pytest.importorskip("torch")
-    from napari_deparray_ctc.core.data import TrainingSet
     from napari_deparray_ctc.core.synth import synth_cells
-    from napari_deparray_ctc.core.train import TrainConfig, train
+    from napari_deparray_ctc.core.training import TrainingSet
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny-model") / "tiny.pt"
     cells = synth_cells(16, ctc_fraction=0.5, seed=3, image_size=32)
@@ -635,8 +635,8 @@ def test_real_end_to_end_matches_core_and_cli(
     widget, viewer, qtbot, tiny_model, synthetic_export, tmp_path, errors
 ):
     from napari_deparray_ctc.cli import main as cli_main
-    from napari_deparray_ctc.core.classify import classify
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.inference.classify import classify
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     viewer.open(str(synthetic_export), plugin="napari-deparray-ctc")
     bf_layer = next(ly for ly in viewer.layers if ly.metadata["deparray"]["channel"] == "BF")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from napari_deparray_ctc.core.constants import background_threads
-from napari_deparray_ctc.core.train import config_field_defaults
+from napari_deparray_ctc.core.training.train import config_field_defaults
 from napari_deparray_ctc.napari.widgets.train.inputs import SETTINGS, TrainInputs, field_spec
 
 
@@ -25,7 +25,7 @@ def _valid(tmp_path: Path, **changes) -> TrainInputs:
 
 
 def test_defaults_come_from_train_config() -> None:
-    from napari_deparray_ctc.core.train import TrainConfig
+    from napari_deparray_ctc.core.training.train import TrainConfig
 
     config = TrainConfig()
     inputs = TrainInputs()

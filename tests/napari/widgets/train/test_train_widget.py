@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_deparray_ctc.core.model_files import in_progress_path
+from napari_deparray_ctc.core.model.file_policy import in_progress_path
 from napari_deparray_ctc.core.synth import write_export
 from napari_deparray_ctc.napari.cells import deparray_meta, set_cell_label
 from napari_deparray_ctc.napari.session import session_for
@@ -151,7 +151,7 @@ class _FakeModel:
 
 class _FakeResult:
     def __init__(self, out: str | None, cancelled: bool, history: list[dict]) -> None:
-        from napari_deparray_ctc.core.metrics import confusion
+        from napari_deparray_ctc.core.evaluation.metrics import confusion
 
         self.out_path = out
         self.cancelled = cancelled
@@ -173,7 +173,7 @@ def _fake_train(batches_per_epoch: int = 5, batch_s: float = 0.01, started=None,
 
     With ``hold``, it waits for ``started`` to be set (by the test) before it begins.
     """
-    from napari_deparray_ctc.core.train import TrainProgress
+    from napari_deparray_ctc.core.training.train import TrainProgress
 
     def train(config, data=None, progress=None, should_stop=None):
         history = []
@@ -225,7 +225,7 @@ def test_plot_and_progress_receive_points(viewer_widget, qtbot, tmp_path, monkey
     seen = []
     started = threading.Event()
     monkeypatch.setattr(
-        "napari_deparray_ctc.core.train.train", _fake_train(started=started, hold=True)
+        "napari_deparray_ctc.core.training.train.train", _fake_train(started=started, hold=True)
     )
     worker = widget.start()
     assert worker is not None and widget.is_running
@@ -250,7 +250,7 @@ def test_stop_cancels_within_a_batch(viewer_widget, qtbot, tmp_path, monkeypatch
     _tiny_settings(widget, out, epochs=50)
     started = threading.Event()
     fake = _fake_train(batches_per_epoch=100, batch_s=0.05, started=started)
-    monkeypatch.setattr("napari_deparray_ctc.core.train.train", fake)
+    monkeypatch.setattr("napari_deparray_ctc.core.training.train.train", fake)
     widget.start()
     assert started.wait(30)
     qtbot.wait(200)
@@ -272,7 +272,7 @@ def test_training_errors_are_reported_and_the_widget_recovers(
     def broken(config, data=None, progress=None, should_stop=None):
         raise RuntimeError("out of memory on the pretend device")
 
-    monkeypatch.setattr("napari_deparray_ctc.core.train.train", broken)
+    monkeypatch.setattr("napari_deparray_ctc.core.training.train.train", broken)
     widget.start()
     _wait(qtbot, widget)
     assert "out of memory on the pretend device" in widget.last_message
@@ -283,7 +283,7 @@ def test_training_errors_are_reported_and_the_widget_recovers(
 
 
 def _save_reference_model(path: Path, f1: float, val_loss: float) -> None:
-    from napari_deparray_ctc.core.model import build_network, save_model
+    from napari_deparray_ctc.core.model.loaded import build_network, save_model
 
     metrics = {"f1": f1, "val_loss": val_loss}
     save_model(
@@ -296,7 +296,7 @@ def _save_reference_model(path: Path, f1: float, val_loss: float) -> None:
 def test_real_tiny_training_gives_a_model_the_classify_widget_uses(
     viewer_widget, qtbot, tmp_path
 ) -> None:
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     viewer, widget, _layers = viewer_widget
     out = tmp_path / "model.pt"
@@ -396,7 +396,7 @@ def test_every_setting_explains_itself(viewer_widget) -> None:
 
 def test_eta_counts_from_the_first_batch(viewer_widget, monkeypatch) -> None:
     """Set-up time (model building, tensor preparation) must not inflate the first ETA."""
-    from napari_deparray_ctc.core.train import TrainProgress
+    from napari_deparray_ctc.core.training.train import TrainProgress
 
     _viewer, widget, _layers = viewer_widget
     clock = iter([100.0, 101.0, 102.0])  # first batch at 100 s, then one batch per second

@@ -32,7 +32,7 @@ __all__ = ["ModelBox", "describe_metadata"]
 
 def describe_metadata(meta: dict) -> str:
     """A short model card for the widget: architecture, training data, validation, threshold."""
-    from napari_deparray_ctc.core.model_card import model_summary_lines
+    from napari_deparray_ctc.core.model.card import model_summary_lines
 
     return "<br>".join(model_summary_lines(meta))
 
@@ -45,7 +45,7 @@ def _check_model(path: str) -> tuple[dict | None, str | None]:
 
     avoid_gl_llvm_clash()
     preload_torch_libraries()
-    from napari_deparray_ctc.core.model import load_model
+    from napari_deparray_ctc.core.model.loaded import load_model
 
     try:
         return dict(load_model(path, device="cpu").metadata), None

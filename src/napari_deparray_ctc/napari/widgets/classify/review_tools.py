@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import cell_image, deparray_meta, is_stack
 from napari_deparray_ctc.napari.widgets.common import notify
 from napari_deparray_ctc.napari.workers import LayerCells, saliency_job, suggest_job
@@ -89,7 +90,7 @@ class ReviewTools(QWidget):
         meta = deparray_meta(layer) or {}
         ids = [str(c) for c in meta.get("cell_ids") or []]
         labels = meta.get("labels") or []
-        exclude = [c for c, label in zip(ids, labels, strict=False) if label in ("CTC", "WBC")]
+        exclude = [c for c, label in zip(ids, labels, strict=False) if is_class_label(label)]
         cells = LayerCells(layer.name, layer.data, False, list(range(len(ids))), ids)
         worker = thread_worker(suggest_job, start_thread=False)(
             path, cells, exclude, int(self.suggest_spin.value())

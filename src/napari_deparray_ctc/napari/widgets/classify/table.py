@@ -22,6 +22,8 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
 )
 
+from napari_deparray_ctc.core.constants import is_class_label
+
 __all__ = ["COLUMNS", "ResultsTable"]
 
 #: visible columns
@@ -310,7 +312,7 @@ class ResultsTable(QTableWidget):
         row = self.result_row_at(item.row())
         text = item.text().strip().upper()
         self.annotationEdited.emit(
-            self.results.rows[row].cell_id, text if text in ("CTC", "WBC") else None
+            self.results.rows[row].cell_id, text if is_class_label(text) else None
         )
 
     def eventFilter(self, watched: Any, event: Any) -> bool:

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deparray_ctc.core.constants import background_threads
+from napari_deparray_ctc.core.constants import background_threads, is_class_label
 from napari_deparray_ctc.napari.cells import cell_count, deparray_meta, ensure_deparray_metadata
 from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
@@ -340,7 +340,7 @@ class ClassifyWidget(QWidget):
                         index,
                         float(next(p)),
                         paths[index] if index < len(paths) else None,
-                        label if label in ("CTC", "WBC") else None,
+                        label if is_class_label(label) else None,
                         groups[index] if index < len(groups) else None,
                     )
                 )

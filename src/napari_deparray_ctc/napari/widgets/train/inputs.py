@@ -1,7 +1,7 @@
 """What the "Train classifier" widget runs with (no Qt, no torch at import).
 
 :class:`TrainInputs` holds the layers, the model file and the settings; every setting's
-default, range and help text come from :class:`~napari_deparray_ctc.core.train.TrainConfig`
+default, range and help text come from :class:`~napari_deparray_ctc.core.training.train.TrainConfig`
 (:func:`field_spec`), so the widget never restates a default or a range. The model-file
 policy (in-progress file, "never replace a better model") is ``core.model_files``.
 """
@@ -46,7 +46,7 @@ _CHOICES = {"arch": ARCHITECTURES, "dapi_strategy": DAPI_STRATEGIES, "augment": 
 
 def field_spec(name: str) -> FieldSpec:
     """The widget's view of a ``TrainConfig`` field (its default and its metadata)."""
-    from napari_deparray_ctc.core.train import TrainConfig, config_field_defaults
+    from napari_deparray_ctc.core.training.train import TrainConfig, config_field_defaults
 
     found = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
     meta = dict(found.metadata)
@@ -155,8 +155,8 @@ class TrainInputs:
 
     def to_config(self, out: str | os.PathLike | None = None, **overrides: Any):
         """The core ``TrainConfig``; it writes to ``out`` (default: the in-progress file)."""
-        from napari_deparray_ctc.core.model_files import in_progress_path
-        from napari_deparray_ctc.core.train import TrainConfig
+        from napari_deparray_ctc.core.model.file_policy import in_progress_path
+        from napari_deparray_ctc.core.training.train import TrainConfig
 
         values: dict[str, Any] = {
             "arch": self.arch,

@@ -164,9 +164,9 @@ class TrainWidget(QWidget):
 
     def prepare(self) -> tuple[TrainInputs, Any]:
         """Check everything before training and build the training set (ValueError: why not)."""
-        from napari_deparray_ctc.core.data import check_training_set, training_set_from_cells
         from napari_deparray_ctc.core.errors import TrainingDataError
-        from napari_deparray_ctc.core.train import config_field_defaults
+        from napari_deparray_ctc.core.training import check_training_set, training_set_from_cells
+        from napari_deparray_ctc.core.training.train import config_field_defaults
 
         inputs = self.inputs()
         if self.start_from_check.isChecked():

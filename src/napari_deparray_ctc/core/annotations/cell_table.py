@@ -1,0 +1,120 @@
+"""The one per-cell CSV the plugin writes: cell id, path, P(CTC), call, threshold, annotation.
+
+``deparray-ctc classify --out``, the classify widget's *Export CSV* and napari's
+*File ▸ Save Selected Layer(s)* on a DEPArray layer all go through :func:`write_cell_table`, so
+the three files have the same columns (:data:`~napari_deparray_ctc.core.constants.PREDICTION_CSV_COLUMNS`)
+and the same number format. Prediction columns are empty for cells that were not classified.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from napari_deparray_ctc.core.atomic import atomic_write
+from napari_deparray_ctc.core.constants import PREDICTION_CSV_COLUMNS, call_label
+
+__all__ = ["CellRow", "cell_rows", "format_probability", "read_cell_table", "write_cell_table"]
+
+
+def format_probability(p: float) -> str:
+    """P(CTC) or a threshold as written to CSV: six decimals."""
+    return f"{float(p):.6f}"
+
+
+@dataclass
+class CellRow:
+    """One row of the cell table.
+
+    Attributes
+    ----------
+    cell_id, path
+        The cell and its source file (``None`` when unknown).
+    p_ctc, threshold
+        P(CTC) and the threshold of the call, or ``None`` when not classified.
+    annotation
+        The user's label, ``"CTC"``, ``"WBC"`` or ``None``.
+    """
+
+    cell_id: str
+    path: str | None = None
+    p_ctc: float | None = None
+    threshold: float | None = None
+    annotation: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        """The call at :attr:`threshold` (``None`` when not classified)."""
+        if self.p_ctc is None or self.threshold is None:
+            return None
+        return call_label(self.p_ctc, self.threshold)
+
+    def as_strings(self) -> dict[str, str]:
+        """The row as the CSV writes it."""
+        classified = self.p_ctc is not None and self.threshold is not None
+        return {
+            "cell_id": str(self.cell_id),
+            "path": "" if self.path is None else os.fspath(self.path),
+            "p_ctc": format_probability(self.p_ctc) if classified else "",
+            "label": self.label or "",
+            "threshold": format_probability(self.threshold) if classified else "",
+            "annotation": self.annotation or "",
+        }
+
+
+def cell_rows(
+    cell_ids: Sequence[str],
+    paths: Sequence[str | None] | None = None,
+    p_ctc: Sequence[float] | None = None,
+    threshold: float | None = None,
+    annotations: Sequence[str | None] | None = None,
+) -> list[CellRow]:
+    """Aligned per-cell lists as :class:`CellRow` objects (missing lists give empty columns)."""
+    n = len(cell_ids)
+    for name, values in (("paths", paths), ("p_ctc", p_ctc), ("annotations", annotations)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{n} cell ids but {len(values)} {name}")
+    return [
+        CellRow(
+            cell_id=str(cell_ids[i]),
+            path=None if paths is None else paths[i],
+            p_ctc=None if p_ctc is None else float(p_ctc[i]),
+            threshold=None if p_ctc is None else threshold,
+            annotation=None if annotations is None else annotations[i],
+        )
+        for i in range(n)
+    ]
+
+
+def write_cell_table(path: str | os.PathLike, rows: Iterable[CellRow]) -> int:
+    """Write the cell table to ``path`` atomically (the old file stays whole on any failure).
+
+    Parameters
+    ----------
+    path
+        Destination CSV file; its folder must exist.
+    rows
+        The rows, in the order to write them.
+
+    Returns
+    -------
+    int
+        Number of rows written.
+    """
+    count = 0
+    # surrogateescape: paths with non-UTF-8 bytes are written as they are (as in labels.csv)
+    with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(PREDICTION_CSV_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_strings())
+            count += 1
+    return count
+
+
+def read_cell_table(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a cell table as dicts of strings (for tests and scripts)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,275 @@
+"""Classify bright-field images with a trained model, streaming in bounded memory.
+
+:func:`classify` reads images from any iterable (a list, a generator over files, a napari
+stack) one batch at a time: at most ``batch_size`` images plus one prepared batch are held,
+whatever the number of cells, so 10,000 cells need no more memory than 64. Only the
+probabilities (8 bytes per cell) accumulate. Inference runs under ``torch.inference_mode``
+with mixed precision (float16 autocast) on CUDA. ``p_ctc`` is the model's calibrated P(CTC).
+
+Options measured in ``benchmarks/quality.py`` (``docs/quality.md``):
+
+* ``adapt=True``: test-time BatchNorm re-estimation. The BatchNorm statistics are recomputed
+  on the first ``adapt_cells`` cells of this export (held as prepared tensors, ~16 kB per
+  cell at 64 px), then every cell is classified with them: a new instrument's contrast and
+  noise are absorbed without labels.
+* ``tta=True``: the logit is averaged over the eight rotations and reflections (8x slower).
+* ``pixel_size``: the pixel size (µm) of the images, one number or one per image; used when
+  the model was trained at a canonical pixel size (``TrainConfig.pixel_size_um``) and
+  overriding what the files say.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_deparray_ctc.core.constants import call_label
+from napari_deparray_ctc.core.inference.preprocess import prepare_batch
+from napari_deparray_ctc.core.model.loaded import LoadedModel, load_model
+
+__all__ = ["Predictions", "classify", "evaluate"]
+
+
+@dataclass
+class Predictions:
+    """Per-cell CTC probabilities and the model's decision threshold.
+
+    Attributes
+    ----------
+    p_ctc
+        ``float64`` array ``(N,)`` of P(CTC).
+    threshold
+        A cell is called CTC when ``p_ctc >= threshold``.
+    cell_ids
+        Aligned ids (given, or ``"cell-00000"``...).
+    cancelled
+        ``True`` when ``should_stop()`` ended classification early; ``p_ctc`` and
+        ``cell_ids`` then hold only the cells classified so far.
+    """
+
+    p_ctc: np.ndarray
+    threshold: float
+    cell_ids: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    def __len__(self) -> int:
+        return len(self.p_ctc)
+
+    @property
+    def labels(self) -> list[str]:
+        """``"CTC"`` where ``p_ctc >= threshold``, else ``"WBC"``."""
+        return self.relabel(self.threshold)
+
+    def relabel(self, threshold: float) -> list[str]:
+        """Labels at another threshold (e.g. a slider in the widget).
+
+        Parameters
+        ----------
+        threshold
+            Decision threshold in [0, 1].
+
+        Returns
+        -------
+        list of str
+            ``"CTC"`` / ``"WBC"`` per cell.
+        """
+        t = float(threshold)
+        return [call_label(p, t) for p in self.p_ctc]
+
+    def as_records(self) -> list[dict[str, Any]]:
+        """``[{"cell_id", "p_ctc", "label"}, ...]`` (the layer-metadata ``predictions`` form)."""
+        return [
+            {"cell_id": c, "p_ctc": float(p), "label": lab}
+            for c, p, lab in zip(self.cell_ids, self.p_ctc, self.labels, strict=True)
+        ]
+
+
+def _resolve_model(model: LoadedModel | str | os.PathLike, device: str | None) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        if device is not None and str(device) != model.device:
+            model.to(device)
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device=device)
+    raise TypeError(f"model must be a LoadedModel or a path, got {type(model).__name__}")
+
+
+def _pixel_sizes(pixel_size: float | Sequence[float | None] | None):
+    """An endless iterator of per-image pixel sizes (``None`` where unknown)."""
+    import itertools
+
+    if pixel_size is None or isinstance(pixel_size, (int, float, np.floating, np.integer)):
+        return itertools.repeat(None if pixel_size is None else float(pixel_size))
+    return itertools.chain(
+        (None if v is None else float(v) for v in pixel_size), itertools.repeat(None)
+    )
+
+
+def classify(
+    images: Iterable[np.ndarray],
+    model: LoadedModel | str | os.PathLike,
+    batch_size: int = 64,
+    device: str | None = None,
+    cell_ids: Sequence[str] | None = None,
+    progress: Callable[[int, int | None], Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    pixel_size: float | Sequence[float | None] | None = None,
+    adapt: bool = False,
+    tta: bool = False,
+    adapt_cells: int = 2048,
+) -> Predictions:
+    """Compute calibrated P(CTC) for bright-field images, streaming batch by batch.
+
+    Parameters
+    ----------
+    images
+        Any iterable of 2-D BF arrays (any size/dtype); consumed lazily. A 3-D array
+        ``(N, Y, X)`` is treated as a stack of ``N`` images.
+    model
+        A :class:`~napari_deparray_ctc.core.model.loaded.LoadedModel` or a model file path.
+    batch_size
+        Images per forward pass (bounds memory).
+    device
+        ``None`` keeps a loaded model's device (or picks one when loading a path); otherwise
+        the model is moved there.
+    cell_ids
+        Aligned ids; default ``"cell-00000"``, ``"cell-00001"``...
+    progress
+        Called as ``progress(done, total)`` after every batch; ``total`` is ``len(images)``
+        when known, else ``None``.
+    should_stop
+        Called before every batch; ``True`` ends early with ``cancelled=True``.
+    pixel_size
+        Pixel size in µm: one number for every image, or one per image (``None`` entries:
+        unknown). Only used by models trained at a canonical pixel size.
+    adapt
+        Re-estimate BatchNorm statistics on these images first (see the module docstring);
+        the given model is not changed.
+    tta
+        Average over the eight rotations and reflections of each image.
+    adapt_cells
+        Most cells used to re-estimate the statistics.
+
+    Returns
+    -------
+    Predictions
+        Uses the model's stored threshold.
+
+    Raises
+    ------
+    ValueError
+        An image is not 2-D (the message gives its position), ``batch_size < 1``, or
+        ``cell_ids`` does not match the number of images.
+    """
+    import itertools
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, not {batch_size}")
+    loaded = _resolve_model(model, device)
+    total: int | None
+    try:
+        total = len(images)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    if cell_ids is not None and total is not None and len(cell_ids) != total:
+        raise ValueError(f"{len(cell_ids)} cell ids given for {total} images")
+    size = loaded.image_size
+    normalisation = loaded.normalisation
+    sizes = _pixel_sizes(pixel_size)
+    stream = iter(images)
+    chunks: list[np.ndarray] = []
+    done = 0
+    cancelled = False
+
+    def prepared_batches(source, offset: int):
+        """Prepared tensors of ``source`` in batches (lazily)."""
+        index = offset
+        while True:
+            block = list(itertools.islice(source, batch_size))
+            if not block:
+                return
+            yield prepare_batch(
+                block,
+                size,
+                normalisation,
+                index_offset=index,
+                pixel_sizes=list(itertools.islice(sizes, len(block))),
+            )
+            index += len(block)
+
+    batches = prepared_batches(stream, 0)
+    if adapt:
+        # hold the first adapt_cells cells as tensors, adapt on them, then classify them too
+        held = list(itertools.islice(batches, max(1, -(-adapt_cells // batch_size))))
+        if held:
+            loaded = loaded.adapted(held)
+        batches = itertools.chain(held, prepared_batches(stream, sum(len(b) for b in held)))
+    while True:
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        batch = next(batches, None)
+        if batch is None:
+            break
+        chunks.append(loaded.predict_proba(batch, tta=tta))
+        done += int(batch.shape[0])
+        if progress is not None:
+            progress(done, total)
+    p_ctc = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
+    if cell_ids is None:
+        ids = [f"cell-{i:05d}" for i in range(done)]
+    else:
+        all_ids = list(cell_ids)
+        if not cancelled and len(all_ids) != done:
+            raise ValueError(f"{len(all_ids)} cell ids given for {done} images")
+        ids = [str(c) for c in all_ids[:done]]
+    if progress is not None and done == 0 and not cancelled:
+        progress(0, total)
+    return Predictions(p_ctc=p_ctc, threshold=loaded.threshold, cell_ids=ids, cancelled=cancelled)
+
+
+def evaluate(
+    images: Iterable[np.ndarray],
+    labels: Sequence[Any],
+    model: LoadedModel | str | os.PathLike,
+    batch_size: int = 64,
+    device: str | None = None,
+    threshold: float | None = None,
+) -> dict:
+    """Classify labelled images and compute metrics (CTC positive).
+
+    Parameters
+    ----------
+    images
+        2-D BF arrays.
+    labels
+        ``"CTC"``/``"WBC"`` (or 0/1) per image, aligned.
+    model
+        A loaded model or a model file path.
+    batch_size, device
+        As for :func:`classify`.
+    threshold
+        Decision threshold; default: the model's.
+
+    Returns
+    -------
+    dict
+        :func:`napari_deparray_ctc.core.evaluation.metrics.classification_metrics` output, plus
+        ``model_threshold`` and ``best_threshold`` / ``best_f1`` (the oracle threshold on
+        these data, for reference only: it is chosen on the test data).
+    """
+    from napari_deparray_ctc.core.evaluation.metrics import best_threshold, classification_metrics
+
+    predictions = classify(images, model, batch_size=batch_size, device=device)
+    t = predictions.threshold if threshold is None else float(threshold)
+    result = classification_metrics(labels, predictions.p_ctc, t)
+    result["model_threshold"] = float(predictions.threshold)
+    oracle_t, oracle_f1 = best_threshold(labels, predictions.p_ctc)
+    result["best_threshold"] = oracle_t
+    result["best_f1"] = oracle_f1
+    return result

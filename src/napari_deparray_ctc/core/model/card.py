@@ -1,0 +1,171 @@
+"""The model card: what a model file says about itself, as lines a person can read.
+
+Works on a model's metadata dict (``LoadedModel.metadata``), so it needs no torch.
+``deparray-ctc info M.pt`` prints :func:`model_card_lines`, and the classify widget shows
+:func:`model_summary_lines` as soon as a model file is chosen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "model_card_lines",
+    "model_summary_lines",
+    "validation_note",
+]
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return (
+        f"{value:.{digits}f}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else "n/a"
+    )
+
+
+def _validation_sizes(meta: dict) -> tuple[int | None, int | None]:
+    """``(CTC, WBC)`` validation cells the stored figures rest on (``None`` when unknown)."""
+    from napari_deparray_ctc.core.model.file_policy import validation_sizes
+
+    return validation_sizes(meta)
+
+
+def validation_note(meta: dict) -> str | None:
+    """A sentence when the stored figures rest on too few validation cells (else ``None``):
+    the one rule, ``core.model_files.validation_too_small``."""
+    from napari_deparray_ctc.core.model.file_policy import validation_too_small
+
+    return validation_too_small(meta)
+
+
+def model_summary_lines(meta: dict) -> list[str]:
+    """Three or four short lines: network, training data, validation, threshold."""
+    lines = [f"{meta.get('arch', '?')}, {meta.get('image_size', '?')} px bright-field input"]
+    summary = meta.get("data_summary") or {}
+    if summary:
+        lines.append(
+            f"trained on {summary.get('n_cells', '?')} cells ({summary.get('n_ctc', '?')} CTC, "
+            f"{summary.get('n_wbc', '?')} WBC) from {summary.get('n_groups') or 1} sample(s)"
+        )
+    metrics = meta.get("metrics") or {}
+    n_ctc, n_wbc = _validation_sizes(meta)
+    sizes = f" on {n_ctc} CTC + {n_wbc} WBC" if n_ctc is not None else ""
+    lines.append(
+        f"validation{sizes}: F1 {_number(metrics.get('f1'))}, precision "
+        f"{_number(metrics.get('precision'))}, recall {_number(metrics.get('recall'))}"
+    )
+    threshold = f"threshold {_number(meta.get('threshold'))}"
+    if isinstance(meta.get("threshold_sd"), (int, float)):
+        threshold += f" (± {meta['threshold_sd']:.3f} across folds)"
+    if meta.get("calibration"):
+        method = (meta["calibration"] or {}).get("method", "yes")
+        threshold += f", calibrated ({method})"
+    lines.append(threshold)
+    warning = meta.get("warning") or (
+        None if meta.get("learned", True) else "training learned nothing"
+    )
+    if warning:
+        lines.append(f"warning: {warning}")
+    note = validation_note(meta)
+    if note:
+        lines.append(f"note: {note}")
+    return lines
+
+
+def _per_sample_line(summary: dict) -> str | None:
+    """``samples: S01 (12 CTC, 88 WBC), S02 (...)``, or the bare names when counts are absent."""
+    per_group = summary.get("per_group")
+    if isinstance(per_group, dict) and per_group:
+        shown = [
+            f"{name} ({counts.get('CTC', '?')} CTC, {counts.get('WBC', '?')} WBC)"
+            for name, counts in list(per_group.items())[:20]
+            if isinstance(counts, dict)
+        ]
+        more = f" and {len(per_group) - 20} more" if len(per_group) > 20 else ""
+        return f"training cells per sample: {', '.join(shown)}{more}"
+    groups = summary.get("groups") or []
+    if groups:
+        return f"samples: {', '.join(str(g) for g in groups[:20])}"
+    return None
+
+
+def _calibration_line(meta: dict) -> str | None:
+    spec = meta.get("calibration")
+    if not isinstance(spec, dict):
+        return "calibration: none stored (P(CTC) is the network's sigmoid)"
+    method = spec.get("method", "?")
+    detail = ""
+    if method == "platt":
+        a, b = spec.get("a"), spec.get("b")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            sign = "-" if b < 0 else "+"
+            detail = f": P = sigmoid({a:.3f} x logit {sign} {abs(b):.3f})"
+    elif method == "isotonic":
+        detail = f" ({len(spec.get('x') or [])} breakpoints)"
+    cells = f", fitted on {spec['n_cells']} out-of-fold cells" if spec.get("n_cells") else ""
+    return f"calibration: {method}{detail}{cells}"
+
+
+def _training_line(meta: dict) -> str | None:
+    config = meta.get("train_config") or {}
+    if not config:
+        return None
+    parts = [f"up to {config.get('epochs', '?')} epochs"]
+    if config.get("folds"):
+        parts.append(f"{config['folds']} folds")
+    members = meta.get("ensemble")
+    if isinstance(members, int) and members > 1:
+        parts.append(f"ensemble of {members} networks")
+    parts.append(f"lr {config.get('lr', '?')}, batch {config.get('batch_size', '?')}")
+    parts.append(f"seed {meta.get('seed', config.get('seed', '?'))}")
+    start = meta.get("pretrained") or config.get("pretrained")
+    parts.append(f"started from {start}" if start else "random initialisation")
+    return "training: " + ", ".join(str(p) for p in parts)
+
+
+def model_card_lines(meta: dict) -> list[str]:
+    """Everything the card holds (``deparray-ctc info``).
+
+    The summary (:func:`model_summary_lines`), then the training cells per sample, the
+    validation PR-AUC, the calibration, the training settings (epochs, folds, ensemble,
+    starting weights), augmentation and DAPI strategy, whether the shift check is possible,
+    the package and torch versions with the date, and the trainer's note.
+    """
+    lines = model_summary_lines(meta)
+    summary = meta.get("data_summary") or {}
+    per_sample = _per_sample_line(summary)
+    if per_sample:
+        lines.append(per_sample)
+    metrics = meta.get("metrics") or {}
+    if isinstance(metrics.get("average_precision"), (int, float)):
+        split = metrics.get("split") or summary.get("split") or "validation"
+        lines.append(f"validation PR-AUC {_number(metrics['average_precision'])} ({split})")
+    calibration = _calibration_line(meta)
+    if calibration:
+        lines.append(calibration)
+    training = _training_line(meta)
+    if training:
+        lines.append(training)
+    augment = meta.get("augment") or (meta.get("train_config") or {}).get("augment") or []
+    lines.append(
+        f"augmentation: {', '.join(augment) or 'none'}; DAPI strategy: "
+        f"{meta.get('dapi_strategy') or (meta.get('train_config') or {}).get('dapi_strategy', '?')}"
+    )
+    features = meta.get("feature_summary")
+    if isinstance(features, dict):
+        lines.append(
+            f"shift check: image features of {features.get('n_cells', '?')} training cells "
+            f"from {features.get('n_groups') or 'unknown'} sample(s) stored"
+        )
+    else:
+        lines.append("shift check: not possible (no training-feature summary in the file)")
+    versions = meta.get("versions") or {}
+    if versions:
+        lines.append(
+            "written by napari-deparray-ctc "
+            f"{versions.get('napari_deparray_ctc', '?')} with torch {versions.get('torch', '?')}"
+            f" on {meta.get('created', '?')}"
+        )
+    lines.append(f"note from the trainer: {meta['note']}" if meta.get("note") else "note: none")
+    return lines
