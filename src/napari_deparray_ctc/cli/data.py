@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_deparray_ctc.cli.output import StderrProgress, only_other_images, skip_warning
+from napari_deparray_ctc.cli.output import StderrProgress, only_other_images, skip_warning, warn
 from napari_deparray_ctc.core.errors import DeparrayError
 
 __all__ = [
@@ -171,6 +171,8 @@ def classify_paths(
         skip_warning(stream.skipped)  # the reasons, then the error
         raise no_cells_error(paths, stream.skipped)
     skip_warning(stream.skipped)
+    if predictions.scale_note:
+        warn(predictions.scale_note)
     return stream, predictions, model
 
 

@@ -58,3 +58,79 @@ def test_pixel_size_lists_and_spec_checks():
     for bad in (-1, 0, "big", float("nan")):
         with pytest.raises(ValueError, match="canonical pixel size"):
             check_normalisation({"pixel_size_um": bad})
+
+
+# --------------------------------------------------------------------------------------------
+# the scale rule (issue 20): rescale only when the model and the image both know their size
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_scale_rule_rescales_only_when_both_pixel_sizes_are_known():
+    from napari_deparray_ctc.core.inference.preprocess import input_scale
+
+    assert input_scale(None, None) is None
+    assert input_scale(None, 0.62) is None  # the model knows no scale: the file is ignored
+    assert input_scale(0.55, None) is None  # the cell declares none: resized whole
+    assert input_scale(0.55, 0.62) == pytest.approx(0.62 / 0.55)
+    for nonsense in (0, -1, float("nan"), float("inf"), True, "0.5"):
+        assert input_scale(0.55, nonsense) is None
+        assert input_scale(nonsense, 0.55) is None
+
+
+def test_a_model_trained_without_a_pixel_size_resizes_declared_cells_whole():
+    """Issue 20: training cells declared nothing; the new camera's cells declare 0.62 µm."""
+    from napari_deparray_ctc.core.inference.preprocess import training_normalisation
+
+    spec = training_normalisation(0.55, None, n_cells=10)  # what crossfit stores
+    assert spec["pixel_size_um"] is None
+    assert spec["training_pixel_sizes"] == {"known": 0, "unknown": 10}
+    cell = _disc(80, 14)
+    declared = prepare_batch([cell], 64, spec, pixel_sizes=[0.62])
+    undeclared = prepare_batch([cell], 64, spec, pixel_sizes=[None])
+    np.testing.assert_array_equal(declared.numpy(), undeclared.numpy())
+    # the bug: rescaling to 0.55 µm and cutting to 64 px made the cell ~1.4x larger
+    buggy = prepare_batch([cell], 64, {**spec, "pixel_size_um": 0.55}, pixel_sizes=[0.62])
+    assert _radius(buggy[0, 0].numpy()) > 1.3 * _radius(declared[0, 0].numpy())
+
+
+def test_the_model_pixel_size_is_the_one_training_used():
+    from napari_deparray_ctc.core.inference.preprocess import (
+        model_pixel_size,
+        training_normalisation,
+    )
+
+    assert model_pixel_size(0.55, None) is None
+    assert model_pixel_size(0.55, [None, None]) is None
+    assert model_pixel_size(0.55, [None, 0.6]) == 0.55
+    assert model_pixel_size(None, [0.6, 0.6]) is None
+    mixed = training_normalisation(0.55, [None, 0.6, 0.42])
+    assert mixed["pixel_size_um"] == 0.55
+    assert mixed["training_pixel_sizes"] == {"known": 2, "unknown": 1}
+    assert check_normalisation(mixed) == mixed  # stored and read back as it is
+    with pytest.raises(ValueError, match="training cells had a pixel size"):
+        check_normalisation({"training_pixel_sizes": {"known": -1, "unknown": 0}})
+
+
+def test_a_note_when_cells_without_a_pixel_size_meet_a_model_that_never_saw_whole_crops():
+    from napari_deparray_ctc.core.inference.preprocess import scale_note, training_normalisation
+
+    all_known = training_normalisation(0.55, [0.55, 0.55])
+    note = scale_note(all_known, [0.55, None, None])
+    assert note is not None and note.startswith("2 of 3 cells declare no pixel size")
+    assert "--pixel-size" in note
+    assert scale_note(all_known, [0.55, 0.6]) is None
+    assert scale_note(training_normalisation(0.55, [0.55, None]), [None]) is None  # mixed
+    assert scale_note(training_normalisation(None, [0.55]), [None]) is None  # whole crops
+    assert scale_note({"pixel_size_um": 0.55}, [None]) is None  # older file: unknown
+
+
+def test_prepare_image_is_one_row_of_prepare_batch():
+    from napari_deparray_ctc.core.inference.preprocess import prepare_image
+
+    spec = {**DEFAULT_NORMALISATION, "pixel_size_um": 0.5}
+    images = [_disc(70, 12), _disc(50, 9)]
+    batch = prepare_batch(images, 64, spec, pixel_sizes=[0.6, None])
+    for row, (img, size) in enumerate(zip(images, [0.6, None], strict=True)):
+        np.testing.assert_array_equal(
+            prepare_image(img, 64, spec, size).numpy(), batch[row : row + 1]
+        )

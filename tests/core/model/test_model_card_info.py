@@ -70,3 +70,21 @@ def test_an_old_or_sparse_card_still_reads():
     # without per-sample counts the sample names are listed
     meta = {**META, "data_summary": {**META["data_summary"], "per_group": None}}
     assert "samples: P1, P2" in "\n".join(model_card_lines(meta))
+
+
+def test_the_card_says_how_a_cell_reaches_the_network():
+    from napari_deparray_ctc.core.inference.preprocess import training_normalisation
+    from napari_deparray_ctc.core.model.card import model_card_lines
+
+    def scale(normalisation: dict) -> str:
+        meta = {"arch": "resnet18", "image_size": 64, "normalisation": normalisation}
+        (line,) = [x for x in model_card_lines(meta) if x.startswith("network input:")]
+        return line
+
+    whole = scale(training_normalisation(0.55, None, n_cells=40))
+    assert "every crop resized whole to 64 px" in whole
+    assert "training cells declared no pixel size" in whole
+    known = scale(training_normalisation(0.55, [0.55] * 30 + [None] * 10))
+    assert "rescaled to 0.55 µm per pixel" in known
+    assert "30 of 40 cells declared a pixel size" in known
+    assert "whether its training cells declared one is not known" in scale({"pixel_size_um": 0.55})

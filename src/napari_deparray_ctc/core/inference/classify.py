@@ -13,25 +13,32 @@ Options measured in ``benchmarks/quality.py`` (``docs/quality.md``):
   cell at 64 px), then every cell is classified with them: a new instrument's contrast and
   noise are absorbed without labels.
 * ``tta=True``: the logit is averaged over the eight rotations and reflections (8x slower).
-* ``pixel_size``: the pixel size (µm) of the images, one number or one per image; used when
-  the model was trained at a canonical pixel size (``TrainConfig.pixel_size_um``) and
-  overriding what the files say.
+* ``pixel_size``: the pixel size (µm) of the images, one number or one per image,
+  overriding what the files say. Whether it is used is the scale rule of
+  ``core.inference.preprocess.input_scale``, the same rule training applied to its cells:
+  only a model that was trained on rescaled cells (``normalisation["pixel_size_um"]``) and
+  an image whose pixel size is known are brought to a physical scale; every other crop is
+  resized whole, as in training.
+
+:func:`prepared_stream` is that preparation (and the adaptation), shared with
+``core.inference.site_calibration`` so that calibrating a model for a site sees the cells
+exactly as classifying them does.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from napari_deparray_ctc.core.constants import call_label
-from napari_deparray_ctc.core.inference.preprocess import prepare_batch
+from napari_deparray_ctc.core.inference.preprocess import prepare_batch, scale_note
 from napari_deparray_ctc.core.model.loaded import LoadedModel, load_model
 
-__all__ = ["Predictions", "classify", "evaluate"]
+__all__ = ["Predictions", "classify", "evaluate", "prepared_stream"]
 
 
 @dataclass
@@ -49,12 +56,16 @@ class Predictions:
     cancelled
         ``True`` when ``should_stop()`` ended classification early; ``p_ctc`` and
         ``cell_ids`` then hold only the cells classified so far.
+    scale_note
+        A sentence when cells without a pixel size were resized whole although the model
+        was trained only on rescaled cells (``core.inference.preprocess.scale_note``).
     """
 
     p_ctc: np.ndarray
     threshold: float
     cell_ids: list[str] = field(default_factory=list)
     cancelled: bool = False
+    scale_note: str | None = None
 
     def __len__(self) -> int:
         return len(self.p_ctc)
@@ -166,8 +177,6 @@ def classify(
         An image is not 2-D (the message gives its position), ``batch_size < 1``, or
         ``cell_ids`` does not match the number of images.
     """
-    import itertools
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive whole number, not {batch_size}")
     loaded = _resolve_model(model, device)
@@ -178,37 +187,19 @@ def classify(
         total = None
     if cell_ids is not None and total is not None and len(cell_ids) != total:
         raise ValueError(f"{len(cell_ids)} cell ids given for {total} images")
-    size = loaded.image_size
-    normalisation = loaded.normalisation
-    sizes = _pixel_sizes(pixel_size)
-    stream = iter(images)
+    used_sizes: list[float | None] = []
+    loaded, batches = prepared_stream(
+        images,
+        loaded,
+        batch_size,
+        pixel_size=pixel_size,
+        adapt=adapt,
+        adapt_cells=adapt_cells,
+        used_sizes=used_sizes,
+    )
     chunks: list[np.ndarray] = []
     done = 0
     cancelled = False
-
-    def prepared_batches(source, offset: int):
-        """Prepared tensors of ``source`` in batches (lazily)."""
-        index = offset
-        while True:
-            block = list(itertools.islice(source, batch_size))
-            if not block:
-                return
-            yield prepare_batch(
-                block,
-                size,
-                normalisation,
-                index_offset=index,
-                pixel_sizes=list(itertools.islice(sizes, len(block))),
-            )
-            index += len(block)
-
-    batches = prepared_batches(stream, 0)
-    if adapt:
-        # hold the first adapt_cells cells as tensors, adapt on them, then classify them too
-        held = list(itertools.islice(batches, max(1, -(-adapt_cells // batch_size))))
-        if held:
-            loaded = loaded.adapted(held)
-        batches = itertools.chain(held, prepared_batches(stream, sum(len(b) for b in held)))
     while True:
         if should_stop is not None and should_stop():
             cancelled = True
@@ -230,7 +221,82 @@ def classify(
         ids = [str(c) for c in all_ids[:done]]
     if progress is not None and done == 0 and not cancelled:
         progress(0, total)
-    return Predictions(p_ctc=p_ctc, threshold=loaded.threshold, cell_ids=ids, cancelled=cancelled)
+    return Predictions(
+        p_ctc=p_ctc,
+        threshold=loaded.threshold,
+        cell_ids=ids,
+        cancelled=cancelled,
+        scale_note=scale_note(loaded.normalisation, used_sizes),
+    )
+
+
+def prepared_stream(
+    images: Iterable[np.ndarray],
+    model: LoadedModel,
+    batch_size: int = 64,
+    *,
+    pixel_size: float | Sequence[float | None] | None = None,
+    adapt: bool = False,
+    adapt_cells: int = 2048,
+    used_sizes: list | None = None,
+) -> tuple[LoadedModel, Iterator[Any]]:
+    """The network inputs of ``images``, batch by batch, for ``model``; adapted first if asked.
+
+    Parameters
+    ----------
+    images
+        2-D BF images, consumed lazily (a 3-D array is a stack).
+    model
+        The loaded model (its image size and normalisation are used).
+    batch_size
+        Images per batch.
+    pixel_size
+        One pixel size (µm) for every image, or one per image (``None`` entries: unknown);
+        a sequence may grow while the images stream (it is read a batch at a time, after
+        that batch's images were taken).
+    adapt
+        Re-estimate the BatchNorm statistics on the first ``adapt_cells`` cells (held as
+        prepared tensors) and return the adapted copy of the model.
+    adapt_cells
+        Most cells used to adapt.
+    used_sizes
+        When given, each image's pixel size is appended to it as the image is prepared.
+
+    Returns
+    -------
+    (LoadedModel, iterator of torch.Tensor)
+        The model to use (``model`` itself, or its adapted copy) and the batches
+        ``(n, 1, S, S)`` of :func:`~napari_deparray_ctc.core.inference.preprocess.prepare_batch`.
+    """
+    import itertools
+
+    size = model.image_size
+    normalisation = model.normalisation
+    sizes = _pixel_sizes(pixel_size)
+    stream = iter(images)
+
+    def batches_from(source, offset: int):
+        index = offset
+        while True:
+            block = list(itertools.islice(source, batch_size))
+            if not block:
+                return
+            block_sizes = list(itertools.islice(sizes, len(block)))
+            if used_sizes is not None:
+                used_sizes.extend(block_sizes)
+            yield prepare_batch(
+                block, size, normalisation, index_offset=index, pixel_sizes=block_sizes
+            )
+            index += len(block)
+
+    batches: Iterator[Any] = batches_from(stream, 0)
+    if adapt:
+        # hold the first adapt_cells cells as tensors, adapt on them, then hand them on too
+        held = list(itertools.islice(batches, max(1, -(-adapt_cells // batch_size))))
+        if held:
+            model = model.adapted(held)
+        batches = itertools.chain(held, batches_from(stream, sum(len(b) for b in held)))
+    return model, batches
 
 
 def evaluate(
@@ -240,6 +306,8 @@ def evaluate(
     batch_size: int = 64,
     device: str | None = None,
     threshold: float | None = None,
+    *,
+    pixel_size: float | Sequence[float | None] | None = None,
 ) -> dict:
     """Classify labelled images and compute metrics (CTC positive).
 
@@ -255,6 +323,8 @@ def evaluate(
         As for :func:`classify`.
     threshold
         Decision threshold; default: the model's.
+    pixel_size
+        As for :func:`classify`.
 
     Returns
     -------
@@ -265,7 +335,9 @@ def evaluate(
     """
     from napari_deparray_ctc.core.evaluation.metrics import best_threshold, classification_metrics
 
-    predictions = classify(images, model, batch_size=batch_size, device=device)
+    predictions = classify(
+        images, model, batch_size=batch_size, device=device, pixel_size=pixel_size
+    )
     t = predictions.threshold if threshold is None else float(threshold)
     result = classification_metrics(labels, predictions.p_ctc, t)
     result["model_threshold"] = float(predictions.threshold)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_deparray_ctc.core.inference.preprocess import input_scale
 from napari_deparray_ctc.core.model.loaded import LoadedModel, prepare_batch
 
 __all__ = ["DEFAULT_STEPS", "FAST_STEPS", "SALIENCY_METHODS", "saliency_maps"]
@@ -81,9 +82,9 @@ def _to_image(
     """Map an input-space map back onto the BF image (inverse of ``prepare_batch``'s geometry)."""
     h, w = shape
     size = m.shape[0]
-    if canonical and known and known > 0:
+    factor = input_scale(canonical, known)  # the one scale rule (core.inference.preprocess)
+    if factor is not None:
         # the image was scaled by known / canonical, then centred on a size x size canvas
-        factor = float(known) / float(canonical)
         hs, ws = max(1, round(h * factor)), max(1, round(w * factor))
         scaled = np.zeros((hs, ws), dtype=np.float32)
         sy, dy, ch = _window(hs, size)

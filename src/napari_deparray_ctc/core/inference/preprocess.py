@@ -6,15 +6,35 @@
   hot or dead pixels. Non-finite pixels are replaced by the median of the finite ones
   (background); a constant image becomes all zeros. The network sees these [0, 1] values
   (no mean/std step: BatchNorm follows ``conv1``).
-* **Geometry, pixel size unknown**: a non-square crop is padded (after normalisation) with
-  the median of its border pixels, the local background, then the whole crop is resized to
-  ``image_size`` with antialiasing: the crop is assumed to show the same field of view as
-  the training crops.
-* **Geometry, physical scale** (when the normalisation spec has ``pixel_size_um`` and the
-  image's pixel size is known): the crop is resampled to that pixel size, then centre-cropped
-  or padded with its border median to ``image_size``. Cells then have the same size in
-  pixels whatever the camera, so a model trained at 0.55 µm/px reads a 0.42 µm/px export
-  correctly (``docs/quality.md``).
+* **Geometry: the scale rule** (:func:`input_scale`, the one place it is decided, used by
+  training and classification alike through :func:`prepare_batch`). Two pixel sizes meet:
+  the model's (``normalisation["pixel_size_um"]``, the size training rescaled its cells to,
+  or ``None``) and the image's (what its file declares, or ``None``).
+
+  ============  ===============  ===========================================================
+  model         image            the crop is ...
+  ============  ===============  ===========================================================
+  ``None``      anything         resized whole (padded to a square with its border median,
+                                 then resized to ``image_size``), exactly as in training:
+                                 a pixel size the file declares is not used
+  known         known            rescaled by ``image / model``, then centre-cropped or padded
+                                 with its border median to ``image_size`` (physical scale)
+  known         ``None``         resized whole, as training resized its own cells without a
+                                 pixel size (in a mixed training set those were resized
+                                 whole too): the crop is assumed to show the same field of
+                                 view as the training crops
+  ============  ===============  ===========================================================
+
+  The model's pixel size is the one training *used*: :func:`model_pixel_size` keeps the
+  requested canonical size (``TrainConfig.pixel_size_um``) only when at least one training
+  cell declared a pixel size; a model trained only on cells without one has ``None``, so
+  every crop it classifies is resized whole, whatever its file declares (issue 20: a model
+  whose training cells declared nothing, but which claimed 0.55 µm, saw the cells of a
+  0.62 µm camera rescaled and cut, about 1.4 times as large as in training).
+  :func:`training_normalisation` is the spec training uses and stores in the model; it also
+  records how many training cells had a pixel size (``training_pixel_sizes``), so a model
+  can say when a cell without one is resized whole although training never did that
+  (:func:`scale_note`).
 """
 
 from __future__ import annotations
@@ -33,15 +53,21 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_NORMALISATION",
     "check_normalisation",
+    "input_scale",
+    "known_pixel_size",
+    "model_pixel_size",
     "normalise_image",
     "pad_to_square",
     "pixel_size_list",
     "prepare_batch",
+    "prepare_image",
+    "scale_note",
+    "training_normalisation",
 ]
 
 #: Normalisation written to every model and used by :func:`prepare_batch`.
-#: ``pixel_size_um`` is the canonical pixel size of the network input (``None``: crops are
-#: resized whole, whatever their pixel size).
+#: ``pixel_size_um`` is the pixel size of the network input that training used (``None``:
+#: crops are resized whole, whatever their pixel size; see :func:`input_scale`).
 DEFAULT_NORMALISATION: dict[str, Any] = {
     "method": "percentile",
     "low_percentile": 1.0,
@@ -153,6 +179,154 @@ def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     )
 
 
+def known_pixel_size(value: Any) -> float | None:
+    """``value`` as a pixel size in µm when it is a positive finite number, else ``None``."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        return None
+    size = float(value)
+    return size if math.isfinite(size) and size > 0 else None
+
+
+def input_scale(model_pixel_size_um: Any, image_pixel_size_um: Any) -> float | None:
+    """How one image is brought to the network input: **the scale rule**, in one place.
+
+    Parameters
+    ----------
+    model_pixel_size_um
+        The pixel size training rescaled its cells to (``normalisation["pixel_size_um"]``),
+        or ``None`` when the model was trained on whole crops.
+    image_pixel_size_um
+        The pixel size the image's file declares (or the user gives), or ``None``.
+
+    Returns
+    -------
+    float or None
+        The resampling factor ``image / model`` when **both** are known (the crop is then
+        rescaled by it and centred on the ``image_size`` canvas); ``None`` otherwise: the
+        whole crop is padded to a square and resized to ``image_size``, as training did with
+        its cells in that case (see the module docstring's table).
+    """
+    model = known_pixel_size(model_pixel_size_um)
+    image = known_pixel_size(image_pixel_size_um)
+    if model is None or image is None:
+        return None
+    return image / model
+
+
+def model_pixel_size(requested_um: Any, pixel_sizes: Sequence[float | None] | None) -> float | None:
+    """The pixel size a model is trained at: the requested one, if any training cell has one.
+
+    Parameters
+    ----------
+    requested_um
+        The canonical pixel size asked for (``TrainConfig.pixel_size_um``), or ``None``.
+    pixel_sizes
+        The training cells' declared pixel sizes (``None`` entries: unknown), or ``None``.
+
+    Returns
+    -------
+    float or None
+        ``requested_um`` when it is a pixel size and at least one training cell declares a
+        pixel size; ``None`` otherwise (no cell was rescaled, so the model knows no scale).
+    """
+    requested = known_pixel_size(requested_um)
+    if requested is None or not pixel_sizes:
+        return None
+    if any(known_pixel_size(v) is not None for v in pixel_sizes):
+        return requested
+    return None
+
+
+def training_normalisation(
+    requested_um: Any, pixel_sizes: Sequence[float | None] | None, n_cells: int | None = None
+) -> dict[str, Any]:
+    """The normalisation spec training uses for its cells and stores in the model.
+
+    Parameters
+    ----------
+    requested_um
+        ``TrainConfig.pixel_size_um``.
+    pixel_sizes
+        The training cells' pixel sizes (``TrainingSet.pixel_sizes``; ``None``: none known).
+    n_cells
+        Number of training cells (needed when ``pixel_sizes`` is ``None``).
+
+    Returns
+    -------
+    dict
+        :data:`DEFAULT_NORMALISATION` with ``pixel_size_um`` from :func:`model_pixel_size`
+        and ``training_pixel_sizes``: ``{"known": k, "unknown": u}`` training cells.
+    """
+    sizes = list(pixel_sizes) if pixel_sizes is not None else []
+    known = sum(1 for v in sizes if known_pixel_size(v) is not None)
+    total = len(sizes) if pixel_sizes is not None else int(n_cells or 0)
+    return {
+        **DEFAULT_NORMALISATION,
+        "pixel_size_um": model_pixel_size(requested_um, sizes),
+        "training_pixel_sizes": {"known": known, "unknown": max(total - known, 0)},
+    }
+
+
+def scale_note(
+    normalisation: Mapping[str, Any] | None, pixel_sizes: Iterable[float | None]
+) -> str | None:
+    """A sentence when cells were resized whole although the model's training never did so.
+
+    That is the case of cells without a pixel size classified by a model whose training cells
+    all had one (and were rescaled): the rule (:func:`input_scale`) resizes them whole, a
+    geometry the network has not seen. ``None`` otherwise (also for files written before
+    ``training_pixel_sizes`` was recorded).
+    """
+    spec = dict(normalisation or {})
+    model = known_pixel_size(spec.get("pixel_size_um"))
+    counts = spec.get("training_pixel_sizes")
+    if model is None or not isinstance(counts, Mapping) or counts.get("unknown"):
+        return None
+    sizes = list(pixel_sizes)
+    unknown = sum(1 for v in sizes if known_pixel_size(v) is None)
+    if not unknown:
+        return None
+    return (
+        f"{unknown} of {len(sizes)} cells declare no pixel size, so they were resized whole "
+        f"to the network input; this model was trained on cells rescaled to {model:g} µm per "
+        "pixel and never saw whole crops: give their pixel size (--pixel-size) for calls "
+        "at the model's scale"
+    )
+
+
+def prepare_image(
+    img: Any,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    normalisation: Mapping[str, Any] | None = None,
+    pixel_size_um: float | None = None,
+) -> torch.Tensor:
+    """One image as the network sees it: ``(1, 1, image_size, image_size)`` float32.
+
+    The same steps as :func:`prepare_batch` (which calls this per image).
+    """
+    spec = check_normalisation(normalisation)
+    return _prepare_one(img, 0, image_size, spec, pixel_size_um)
+
+
+def _prepare_one(
+    img: Any, index: int, image_size: int, spec: Mapping[str, Any], pixel_size_um: Any
+) -> torch.Tensor:
+    import torch
+
+    low, high = float(spec["low_percentile"]), float(spec["high_percentile"])
+    arr = normalise_image(_as_2d(img, index), low, high)
+    factor = input_scale(spec.get("pixel_size_um"), pixel_size_um)
+    if factor is not None:
+        h, w = arr.shape
+        scaled = (max(1, round(h * factor)), max(1, round(w * factor)))
+        t = _resize(torch.from_numpy(np.ascontiguousarray(arr))[None, None], scaled)
+        arr = _fit_canvas(t[0, 0].numpy(), image_size)
+        return torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    arr = pad_to_square(arr)
+    t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    return _resize(t, (image_size, image_size))
+
+
 def prepare_batch(
     images: Iterable[np.ndarray],
     image_size: int = DEFAULT_IMAGE_SIZE,
@@ -174,8 +348,8 @@ def prepare_batch(
     index_offset
         Added to an image's position in error messages (for streamed batches).
     pixel_sizes
-        Pixel size (µm) of each image, ``None`` where unknown. Used only when the spec has a
-        ``pixel_size_um``.
+        Pixel size (µm) of each image, ``None`` where unknown. Whether it is used is decided
+        per image by :func:`input_scale` (only when the spec has a ``pixel_size_um`` too).
 
     Returns
     -------
@@ -190,23 +364,10 @@ def prepare_batch(
     import torch
 
     spec = check_normalisation(normalisation)
-    low, high = float(spec["low_percentile"]), float(spec["high_percentile"])
-    canonical = spec.get("pixel_size_um")
     tensors = []
     for index, img in enumerate(images):
-        arr = normalise_image(_as_2d(img, index + index_offset), low, high)
         known = None if pixel_sizes is None else pixel_sizes[index]
-        if canonical and known and known > 0:
-            factor = float(known) / float(canonical)
-            h, w = arr.shape
-            scaled = (max(1, round(h * factor)), max(1, round(w * factor)))
-            t = _resize(torch.from_numpy(np.ascontiguousarray(arr))[None, None], scaled)
-            arr = _fit_canvas(t[0, 0].numpy(), image_size)
-            tensors.append(torch.from_numpy(np.ascontiguousarray(arr))[None, None])
-            continue
-        arr = pad_to_square(arr)
-        t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
-        tensors.append(_resize(t, (image_size, image_size)))
+        tensors.append(_prepare_one(img, index + index_offset, image_size, spec, known))
     if not tensors:
         return torch.zeros((0, 1, image_size, image_size), dtype=torch.float32)
     return torch.cat(tensors, dim=0)
@@ -232,4 +393,15 @@ def check_normalisation(normalisation: Mapping[str, Any] | None) -> dict[str, An
         or size <= 0
     ):
         raise ValueError(f"the canonical pixel size {size} is not a positive number")
+    counts = spec.get("training_pixel_sizes")
+    if counts is not None and not (
+        isinstance(counts, Mapping)
+        and all(
+            isinstance(counts.get(k), int)
+            and not isinstance(counts.get(k), bool)
+            and counts.get(k) >= 0
+            for k in ("known", "unknown")
+        )
+    ):
+        raise ValueError("the record of how many training cells had a pixel size is not readable")
     return spec

@@ -35,9 +35,15 @@ MAX_MARGIN = 2.0
 
 
 def cell_embeddings(
-    images: Iterable[np.ndarray], model: LoadedModel, batch_size: int = 64
+    images: Iterable[np.ndarray],
+    model: LoadedModel,
+    batch_size: int = 64,
+    pixel_sizes: Sequence[float | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated P(CTC) and the network's penultimate features of every image, in one pass.
+
+    ``pixel_sizes`` (µm per image, ``None`` where unknown; a list may grow while the images
+    stream) is used as by ``classify``: the same scale rule brings each image to the network.
 
     Returns
     -------
@@ -60,7 +66,15 @@ def cell_embeddings(
     model.network.eval()
 
     def flush(offset: int) -> None:
-        x = prepare_batch(pending, model.image_size, model.normalisation, index_offset=offset)
+        sizes = None
+        if pixel_sizes is not None:
+            sizes = [
+                pixel_sizes[i] if i < len(pixel_sizes) else None
+                for i in range(offset, offset + len(pending))
+            ]
+        x = prepare_batch(
+            pending, model.image_size, model.normalisation, index_offset=offset, pixel_sizes=sizes
+        )
         captured.clear()
         with torch.inference_mode():
             out = model.network(x.to(device)).float().reshape(-1)
@@ -149,6 +163,7 @@ def suggest_cells(
     exclude: Iterable[str] = (),
     threshold: float | None = None,
     batch_size: int = 64,
+    pixel_sizes: Sequence[float | None] | None = None,
 ) -> list[str]:
     """The ids of the ``n`` cells a person should label next.
 
@@ -168,6 +183,8 @@ def suggest_cells(
         Decision threshold (default: the model's).
     batch_size
         Images per forward pass.
+    pixel_sizes
+        Pixel size (µm) per image, ``None`` where unknown (as for ``classify``).
 
     Returns
     -------
@@ -182,6 +199,7 @@ def suggest_cells(
     keep = [i for i, c in enumerate(ids) if str(c) not in skip]
     if not keep:
         return []
-    p, feats = cell_embeddings([images[i] for i in keep], model, batch_size)
+    sizes = None if pixel_sizes is None else [list(pixel_sizes)[i] for i in keep]
+    p, feats = cell_embeddings([images[i] for i in keep], model, batch_size, sizes)
     t = model.threshold if threshold is None else float(threshold)
     return [str(ids[keep[i]]) for i in select_uncertain_diverse(p, feats, t, n)]

@@ -107,6 +107,38 @@ def _calibration_line(meta: dict) -> str | None:
     return f"calibration: {method}{detail}{cells}"
 
 
+def _scale_line(meta: dict) -> str:
+    """How a cell is brought to the network input (the scale rule, ``core.inference.preprocess``)."""
+    spec = meta.get("normalisation") or {}
+    size = meta.get("image_size", "?")
+    pixel = spec.get("pixel_size_um")
+    counts = spec.get("training_pixel_sizes")
+    counted = isinstance(counts, dict) and isinstance(counts.get("known"), int)
+    if not isinstance(pixel, (int, float)) or isinstance(pixel, bool):
+        why = (
+            " (its training cells declared no pixel size)"
+            if counted and not counts.get("known")
+            else ""
+        )
+        return (
+            f"network input: every crop resized whole to {size} px{why}; a pixel size that a "
+            "file declares is not used"
+        )
+    line = (
+        f"network input: cells whose file declares a pixel size are rescaled to {pixel:g} µm "
+        f"per pixel and cut to {size} px; cells without one are resized whole"
+    )
+    if counted:
+        total = counts["known"] + int(counts.get("unknown") or 0)
+        line += f" (training: {counts['known']} of {total} cells declared a pixel size)"
+    else:
+        line += (
+            " (written before training recorded its cells' pixel sizes: whether its "
+            "training cells declared one is not known)"
+        )
+    return line
+
+
 def _training_line(meta: dict) -> str | None:
     config = meta.get("train_config") or {}
     if not config:
@@ -144,6 +176,7 @@ def model_card_lines(meta: dict) -> list[str]:
     calibration = _calibration_line(meta)
     if calibration:
         lines.append(calibration)
+    lines.append(_scale_line(meta))
     training = _training_line(meta)
     if training:
         lines.append(training)

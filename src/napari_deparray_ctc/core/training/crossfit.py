@@ -88,7 +88,7 @@ class _Run:
     def model_parts(self, current=None) -> tuple[Any, dict]:
         """The network (ensemble or best member) and its metadata from the folds so far."""
         from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
-        from napari_deparray_ctc.core.inference.preprocess import DEFAULT_NORMALISATION
+        from napari_deparray_ctc.core.inference.preprocess import training_normalisation
         from napari_deparray_ctc.core.model.file_format import FORMAT_VERSION, package_versions
         from napari_deparray_ctc.core.model.network import build_ensemble
         from napari_deparray_ctc.core.training.calibration import (
@@ -135,7 +135,9 @@ class _Run:
         meta = {
             "arch": config.arch,
             "image_size": config.image_size,
-            "normalisation": {**DEFAULT_NORMALISATION, "pixel_size_um": config.pixel_size_um},
+            "normalisation": training_normalisation(
+                config.pixel_size_um, self.ts.pixel_sizes, len(self.ts.bf)
+            ),
             "input_channel": "BF",
             "class_names": list(CLASS_NAMES),
             "threshold": threshold,
@@ -217,7 +219,7 @@ def run_crossfit(
     """Train and check one model on a checked set; returns a ``TrainResult``."""
     import torch
 
-    from napari_deparray_ctc.core.inference.preprocess import DEFAULT_NORMALISATION
+    from napari_deparray_ctc.core.inference.preprocess import training_normalisation
     from napari_deparray_ctc.core.model.loaded import LoadedModel
     from napari_deparray_ctc.core.model.network import build_network, select_device
     from napari_deparray_ctc.core.training.distributed import from_environment
@@ -236,7 +238,7 @@ def run_crossfit(
         progress = None  # rank 0 reports for everyone
     plan, split = fold_plan(ts, config)
     started = time.perf_counter()
-    normalisation = {**DEFAULT_NORMALISATION, "pixel_size_um": config.pixel_size_um}
+    normalisation = training_normalisation(config.pixel_size_um, ts.pixel_sizes, len(ts.bf))
     with torch_session(config.seed, device, config.num_threads):
         prepared = prepare_tensors(
             ts, config.image_size, normalisation, with_dapi=config.dapi_strategy != "none"

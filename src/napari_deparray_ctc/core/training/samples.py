@@ -99,7 +99,12 @@ def prepare_tensors(
     with_dapi: bool = True,
     batch: int = 256,
 ) -> PreparedData:
-    """Normalise and resize every image once (see ``core.preprocess.prepare_batch``).
+    """Normalise and resize every image once, as classification will (``prepare_batch``).
+
+    Each cell goes through ``core.inference.preprocess.prepare_batch`` with its own declared
+    pixel size, so the scale rule (``input_scale``) decides per cell exactly as it does when
+    the model classifies: rescaled to ``normalisation["pixel_size_um"]`` when both that and
+    the cell's pixel size are known, resized whole otherwise.
 
     Parameters
     ----------
@@ -108,7 +113,11 @@ def prepare_tensors(
     image_size
         Network input size.
     normalisation
-        Normalisation spec (default: the model default).
+        Normalisation spec; training passes
+        ``training_normalisation(config.pixel_size_um, ts.pixel_sizes, len(ts))``, the spec
+        it then stores in the model, so a model knows a pixel size only when some of its
+        training cells did. Default: :func:`training_normalisation` without a pixel size
+        (every crop resized whole).
     with_dapi
         Prepare DAPI images too (when the set has any).
     batch
@@ -121,9 +130,14 @@ def prepare_tensors(
     import torch
 
     from napari_deparray_ctc.core.evaluation.metrics import to_binary
-    from napari_deparray_ctc.core.inference.preprocess import prepare_batch
+    from napari_deparray_ctc.core.inference.preprocess import (
+        prepare_batch,
+        training_normalisation,
+    )
 
     sizes = ts.pixel_sizes or [None] * len(ts.bf)
+    if normalisation is None:
+        normalisation = training_normalisation(None, ts.pixel_sizes, len(ts.bf))
 
     def convert(images: list[np.ndarray], pixel_sizes: list) -> torch.Tensor:
         parts = [
