@@ -75,7 +75,7 @@ _ALLOWED = {
         "completion marker inside a private staging folder that is then moved into place with "
         "one os.replace of the whole folder (the sample cache, not a user file)"
     ),
-    ("annotations.py", "open"): (
+    ("sidecars.py", "open"): (
         "os.open of the export folder, read-only, to hold the advisory lock of a save; "
         "nothing is written through it"
     ),
