@@ -296,3 +296,93 @@ def test_a_large_export_opens_as_lazy_dask_layers(make_napari_viewer, tmp_path, 
     cell_id = layers[0].metadata["deparray"]["cell_ids"][27]
     expected = tifffile.imread(folder / f"{cell_id}.tif", key=0)  # page 0: BF
     np.testing.assert_array_equal(np.asarray(layers[0].data[27]), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 21: files that name their planes otherwise than by a channel; unknown channel names
+
+
+def _one_file_folder(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    return folder / name
+
+
+def test_a_gimp_page_name_stays_the_layer_name_beside_its_role(tmp_path) -> None:
+    path = _one_file_folder(tmp_path, "img.tif")
+    plane = np.arange(256, dtype="uint16").reshape(16, 16)
+    tifffile.imwrite(path, plane, extratags=[(285, "s", 0, "Background", True)])
+    ((data, kwargs, _),) = read_deparray(str(path.parent))
+    meta = kwargs["metadata"]["deparray"]
+    assert kwargs["name"] == "img :: Background (as BF)"  # one cell: named after it
+    assert meta["channel"] == "BF"  # the role the classifier reads
+    assert meta["plane_names"] == ["Background"]
+    assert "'Background'" in meta["channel_note"] and "bright-field" in meta["channel_note"]
+    np.testing.assert_array_equal(data, plane)
+
+
+def test_imagej_position_labels_stay_the_layer_names(tmp_path) -> None:
+    path = _one_file_folder(tmp_path, "img.tif")
+    labels = ["c:1/2 z:30/64 t:1/68 - 4", "c:2/2 z:30/64 t:1/68 - 4"]
+    data = np.arange(2 * 16 * 16, dtype="uint8").reshape(2, 16, 16)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "CYX", "Labels": labels})
+    layers = read_deparray(str(path))
+    assert [kw["name"] for _, kw, _ in layers] == [
+        f"img :: {labels[0]} (as BF)",
+        f"img :: {labels[1]} (as DAPI)",
+    ]
+    assert [kw["metadata"]["deparray"]["channel"] for _, kw, _ in layers] == ["BF", "DAPI"]
+
+
+def test_channel_names_in_the_file_keep_the_plain_layer_names(tmp_path) -> None:
+    """DEPArray-like files whose page names ARE channel names: `<stem> :: <channel>`."""
+    path = tmp_path / "cell0001.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for value, name in ((10, "BF"), (20, "Hoechst"), (30, "Foo")):
+            tif.write(np.full((16, 16), value, "uint16"), extratags=[(285, "s", 0, name, True)])
+    layers = read_deparray(str(path))
+    assert [kw["name"] for _, kw, _ in layers] == [
+        "cell0001 :: BF",
+        "cell0001 :: DAPI",
+        "cell0001 :: Foo",
+    ]
+    assert all("plane_names" not in kw["metadata"]["deparray"] for _, kw, _ in layers)
+
+
+IMC_NAMES = ["191Ir", "193Ir", "Pt195"]
+
+
+def _imc_file(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sample.ome.tif"
+    data = np.random.default_rng(0).integers(0, 100, (3, 32, 32)).astype("float32")
+    metadata = {"axes": "CYX", "Channel": {"Name": IMC_NAMES}}
+    tifffile.imwrite(path, data, metadata=metadata, ome=True)
+    return path
+
+
+def test_unknown_channel_names_are_named_in_the_refusal(tmp_path) -> None:
+    from napari_deparray_ctc.core.io.sniff import explain_claim
+
+    path = _imc_file(tmp_path / "imc")
+    assert napari_get_reader(str(path)) is None  # napari's own reader opens it
+    claimed, reason = explain_claim(str(path))
+    assert not claimed
+    assert "neither its name nor its metadata names a channel" not in reason
+    assert all(name in reason for name in IMC_NAMES)
+    assert "channels.csv" in reason
+
+
+@pytest.mark.parametrize("opened", ["file", "folder"])
+def test_a_channel_map_opens_unknown_channel_names_as_cells(tmp_path, opened) -> None:
+    path = _imc_file(tmp_path / "imc")
+    (path.parent / "channels.csv").write_text("token,name\n191Ir,DAPI\nPt195,BF\n")
+    target = str(path if opened == "file" else path.parent)
+    assert napari_get_reader(target) is read_deparray
+    layers = read_deparray(target)
+    channels = [kw["metadata"]["deparray"]["channel"] for _, kw, _ in layers]
+    assert sorted(channels) == ["193Ir", "BF", "DAPI"]
+    by_channel = {kw["metadata"]["deparray"]["channel"]: data for data, kw, _ in layers}
+    reference = tifffile.imread(path)
+    np.testing.assert_array_equal(by_channel["BF"], reference[2])
+    np.testing.assert_array_equal(by_channel["DAPI"], reference[0])

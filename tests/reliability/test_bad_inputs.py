@@ -843,7 +843,7 @@ def test_cli_with_a_huge_image_keeps_memory_bounded(tmp_path, tiny_model) -> Non
 def markdown_rows() -> list[str]:
     """The reader rows of the README's "What happens with bad input" table."""
     rows = []
-    for case in CASES:
+    for case in [*CASES, *HANG_CASES]:
         rows.append(f"| {case.title} | {case.doc_alone} | {case.doc_folder} |")
     return rows
 
@@ -852,6 +852,139 @@ def test_docs_table_lists_every_reader_case() -> None:
     text = DOC.read_text(encoding="utf-8")
     missing = [row for row in markdown_rows() if row not in text]
     assert not missing, "docs/bad_input.md is out of date; missing rows:\n" + "\n".join(missing)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs that used to hang (issue 21): each runs in a child process with a time limit
+
+
+sys.path.insert(0, str(REPO / "tests" / "core" / "io"))
+import hostile_tiffs  # noqa: E402  (builders shared with tests/core/io)
+
+
+def _hostile_file(build: Callable[[Path], Path]) -> Callable[[Path], Built]:
+    def make(folder: Path) -> Built:
+        folder.mkdir(parents=True, exist_ok=True)
+        return Built(build(folder / "cell0099.tif"))
+
+    return make
+
+
+def _link_to_dev_zero(path: Path) -> Path:
+    path.symlink_to("/dev/zero")
+    return path
+
+
+LOOP = "its chain of image directories loops back on itself"
+NEVER_ENDS = "claimed whatever its name (napari's own reader would never finish); error, at once"
+NOT_OPENED = "claimed (napari's own reader would wait on it forever); error, never opened"
+
+# fmt: off
+HANG_CASES: list[Case] = [
+    Case("ifd-loop-self", "TIFF whose first image directory points at itself",
+         _hostile_file(lambda p: hostile_tiffs.looping_tiff(p, pages=1, back_to=0)),
+         alone=LOOP, in_folder=LOOP,
+         doc_alone=f"{NEVER_ENDS}: `corrupt TIFF: {LOOP} (directory 1 of the page chain "
+                   "points back to the one at byte 8) ...`",
+         doc_folder=SKIP),
+    Case("ifd-loop-back", "TIFF whose second image directory points back at the first",
+         _hostile_file(lambda p: hostile_tiffs.looping_tiff(p, pages=2, back_to=0)),
+         alone=LOOP, in_folder=LOOP,
+         doc_alone=f"{NEVER_ENDS}: `corrupt TIFF: {LOOP} (directory 2 of the page chain "
+                   "points back to ...) ...`",
+         doc_folder=SKIP),
+    Case("subifd-loop", "A sub-image (SubIFD) chain that points at itself",
+         _hostile_file(hostile_tiffs.looping_subifd_tiff), alone=LOOP, in_folder=LOOP,
+         doc_alone=f"{NEVER_ENDS}: `corrupt TIFF: {LOOP} (directory 1 of a sub-image chain "
+                   "...) ...`",
+         doc_folder=SKIP),
+    Case("ifd-overlap", "10,000 image directories overlapping in a 40 kB file",
+         _hostile_file(hostile_tiffs.overlapping_chain_tiff),
+         alone="image directories overlap each other",
+         in_folder="image directories overlap each other",
+         doc_alone=f"{NEVER_ENDS}: `corrupt TIFF: its image directories overlap each other "
+                   "(directory 2 of the page chain starts at byte 12, inside the one before it) "
+                   "...`",
+         doc_folder=SKIP),
+    Case("fifo", "Named pipe (FIFO) named like a cell (`cell0099.tif`)",
+         _hostile_file(hostile_tiffs.fifo), alone="named pipe (FIFO)",
+         in_folder="named pipe (FIFO)",
+         doc_alone=f"{NOT_OPENED}: `not a regular file: it is a named pipe (FIFO); not opened, "
+                   "since reading it would wait for a writer, or never end`; CLI: the same reason "
+                   "on its warning line",
+         doc_folder="skipped without being opened, one warning"),
+    Case("dev-zero", "Symbolic link to `/dev/zero` named like a cell",
+         _hostile_file(_link_to_dev_zero), alone="character device (/dev/zero)",
+         in_folder="character device (/dev/zero)",
+         doc_alone=f"{NOT_OPENED}: `not a regular file: it is a symbolic link to a character "
+                   "device (/dev/zero); not opened ...`",
+         doc_folder="skipped without being opened, one warning"),
+]
+# fmt: on
+
+HANG_CHILD = textwrap.dedent(
+    """
+    import contextlib, io, json, sys, time, warnings
+    warnings.simplefilter("ignore")
+    import napari.utils.notifications as notifications
+    from napari_deparray_ctc.core.io import DeparrayReadError
+    from napari_deparray_ctc.napari.reader import napari_get_reader, read_deparray
+    from napari_deparray_ctc.cli import main
+    bad, folder, model, out_csv = sys.argv[1:5]
+    shown = []
+    notifications.show_warning = lambda message: shown.append(str(message))
+    out = {}
+    start = time.perf_counter()
+    out["claimed"] = napari_get_reader(bad) is read_deparray
+    out["probe_s"] = time.perf_counter() - start
+    try:
+        read_deparray(bad)
+        out["alone"] = None
+    except DeparrayReadError as exc:
+        out["alone"] = [exc.path, exc.reason]
+    layers = read_deparray(folder)
+    out["folder_cells"] = layers[0][1]["metadata"]["deparray"]["cell_ids"]
+    out["folder_warnings"] = shown
+    for key, target in (("cli_alone", bad), ("cli_folder", folder)):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["classify", target, "--model", model, "--out", out_csv,
+                         "--threads", "1"])
+        out[key] = [code, err.getvalue()]
+    print("RESULT", json.dumps(out))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="named pipes and /dev/zero: Linux")
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.key) for c in HANG_CASES])
+def test_inputs_that_used_to_hang_end_with_their_reason(case: Case, tmp_path, tiny_model) -> None:
+    """In a child process (a hang fails the test instead of blocking the suite): the probe
+    answers within 1 s, the reader and the CLI name the file and the reason, alone and
+    beside good cells."""
+    import json
+
+    built = case.build(tmp_path / "alone")
+    folder = tmp_path / "export"
+    write_good_cells(folder, N_GOOD)
+    case.build(folder)
+    result = hostile_tiffs.run_child(
+        HANG_CHILD, built.bad, folder, tiny_model, tmp_path / "calls.csv", timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    assert out["probe_s"] < 1.0, out
+    assert out["claimed"] is True
+    path, reason = out["alone"]
+    assert path == str(built.bad) and case.alone in reason
+    assert sorted(out["folder_cells"]) == ["cell0000", "cell0001"]
+    (warning,) = out["folder_warnings"]
+    assert str(folder / "cell0099.tif") in warning and case.in_folder in warning
+    code, err = out["cli_alone"]
+    assert code == 2 and "cell0099.tif" in err and case.alone in err, err
+    code, err = out["cli_folder"]
+    assert code == 0 and case.in_folder in err, err
 
 
 if __name__ == "__main__":  # print the table rows for docs/bad_input.md

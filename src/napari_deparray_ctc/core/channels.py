@@ -14,6 +14,7 @@ import functools
 import io
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -474,6 +475,11 @@ def load_channel_map(path: str | os.PathLike) -> ChannelMap:
     """
     path = os.fspath(path)
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # a named pipe would block open() forever; never opened
+            raise ChannelMapError(
+                path, "cannot read channel map (not a regular file: a pipe, socket or device)"
+            )
         with open(path, encoding="utf-8-sig", errors="replace") as handle:
             text = handle.read(1_000_000)
     except OSError as exc:

@@ -160,8 +160,43 @@ def export_to_layer_data(export: Export, name: str | None = None) -> list[LayerD
             if single:
                 data = data[0]
         kwargs = _layer_kwargs(name, channel, index, contrast_limits(data), shared, single)
+        _show_file_plane_names(kwargs, name, channel, cells)
         layers.append((data, kwargs, "image"))
     return layers
+
+
+def _show_file_plane_names(kwargs: dict[str, Any], name: str, channel: str, cells: Any) -> None:
+    """Show the file's own name of the plane beside the channel it is used as.
+
+    A file that names its planes otherwise than by a channel (GIMP's ``Background``, an ImageJ
+    slice label ``c:1/2 z:30/64 t:1/68 - 4``) keeps that name in the layer's name:
+    ``"<stem> :: Background (as BF)"``; the channel (its role: ``BF`` is what the classifier
+    reads) stays ``metadata["deparray"]["channel"]``. The metadata also gets ``plane_names``
+    (the file's name per cell, aligned with ``cell_ids``; ``None`` where the file has none)
+    and ``channel_note``, a sentence saying why the plane has that role.
+    """
+    per_cell = [getattr(cell, "plane_names", {}).get(channel) for cell in cells]
+    found = [label for label in per_cell if label]
+    if not found:
+        return
+    distinct = list(dict.fromkeys(found))
+    if len(distinct) == 1 and len(found) == len(per_cell):
+        kwargs["name"] = f"{name} :: {distinct[0]} (as {channel})"
+    else:
+        kwargs["name"] = f"{name} :: {channel} (named {distinct[0]!r}... in the files)"
+    role = (
+        "bright-field (BF), the image the classifier reads"
+        if channel == "BF"
+        else f"channel {channel}"
+    )
+    meta = kwargs["metadata"]["deparray"]
+    meta["plane_names"] = per_cell
+    meta["channel_note"] = (
+        f"the file names this plane {distinct[0]!r}, which is not a channel name; the reader "
+        f"uses it as {role} (unnamed planes are BF, DAPI, C2... in page order, or C0, C1... "
+        "when the file names a stain); a channel map (channels.csv beside the file, "
+        "docs/reader.md) assigns the channels otherwise"
+    )
 
 
 def _shared_metadata(items: Any, pixel_size: float | None, original_shapes: list) -> dict:

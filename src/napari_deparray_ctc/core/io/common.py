@@ -21,6 +21,7 @@ from napari_deparray_ctc.core.channels import (
 )
 from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
 from napari_deparray_ctc.core.errors import DeparrayReadError
+from napari_deparray_ctc.core.io.ifd_chain import open_regular, survey_tiff
 
 MAX_PIXELS_PER_PLANE: int = 4096 * 4096
 """Largest plane (height × width) read; larger images are refused from their header."""
@@ -94,11 +95,17 @@ def group_key(text: str) -> str:
 
 
 def looks_like_tiff_magic(path: str) -> bool:
+    """True when ``path`` starts like a TIFF; a pipe or device is never opened to find out."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
+        descriptor = open_regular(path)
+    except (OSError, DeparrayReadError):
+        return False
+    try:
+        head = os.read(descriptor, 4)
     except OSError:
         return False
+    finally:
+        os.close(descriptor)
     return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -214,10 +221,40 @@ def quiet_tifffile(function: Callable) -> Callable:
 
 @quiet_tifffile
 def open_tiff(path: str) -> tifffile.TiffFile:
+    """Open a TIFF with tifffile, after checking that doing so cannot block or never end.
+
+    The file must be a regular file (a named pipe, socket or device is refused without being
+    opened in a blocking way) and its chains of image directories must end (see
+    :mod:`.ifd_chain`). The survey is kept as ``tif.deparray_survey`` (main and sub-IFD
+    counts) so that later walks over the pages can be bounded by it.
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    tifffile.TiffFile
+
+    Raises
+    ------
+    DeparrayReadError
+        Naming the file and the reason in words.
+    """
     try:
-        return tifffile.TiffFile(path)
+        survey = survey_tiff(path)
+        tif = tifffile.TiffFile(path)
     except Exception as exc:
         raise error_from_exception(path, exc) from None
+    tif.deparray_survey = survey
+    return tif
+
+
+def page_limit(tif: tifffile.TiffFile) -> int:
+    """The most pages a walk over ``tif.pages`` may visit: the pages the survey counted."""
+    survey = getattr(tif, "deparray_survey", None)
+    return survey.main_ifds if survey is not None and survey.complete else 1_000_000
 
 
 def is_channel_file_name(name: str | os.PathLike[str]) -> bool:

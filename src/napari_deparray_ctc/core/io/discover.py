@@ -39,6 +39,7 @@ from napari_deparray_ctc.core.io.common import (
     tiff_stem,
     user_map,
 )
+from napari_deparray_ctc.core.io.ifd_chain import not_regular_reason
 from napari_deparray_ctc.core.io.pixels import STACK_CACHE, OpenFile
 from napari_deparray_ctc.core.io.types import CellSource, Plan
 
@@ -181,10 +182,14 @@ def _walk_folder(root: str, state: _Discovery) -> Iterator[tuple[str, list[str],
                             entry.path
                         ):
                             files.append(name)  # a TIFF with another extension
-                    elif entry.is_symlink():
-                        reason = "broken or looping symbolic link"
-                        if is_tiff_name(name.lower()):
-                            state.skip(entry.path, reason)
+                    else:
+                        # a named pipe, socket or device (or a link to one), or a broken link:
+                        # never opened (opening a pipe waits for a writer forever)
+                        special = not_regular_reason(entry.path)
+                        if special is not None:
+                            state.skip(entry.path, special)
+                        elif entry.is_symlink() and is_tiff_name(name.lower()):
+                            state.skip(entry.path, "broken or looping symbolic link")
         except OSError as exc:
             state.skip(folder, f"cannot list folder ({os_reason(exc)})")
             continue
@@ -418,6 +423,8 @@ def discover_cells(
                 state.sources.extend(_discover_folder_files(folder, names, context, state))
         elif os.path.isfile(path):
             explicit_files.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
+        elif (special := not_regular_reason(path)) is not None:
+            state.skip(raw, special)  # a pipe or device: never opened
         elif os.path.lexists(path):
             state.skip(raw, "cannot open (broken or looping symbolic link, or not a file)")
         else:

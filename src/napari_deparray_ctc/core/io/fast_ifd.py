@@ -20,6 +20,7 @@ import tifffile
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
 from napari_deparray_ctc.core.io.common import tag_text
+from napari_deparray_ctc.core.io.ifd_chain import EndlessStructureError
 
 _TAGS = tifffile.TIFF.TAGS  # tag name -> number (and number -> name)
 NEW_SUBFILE_TYPE = _TAGS["NewSubfileType"]  # 254: bit 0 set = a reduced-resolution page
@@ -176,7 +177,14 @@ def plain_page_list(
                 f"truncated file: page {len(pages)} would start at byte {next_offset}, "
                 f"beyond the end of the file ({size} bytes)",
             )
-        if next_offset in seen or len(pages) >= _MAX_PAGES:
+        if next_offset in seen:
+            raise EndlessStructureError(
+                path,
+                f"corrupt TIFF: its chain of image directories loops back on itself (after "
+                f"{len(seen):,} image directories, it points back to the one at byte "
+                f"{next_offset:,})",
+            )
+        if len(pages) >= _MAX_PAGES:
             return None
         seen.add(next_offset)
         scanned = _scan_ifd(tif, next_offset)

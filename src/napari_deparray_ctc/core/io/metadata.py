@@ -86,13 +86,14 @@ def _channel_pages(plan: Plan) -> list[Any] | None:
         return None
 
 
-def _channel_names(raw: list[Any]) -> list[str | None]:
+def _names(raw: list[Any], keep_titles: bool = False) -> list[str | None]:
     """Stripped names, with the names that are not channel names (page titles, slice labels)
-    dropped."""
+    dropped unless ``keep_titles``."""
     names: list[str | None] = []
     for value in raw:
         text = str(value).splitlines()[0].strip() if value else ""
-        names.append(text if text and not is_non_channel_name(text) else None)
+        keep = text and (keep_titles or not is_non_channel_name(text))
+        names.append(text if keep else None)
     return names
 
 
@@ -105,6 +106,46 @@ def stored_channel_names(
     :func:`micromanager_axes`). Names that only title a page (GIMP's ``Background``) or label
     a slice (ImageJ's ``243``, ``c:1/2 z:30/64``) are not channel names and are dropped.
     """
+    return _stored_names(tif, plan, page_channels, keep_titles=False)
+
+
+def stored_plane_labels(
+    tif: tifffile.TiffFile, plan: Plan, page_channels: list[str] | None = None
+) -> list[str | None] | None:
+    """The names the file gives its planes, page titles and slice labels included.
+
+    Parameters
+    ----------
+    tif
+        The open file.
+    plan
+        Its plan (the channel planes of the first cell are looked up).
+    page_channels
+        As for :func:`stored_channel_names`.
+
+    Returns
+    -------
+    list of (str or None), or None
+        One entry per channel plane, from the first source that names any plane (OME
+        ``Channel@Name``, ImageJ ``Labels``, Micro-Manager, ``PageName``); ``None`` when the
+        file names none. Unlike :func:`stored_channel_names`, GIMP's ``Background`` and ImageJ
+        position labels are kept: they are what the user sees in other software, and the layer
+        shows them beside the channel the plane is used as.
+    """
+    try:
+        return _stored_names(tif, plan, page_channels, keep_titles=True)
+    except NotACellImageError:
+        raise
+    except Exception:  # a label is only shown: never a reason to refuse the file
+        return None
+
+
+def _stored_names(
+    tif: tifffile.TiffFile, plan: Plan, page_channels: list[str] | None, keep_titles: bool
+) -> list[str | None] | None:
+    def _channel_names(raw: list[Any]) -> list[str | None]:
+        return _names(raw, keep_titles)
+
     n = plan.n_channels
     if tif.is_ome:
         per_image, _ = _ome_info(tif)
@@ -143,6 +184,8 @@ def stored_channel_names(
     names = _channel_names(raw_names)
     if any(names):
         return names
+    if keep_titles:
+        return None  # a description describes the image; it names a plane only as a channel
     descriptions = _channel_names([_clean_description(text) for text in raw_descriptions])
     if not descriptions:
         return None

@@ -8,7 +8,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from napari_deparray_ctc.core.channels import ChannelMap, order_channels, resolve_plane_names
+from napari_deparray_ctc.core.channels import (
+    ChannelMap,
+    canonical_channel,
+    order_channels,
+    resolve_plane_names,
+)
 from napari_deparray_ctc.core.errors import DeparrayReadError, printable_path
 from napari_deparray_ctc.core.io.common import (
     as_path_list,
@@ -76,6 +81,41 @@ def _named_planes(
     return {name: (plane, path) for name, plane in zip(names, data, strict=True)}
 
 
+#: the longest plane name of a file kept for display (an ImageJ label can be a paragraph)
+MAX_PLANE_NAME_CHARS = 48
+
+
+def file_plane_names(
+    plan: Plan, names: list[str], channel_map: ChannelMap | None
+) -> dict[str, str]:
+    """Channel -> the file's own name of that plane, where the channel was not read from it.
+
+    Parameters
+    ----------
+    plan
+        The file's plan (its ``plane_labels``).
+    names
+        The channel of each plane, in plane order.
+    channel_map
+        The channel map in use (a name it maps *is* read as that channel).
+
+    Returns
+    -------
+    dict
+        Only the planes whose name in the file is not a name of their channel: GIMP's
+        ``Background`` used as ``BF``, ImageJ's ``c:1/2 z:30/64 t:1/68 - 4``, a named plane
+        that a channel map's ``INDEX`` entry renames.
+    """
+    found: dict[str, str] = {}
+    for label, name in zip(plan.plane_labels or [], names, strict=False):
+        if not label or canonical_channel(label, channel_map) == name:
+            continue
+        if len(label) > MAX_PLANE_NAME_CHARS:
+            label = label[: MAX_PLANE_NAME_CHARS - 1].rstrip() + "…"
+        found[name] = label
+    return found
+
+
 def _cell_from_open_files(
     source: CellSource,
     channel_map: ChannelMap | None,
@@ -83,6 +123,7 @@ def _cell_from_open_files(
     cache_whole: bool,
 ) -> Cell:
     planes: dict[str, tuple[np.ndarray, str]] = {}
+    plane_names: dict[str, str] = {}
     pixel_size = None
     index = source.stack_index
     if source.files:
@@ -95,6 +136,7 @@ def _cell_from_open_files(
             if plan.n_channels > 1 and len(source.files) == 1:
                 # named for one channel but holding a declared C axis: a multichannel cell
                 planes = _named_planes(data, plan, channel_map, path, named=True)
+                plane_names = file_plane_names(plan, list(planes), channel_map)
             elif plan.n_channels > 1:
                 raise DeparrayReadError(
                     path,
@@ -112,8 +154,11 @@ def _cell_from_open_files(
             raise MultiCellFileError(source.path, plan.n_cells)
         data = handle.cell(index or 0, cache_whole)
         planes = _named_planes(data, plan, channel_map, source.path, named=False)
+        plane_names = file_plane_names(plan, list(planes), channel_map)
         pixel_size = plan.pixel_size_um
-    return _finish_cell(source, planes, channel_map, pixel_size)
+    cell = _finish_cell(source, planes, channel_map, pixel_size)
+    cell.plane_names = plane_names
+    return cell
 
 
 def read_cell(

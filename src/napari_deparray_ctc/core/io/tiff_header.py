@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import numpy as np
 import tifffile
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
-from napari_deparray_ctc.core.io.common import MAX_CHANNELS_PER_CELL, tag_text
+from napari_deparray_ctc.core.io.common import MAX_CHANNELS_PER_CELL, page_limit, tag_text
 from napari_deparray_ctc.core.io.fast_ifd import IMAGE_DESCRIPTION, PAGE_NAME, plain_page_list
 from napari_deparray_ctc.core.io.header_checks import (
     check_codecs,
@@ -26,6 +27,7 @@ from napari_deparray_ctc.core.io.metadata import (
     micromanager_axes,
     pixel_size_um,
     stored_channel_names,
+    stored_plane_labels,
 )
 from napari_deparray_ctc.core.io.types import NotACellImageError, Plan
 
@@ -117,6 +119,14 @@ def _series_layout(
     return kept, cell_axis, channel_axis
 
 
+def _name_planes(tif: tifffile.TiffFile, plan: Plan, mm_axes: list[str] | None = None) -> None:
+    """Set the plan's channel names, and the file's own plane names where those leave a gap
+    (a page title or slice label that is not a channel name)."""
+    plan.stored_names = stored_channel_names(tif, plan, mm_axes)
+    if not plan.stored_names or not all(plan.stored_names):
+        plan.plane_labels = stored_plane_labels(tif, plan, mm_axes)
+
+
 def inspect_tiff(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels: int) -> Plan:
     """Work out cells × channels of an open TIFF from its header (reads no pixels).
 
@@ -170,7 +180,7 @@ def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels
         declared_channels=channel_axis is not None and kept[channel_axis][0] in CHANNEL_AXES,
     )
     if not single_channel or plan.declared_channels:
-        plan.stored_names = stored_channel_names(tif, plan, mm_axes)
+        _name_planes(tif, plan, mm_axes)
     if (
         channel_axis is not None
         and len(kept) == 3
@@ -181,7 +191,7 @@ def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels
         # a long unnamed page sequence in a file without channel token: cells, not channels
         plan.cell_axis, plan.channel_axis = plan.channel_axis, None
         plan.n_cells, plan.n_channels = n_channels, 1
-        plan.stored_names = None
+        plan.stored_names = plan.plane_labels = None
         plan.page_index = _page_indexer(only, axes, shape, kept, plan.cell_axis, None)
     plan.pixel_size_um = pixel_size_um(tif, keyframe)
     return plan
@@ -248,7 +258,9 @@ def _inspect_plain_pages(
         pages, page_names, descriptions = listed
     else:
         pages = []
-        for page in tif.pages:
+        # bounded by the pages the survey counted (open_tiff): tifffile's iterator never ends
+        # on a chain that loops
+        for page in itertools.islice(tif.pages, page_limit(tif)):
             if not isinstance(page, tifffile.TiffPage) or page.is_reduced:
                 continue
             if page.samplesperpixel != 1 or len(page.shape) != 2 or page.dtype is None:
@@ -282,9 +294,10 @@ def _inspect_plain_pages(
         page_descriptions=descriptions,
     )
     if not single_channel:
-        plan.stored_names = stored_channel_names(tif, plan)
+        _name_planes(tif, plan)
         if count > MAX_CHANNELS_PER_CELL and not any(plan.stored_names or []):
             plan.n_cells, plan.n_channels, plan.stored_names = count, 1, None
+            plan.plane_labels = None
     return plan
 
 
@@ -374,7 +387,8 @@ def _inspect_multiseries(
         series=series,
     )
     if not single_channel:
-        plan.stored_names = stored_channel_names(tif, plan)
+        _name_planes(tif, plan)
         if count > MAX_CHANNELS_PER_CELL and not any(plan.stored_names or []):
             plan.n_cells, plan.n_channels, plan.stored_names = count, 1, None
+            plan.plane_labels = None
     return plan

@@ -82,6 +82,12 @@ class Cell:
         else ``None``.
     original_shape
         ``(height, width)`` as stored in the file.
+    plane_names
+        Channel -> the name the file itself gives that plane, for the planes whose channel was
+        not read from that name (a page title such as GIMP's ``Background``, an ImageJ slice
+        label, or a plane that a channel map's ``INDEX`` entry names). The channel is the
+        plane's *role* (``BF`` is what the classifier reads); the file's name is kept so that
+        the layer can show both. *Added field; empty for DEPArray-like exports.*
     """
 
     cell_id: str
@@ -91,6 +97,7 @@ class Cell:
     group: str | None = None
     pixel_size_um: float | None = None
     original_shape: tuple[int, int] = (0, 0)
+    plane_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +148,9 @@ class Plan:
     page_descriptions: list[str | None] | None = None
     # the channel axis is one the file declares (C, or grey planar samples), not a page run
     declared_channels: bool = False
+    # the names the file gives its planes, page titles and slice labels included (set only
+    # where they differ from stored_names: GIMP's "Background", "c:1/2 z:30/64 t:1/68 - 4")
+    plane_labels: list[str | None] | None = None
 
     @property
     def nbytes(self) -> int:
