@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,28 @@ def test_writer_without_predictions_leaves_those_columns_empty(tmp_path: Path) -
     rows = read_cell_table(out)
     assert [r["p_ctc"] for r in rows] == ["", ""] and [r["label"] for r in rows] == ["", ""]
     assert rows[0]["annotation"] == "CTC"
+
+
+def test_writer_escapes_a_formula_cell_id_and_reads_it_back(tmp_path: Path) -> None:
+    """CSV injection (issue 21): a TIFF named ``=HYPERLINK(...)_BF.tif`` is text in the file."""
+    formula = '=HYPERLINK("http://x","click")'
+    meta = {
+        "channel": "BF",
+        "cell_ids": [formula, "@b"],
+        "paths": [f"/x/{formula}_BF.tif", "/x/b.tif"],
+        "labels": [None, "WBC"],
+        "predictions": [{"p_ctc": 0.9}, {"p_ctc": 0.1}],
+        "predictions_threshold": 0.5,
+    }
+    out = tmp_path / "cells.csv"
+    write_cells_csv(str(out), [(None, {"metadata": {"deparray": meta}}, "image")])
+    with open(out, newline="", encoding="utf-8") as handle:
+        raw = list(csv.reader(handle))  # the cells as a spreadsheet sees them
+    assert [r[0] for r in raw[1:]] == ["'" + formula, "'@b"]
+    assert raw[1][2] == "0.900000"
+    rows = read_cell_table(out)
+    assert [r["cell_id"] for r in rows] == [formula, "@b"]
+    assert rows[0]["path"] == f"/x/{formula}_BF.tif"
 
 
 def test_writer_refuses_layers_without_cells_in_words(tmp_path: Path) -> None:

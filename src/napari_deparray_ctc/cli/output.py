@@ -75,6 +75,7 @@ class StderrProgress:
         self.stream = stream or sys.stderr
         self.done = 0
         self.extra = ""
+        self.eta_s: float | None = None
         self._start = time.perf_counter()
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         # redirected output: the first line only after log_every_s (short jobs log one line)
@@ -82,12 +83,26 @@ class StderrProgress:
         self._interval = refresh_s if self._tty else log_every_s
         self._last_line: str | None = None
 
-    def update(self, done: int, total: int | None = None, extra: str = "") -> None:
-        """Record progress (absolute count) and redraw if enough time has passed."""
+    def update(
+        self, done: int, total: int | None = None, extra: str = "", eta_s: float | None = None
+    ) -> None:
+        """Record progress (absolute count) and redraw if enough time has passed.
+
+        Parameters
+        ----------
+        done, total
+            Steps done, and the total (``None``: keep the last one).
+        extra
+            Text after the bar.
+        eta_s
+            The caller's estimate of the seconds left (NaN: unknown yet; default: from the
+            average rate since the bar was made).
+        """
         self.done = done
         if total is not None:
             self.total = total
         self.extra = extra
+        self.eta_s = eta_s
         now = time.perf_counter()
         if now - self._last >= self._interval:
             self._last = now
@@ -106,7 +121,9 @@ class StderrProgress:
             width = 24
             filled = int(frac * width)
             bar = "#" * filled + "-" * (width - filled)
-            eta = (self.total - self.done) / rate if rate > 0 else None
+            eta = self.eta_s
+            if eta is None:
+                eta = (self.total - self.done) / rate if rate > 0 else None
             text = (
                 f"{self.label} [{bar}] {self.done}/{self.total} {frac:4.0%} "
                 f"{format_duration(elapsed)}<{format_duration(eta)}"
@@ -173,22 +190,72 @@ def print_metrics(metrics: dict, title: str, stream: TextIO | None = None) -> No
         print(f"  {'CTC':>10}{fn:>8}{tp:>8}", file=out)
 
 
-def train_progress_printer(label: str = "train") -> tuple[Callable[[Any], None], Callable]:
-    """A ``progress`` callable for ``core.train.train`` drawing one line, and its closer."""
-    bar = StderrProgress(label)
+class _Pace:
+    """Seconds per training batch since the first one (set-up and reading excluded)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.batches = 0
+
+    def batch(self) -> None:
+        """Count one trained batch."""
+        if self.first is None:
+            self.first = time.perf_counter()
+        self.batches += 1
+
+    def eta(self, remaining: int) -> float | None:
+        """Seconds for ``remaining`` batches at the pace so far (validation time included)."""
+        if self.first is None or self.batches < 2:
+            return None
+        return (time.perf_counter() - self.first) / (self.batches - 1) * max(remaining, 0)
+
+
+def _run_position(p: Any, bar: StderrProgress) -> tuple[int, int]:
+    """``(done, total)`` steps of the whole run from a ``TrainProgress``."""
+    if p.step is not None and p.steps:
+        return int(p.step), int(p.steps)
+    # a report without run-wide steps: count within the fold
+    batches = max(1, p.batches)
+    total = p.epochs * batches
+    if p.phase == "batch":
+        return (p.epoch - 1) * batches + p.batch, total
+    if p.phase == "epoch_end":
+        return p.epoch * batches, total
+    if p.phase == "done":  # it carries no batch count
+        total = bar.total or total
+        return total, total
+    return bar.done, bar.total or total
+
+
+def train_progress_printer(
+    label: str = "train", stream: TextIO | None = None
+) -> tuple[Callable[[Any], None], Callable]:
+    """A ``progress`` callable for ``core.training.train.train`` drawing one line, and its closer.
+
+    One bar for the whole run, 0 to 100 % over every fold's batches (``TrainProgress.step``
+    of ``steps``), with an ETA from the pace of all batches trained so far; the fold, epoch,
+    loss and F1 follow the bar.
+
+    Parameters
+    ----------
+    label
+        Text in front of the bar.
+    stream
+        Where to draw (default ``sys.stderr``).
+
+    Returns
+    -------
+    tuple
+        ``(on_progress, close)``: pass ``on_progress`` as ``progress``; call ``close()`` once
+        at the end.
+    """
+    bar = StderrProgress(label, stream=stream)
+    pace = _Pace()
 
     def on_progress(p: Any) -> None:
-        batches = max(1, p.batches)
-        total = p.epochs * batches
         if p.phase == "batch":
-            done = (p.epoch - 1) * batches + p.batch
-        elif p.phase == "epoch_end":
-            done = p.epoch * batches
-        elif p.phase == "done":  # it carries no batch count; early stopping ends a bar early
-            total = bar.total or total
-            done = total
-        else:
-            done, total = bar.done, bar.total or total
+            pace.batch()
+        done, total = _run_position(p, bar)
         extra = f"epoch {p.epoch}/{p.epochs}"
         if getattr(p, "fold", None) is not None:
             extra = f"fold {p.fold}/{p.folds} " + extra
@@ -198,7 +265,8 @@ def train_progress_printer(label: str = "train") -> tuple[Callable[[Any], None],
             extra += f" val F1 {p.val_f1:.3f}"
         if p.best_f1 is not None:
             extra += f" best {p.best_f1:.3f}"
-        bar.update(done, total, extra)
+        eta = 0.0 if p.phase == "done" else pace.eta(total - done)
+        bar.update(done, total, extra, eta_s=math.nan if eta is None else eta)
         if p.phase == "epoch_end":
             bar.log_next()  # always log epoch ends in redirected output
 

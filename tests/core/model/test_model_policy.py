@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,10 +14,13 @@ from napari_deparray_ctc.core.model.file_policy import (
     decide_model_destination,
     in_progress_path,
     is_not_worse,
+    place_trained_model,
     recover_leftover,
+    start_model_file,
     stored_val_metrics,
     validation_too_small,
 )
+from napari_deparray_ctc.core.training.train import TrainConfig, fine_tuning_settings
 
 
 def _meta(ap: float | None, f1: float | None, n_ctc: int = 40, n_wbc: int = 120, learned=True):
@@ -164,3 +168,117 @@ def test_stored_val_metrics(tmp_path: Path, saved) -> None:
         pytest.approx(0.85),
         pytest.approx(0.80),
     )
+
+
+# ---------------------------------------------------------------- the whole policy, two calls
+
+
+def _result(path: Path | None, meta: dict, cancelled: bool = False, warning: str | None = None):
+    """A stand-in for a TrainResult whose model was written to ``path``."""
+    return SimpleNamespace(
+        out_path=None if path is None else str(path),
+        model=SimpleNamespace(metadata=meta),
+        cancelled=cancelled,
+        warning=warning,
+    )
+
+
+def _train_into(start, saved: dict[str, bytes], name: str) -> Path:
+    """What training does: the model written to the in-progress file."""
+    start.in_progress.write_bytes(saved[name])
+    return start.in_progress
+
+
+def test_start_and_place_a_first_model(tmp_path: Path, saved) -> None:
+    out = tmp_path / "m.pt"
+    start = start_model_file(out)
+    assert start.in_progress == tmp_path / "m.in-progress.pt" and start.recovered is None
+    written = _train_into(start, saved, "good")
+    placed = place_trained_model(_result(written, _meta(0.85, 0.8)), out)
+    assert placed.path == out and out.read_bytes() == saved["good"]
+    assert not written.exists() and placed.message.startswith(f"Model saved to {out}")
+    assert not placed.destination.kept_previous
+
+
+def test_place_never_replaces_a_better_model_and_names_the_callers_option(
+    tmp_path: Path, saved
+) -> None:
+    out = _place(tmp_path, saved, "good")
+    start = start_model_file(out)
+    written = _train_into(start, saved, "nothing")
+    hint = "give --overwrite-if-worse"
+    placed = place_trained_model(
+        _result(written, _meta(0.5, 0.5), warning="Check it."), out, overwrite_hint=hint
+    )
+    assert out.read_bytes() == saved["good"] and placed.path != out
+    assert placed.path.read_bytes() == saved["nothing"] and not written.exists()
+    assert placed.destination.kept_previous
+    assert placed.message.startswith("Check it. ")
+    assert "Give --overwrite-if-worse to replace it." in placed.message
+    assert "Tick" not in placed.message
+    # the widget's wording by default; and "overwrite" replaces it
+    assert (
+        "Tick 'Overwrite even if worse'" in decide_model_destination(out, _meta(0.5, 0.5)).message
+    )
+    written = _train_into(start, saved, "nothing")
+    forced = place_trained_model(_result(written, _meta(0.5, 0.5)), out, overwrite_if_worse=True)
+    assert forced.path == out and out.read_bytes() == saved["nothing"]
+
+
+def test_place_after_a_stop_and_a_recovered_leftover(tmp_path: Path, saved) -> None:
+    out = tmp_path / "m.pt"
+    in_progress_path(out).write_bytes(b"left by a crash")
+    start = start_model_file(out)
+    assert start.recovered is not None and start.recovered.read_bytes() == b"left by a crash"
+    written = _train_into(start, saved, "good")
+    placed = place_trained_model(
+        _result(written, _meta(0.85, 0.8), cancelled=True), out, recovered=start.recovered
+    )
+    assert placed.message.startswith("Stopped; the best model so far was kept. ")
+    assert placed.message.endswith(f"kept as {start.recovered.name}.")
+    assert out.read_bytes() == saved["good"]
+
+
+def test_place_without_a_written_model_touches_nothing(tmp_path: Path, saved) -> None:
+    out = _place(tmp_path, saved, "good")
+    placed = place_trained_model(_result(None, _meta(0.9, 0.9)), out)
+    assert placed.path is None and placed.destination is None
+    assert placed.message == f"No model was written; {out} was left as it was."
+    assert out.read_bytes() == saved["good"]
+
+
+def test_only_rank_0_moves_files(tmp_path: Path, saved, monkeypatch) -> None:
+    out = tmp_path / "m.pt"
+    in_progress_path(out).write_bytes(b"leftover")
+    monkeypatch.setenv("RANK", "1")
+    start = start_model_file(out)
+    assert start.recovered is None and start.in_progress.read_bytes() == b"leftover"
+    placed = place_trained_model(_result(start.in_progress, _meta(0.9, 0.9)), out)
+    assert placed.path is None and not out.exists() and "rank 0" in placed.message
+
+
+# ---------------------------------------------------------------- the fine-tuning rule
+
+
+def test_fine_tuning_takes_the_starting_models_network_and_size(tmp_path: Path) -> None:
+    start = tmp_path / "lab.pt"
+    meta = {"arch": "resnet34", "image_size": 96}
+    assert fine_tuning_settings(meta, start) == {
+        "arch": "resnet34",
+        "image_size": 96,
+        "pretrained": str(start),
+    }
+    # the user's explicit choices win; other settings pass through
+    given = {"image_size": 64, "epochs": 3}
+    assert fine_tuning_settings(meta, start, given) == {
+        "arch": "resnet34",
+        "image_size": 64,
+        "epochs": 3,
+        "pretrained": str(start),
+    }
+    # a model file without a stored size was trained at the default size
+    assert fine_tuning_settings({"arch": "resnet18"}, start)["image_size"] == 64
+    config = TrainConfig(**fine_tuning_settings(meta, start, {"epochs": 1})).validated()
+    assert (config.arch, config.image_size, config.pretrained) == ("resnet34", 96, str(start))
+    with pytest.raises(ValueError, match="not both"):
+        fine_tuning_settings(meta, start, {"pretrained": "auto"})

@@ -48,16 +48,15 @@ def register(sub) -> None:
 
 
 def write_suggestions(path: Path, rows: list[dict]) -> None:
-    """The suggestions as a CSV, atomically."""
-    import csv
+    """The suggestions as a CSV, atomically, through the one CSV writer (formula-like cell ids
+    escaped: ``core.annotations.csv_safe``)."""
+    from napari_deparray_ctc.core.annotations.csv_safe import write_csv
 
-    from napari_deparray_ctc.core.atomic import atomic_write
-
-    with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(SUGGEST_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "p_ctc": f"{row['p_ctc']:.4f}"})
+    write_csv(
+        path,
+        SUGGEST_COLUMNS,
+        ({**row, "cell_id": str(row["cell_id"]), "p_ctc": f"{row['p_ctc']:.4f}"} for row in rows),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

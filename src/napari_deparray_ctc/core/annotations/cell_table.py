@@ -4,15 +4,17 @@
 *File ▸ Save Selected Layer(s)* on a DEPArray layer all go through :func:`write_cell_table`, so
 the three files have the same columns (:data:`~napari_deparray_ctc.core.constants.PREDICTION_CSV_COLUMNS`)
 and the same number format. Prediction columns are empty for cells that were not classified.
+Text cells that a spreadsheet would run as a formula (a cell id from a file named ``=...``) are
+escaped by the one CSV writer (``core.annotations.csv_safe``); :func:`read_cell_table` undoes it.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from napari_deparray_ctc.core.annotations.csv_safe import read_csv, write_csv_rows
 from napari_deparray_ctc.core.atomic import atomic_write
 from napari_deparray_ctc.core.constants import PREDICTION_CSV_COLUMNS, call_label
 
@@ -103,18 +105,23 @@ def write_cell_table(path: str | os.PathLike, rows: Iterable[CellRow]) -> int:
     int
         Number of rows written.
     """
-    count = 0
     # surrogateescape: paths with non-UTF-8 bytes are written as they are (as in labels.csv)
     with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(PREDICTION_CSV_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row.as_strings())
-            count += 1
-    return count
+        return write_csv_rows(handle, PREDICTION_CSV_COLUMNS, (r.as_strings() for r in rows))
 
 
 def read_cell_table(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a cell table as dicts of strings (for tests and scripts)."""
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of a cell table as dicts of strings (for tests and scripts).
+
+    Parameters
+    ----------
+    path
+        A file written by :func:`write_cell_table`.
+
+    Returns
+    -------
+    list of dict
+        ``column -> text`` per row; escaped formula-like text is read back as written
+        (``core.annotations.csv_safe``).
+    """
+    return read_csv(path)

@@ -3,7 +3,9 @@
 Classes are ``"CTC"``, ``"WBC"`` or ``None`` (not annotated), matched case-insensitively with
 many aliases (:data:`CLASS_ALIASES`), also as class sub-folder names. The accepted names and the
 ``labels.csv`` format are described for users in ``docs/reader.md``. :func:`write_labels_csv`
-writes that format atomically.
+writes that format atomically, through the one CSV writer (``core.annotations.csv_safe``: a
+cell id a spreadsheet would run as a formula is escaped), and :func:`read_labels_csv` reads
+such ids back as they were.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from napari_deparray_ctc.core.atomic import atomic_write
+from napari_deparray_ctc.core.annotations.csv_safe import unescape_cell, write_csv
 from napari_deparray_ctc.core.constants import CLASS_NAMES
 from napari_deparray_ctc.core.errors import LabelsFileError
 
@@ -190,7 +192,10 @@ def read_labels_csv(path: str | os.PathLike) -> dict[str, LabelRecord]:
         raise LabelsFileError(path, "labels file is empty")
     first_line = text.splitlines()[0]
     delimiter = max((",", ";", "\t"), key=first_line.count)
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    rows = [
+        [unescape_cell(field) for field in row]
+        for row in csv.reader(io.StringIO(text), delimiter=delimiter)
+    ]
     header = [h.strip() for h in rows[0]]
     id_col = _find_column(header, CELL_ID_COLUMNS)
     label_col = _find_column(header, LABEL_COLUMNS)
@@ -282,8 +287,6 @@ def write_labels_csv(
                 extra_columns.append(key)
         prepared.append(row)
     columns = ["cell_id", "label"] + (["sample"] if has_group else []) + extra_columns
-    with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(columns)
-        for row in prepared:
-            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    write_csv(
+        path, columns, ([row.get(c) for c in columns] for row in prepared), lineterminator="\n"
+    )

@@ -6,7 +6,9 @@ threshold, the precision-recall curve, the calibration (reliability) curve, the 
 matrix, the per-sample counts with their 95 % intervals (``core.counts``) and, where there
 are labels, montages of the most confident CTCs and of the errors (false positives, false
 negatives), each cell with its saliency map (``core.explain``). Plots are drawn with
-matplotlib's Agg canvas (no GUI backend, no pyplot state).
+matplotlib's Agg canvas (no GUI backend, no pyplot state). Text from the data (sample names,
+the export's name, the model card) is HTML-escaped; cell ids (file names) appear only inside
+the montages, drawn as plain text (never as matplotlib mathtext). No CSV is written here.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def _montage(images, maps, captions: list[str], title: str) -> str:
         bf = normalise_image(np.squeeze(np.asarray(img)))
         top = fig.add_subplot(2, n, i + 1)
         top.imshow(bf, cmap="gray", vmin=0, vmax=1)
-        top.set_title(caption, fontsize=6)
+        # a cell id is a file name: drawn as text, never as mathtext (``$...$``)
+        top.set_title(caption, fontsize=6, parse_math=False)
         bottom = fig.add_subplot(2, n, n + i + 1)
         bottom.imshow(bf, cmap="gray", vmin=0, vmax=1)
         bottom.imshow(_overlay(sal))

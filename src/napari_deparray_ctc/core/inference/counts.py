@@ -276,20 +276,35 @@ def sample_counts(
 
 
 def write_sample_counts(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Write :func:`sample_counts` rows as a CSV, atomically; returns the number of rows."""
-    import csv
+    """Write :func:`sample_counts` rows as a CSV, atomically.
 
-    from napari_deparray_ctc.core.atomic import atomic_write
+    Through the one CSV writer (``core.annotations.csv_safe``): a sample name a spreadsheet
+    would run as a formula is escaped.
 
-    with atomic_write(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(SUMMARY_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {
-                    **{k: row[k] for k in SUMMARY_COLUMNS},
-                    "expected_ctc": f"{float(row['expected_ctc']):.2f}",
-                    "threshold": f"{float(row['threshold']):.4f}",
-                }
-            )
-    return len(rows)
+    Parameters
+    ----------
+    path
+        Destination CSV file; its folder must exist.
+    rows
+        Rows of :func:`sample_counts` (keys :data:`SUMMARY_COLUMNS`).
+
+    Returns
+    -------
+    int
+        Number of rows written.
+    """
+    from napari_deparray_ctc.core.annotations.csv_safe import write_csv
+
+    return write_csv(
+        path,
+        SUMMARY_COLUMNS,
+        (
+            {
+                **{k: row[k] for k in SUMMARY_COLUMNS},
+                "sample": str(row["sample"]),
+                "expected_ctc": f"{float(row['expected_ctc']):.2f}",
+                "threshold": f"{float(row['threshold']):.4f}",
+            }
+            for row in rows
+        ),
+    )

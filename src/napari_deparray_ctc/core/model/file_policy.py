@@ -14,6 +14,11 @@
     one with real figures; the message says why;
   - otherwise the higher validation PR-AUC wins, ties broken by the higher F1 (both as stored
     in the file: out-of-fold figures for models of this version).
+
+The whole policy around one training is two calls, made by the widget's worker and by
+``deparray-ctc train`` alike: :func:`start_model_file` before training (the in-progress file
+to give ``TrainConfig.out``; a leftover moved aside) and :func:`place_trained_model` after it
+(the decision, the rename, the message). Under ``torchrun`` only rank 0 moves files.
 """
 
 from __future__ import annotations
@@ -28,18 +33,26 @@ from typing import Any
 
 __all__ = [
     "MIN_VALIDATION_PER_CLASS",
+    "WIDGET_OVERWRITE_HINT",
     "ModelDestination",
+    "ModelFileStart",
+    "PlacedModel",
     "decide_model_destination",
     "in_progress_path",
     "is_not_worse",
+    "place_trained_model",
     "recover_leftover",
+    "start_model_file",
     "stored_val_metrics",
     "validation_sizes",
     "validation_too_small",
+    "writes_files",
 ]
 
 #: Fewest validation cells of each class for a model's stored figures to mean something.
 MIN_VALIDATION_PER_CLASS = 10
+#: How the widget tells the user to replace a kept model anyway (the CLI names its option).
+WIDGET_OVERWRITE_HINT = "tick 'Overwrite even if worse'"
 
 
 def in_progress_path(out: str | os.PathLike) -> Path:
@@ -206,8 +219,15 @@ def _figures(meta: Mapping[str, Any]) -> str:
     return text
 
 
+def _sentence(hint: str) -> str:
+    return hint[:1].upper() + hint[1:]
+
+
 def decide_model_destination(
-    out: str | os.PathLike, new: Mapping[str, Any], overwrite_if_worse: bool = False
+    out: str | os.PathLike,
+    new: Mapping[str, Any],
+    overwrite_if_worse: bool = False,
+    overwrite_hint: str = WIDGET_OVERWRITE_HINT,
 ) -> ModelDestination:
     """Decide where a finished (or stopped) training's model is written.
 
@@ -220,6 +240,9 @@ def decide_model_destination(
     overwrite_if_worse
         The user's "overwrite even if worse". It never lets a model that learned nothing
         replace a file.
+    overwrite_hint
+        How the user asks for that, as the messages say it (``"tick 'Overwrite even if
+        worse'"``, ``"give --overwrite-if-worse"``).
 
     Returns
     -------
@@ -265,8 +288,8 @@ def decide_model_destination(
             False,
             True,
             f"{out} is not a readable model file ({exc.reason}), so it was left untouched; "
-            f"the new model ({figures}) was saved as {sibling.name}. Tick 'Overwrite even if "
-            "worse' to replace it.",
+            f"the new model ({figures}) was saved as {sibling.name}. "
+            f"{_sentence(overwrite_hint)} to replace it.",
         )
     old_figures = _figures(old)
     if not bool(old.get("learned", True)) or validation_too_small(old):
@@ -290,8 +313,8 @@ def decide_model_destination(
             True,
             f"The new model's figures ({figures}) rest on too few validation cells to show "
             f"that it is as good as {out.name} ({old_figures}), so {out.name} was kept and the "
-            f"new model was saved as {sibling.name}. Label more cells, or tick 'Overwrite even "
-            "if worse' to replace it.",
+            f"new model was saved as {sibling.name}. Label more cells, or {overwrite_hint} to "
+            "replace it.",
         )
     if is_not_worse(new, old):
         return ModelDestination(
@@ -306,6 +329,141 @@ def decide_model_destination(
         False,
         True,
         f"The new model ({figures}) is worse than {out.name} ({old_figures}), so {out.name} "
-        f"was kept and the new model was saved as {sibling.name}. Tick 'Overwrite even if "
-        "worse' to replace it.",
+        f"was kept and the new model was saved as {sibling.name}. "
+        f"{_sentence(overwrite_hint)} to replace it.",
     )
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (``RANK``; 0 alone)."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def writes_files() -> bool:
+    """Whether this process writes and moves model files.
+
+    Returns
+    -------
+    bool
+        ``True`` alone, or on rank 0 under ``torchrun`` (``RANK``).
+    """
+    return _rank() == 0
+
+
+@dataclass
+class ModelFileStart:
+    """What :func:`start_model_file` prepared.
+
+    Attributes
+    ----------
+    in_progress
+        Where training writes (``TrainConfig.out``): ``<name>.in-progress<suffix>``.
+    recovered
+        Where a model left there by an interrupted run was moved, or ``None``.
+    """
+
+    in_progress: Path
+    recovered: Path | None = None
+
+
+def start_model_file(out: str | os.PathLike) -> ModelFileStart:
+    """Before training to ``out``: the in-progress file, a leftover there moved aside.
+
+    Parameters
+    ----------
+    out
+        The model file the user chose.
+
+    Returns
+    -------
+    ModelFileStart
+        Give ``in_progress`` to ``TrainConfig.out``, and ``recovered`` to
+        :func:`place_trained_model`. Under ``torchrun`` only rank 0 moves a leftover.
+    """
+    working = in_progress_path(out)
+    recovered = recover_leftover(working) if writes_files() else None
+    return ModelFileStart(working, recovered)
+
+
+@dataclass
+class PlacedModel:
+    """Where a finished training's model went (:func:`place_trained_model`).
+
+    Attributes
+    ----------
+    path
+        The model file now holding the new model, or ``None`` when none was written (or on a
+        ``torchrun`` rank other than 0, which leaves the files to rank 0).
+    destination
+        The policy's decision (``None`` when no model was written).
+    message
+        Sentences for the user: the training's warning, a stop, where the model went and why,
+        a recovered leftover.
+    """
+
+    path: Path | None
+    destination: ModelDestination | None
+    message: str
+
+
+def place_trained_model(
+    result: Any,
+    out: str | os.PathLike,
+    overwrite_if_worse: bool = False,
+    recovered: str | os.PathLike | None = None,
+    overwrite_hint: str = WIDGET_OVERWRITE_HINT,
+) -> PlacedModel:
+    """After training: apply the whole policy to the model written to the in-progress file.
+
+    Parameters
+    ----------
+    result
+        The ``TrainResult`` of a training whose ``config.out`` was
+        ``start_model_file(out).in_progress`` (its ``out_path``, ``model.metadata``,
+        ``cancelled`` and ``warning`` are read).
+    out
+        The model file the user chose.
+    overwrite_if_worse
+        The user's "overwrite even if worse" (:func:`decide_model_destination`).
+    recovered
+        ``start_model_file(out).recovered``: named in the message.
+    overwrite_hint
+        How the user asks to overwrite, for the messages.
+
+    Returns
+    -------
+    PlacedModel
+        The new model renamed to :func:`decide_model_destination`'s file (the chosen one, or
+        one beside it: a better model is never replaced), and the message.
+
+    Raises
+    ------
+    OSError
+        The rename failed (the in-progress file is left where it is).
+    """
+    out = Path(out).expanduser()
+    if not writes_files():
+        return PlacedModel(None, None, f"Rank {_rank()}: rank 0 writes the model file.")
+    aside = (
+        f" A model left by an interrupted run was kept as {Path(recovered).name}."
+        if recovered is not None
+        else ""
+    )
+    written = Path(result.out_path) if getattr(result, "out_path", None) else None
+    if written is None or not written.exists():
+        return PlacedModel(None, None, f"No model was written; {out} was left as it was.{aside}")
+    destination = decide_model_destination(
+        out, result.model.metadata, overwrite_if_worse, overwrite_hint
+    )
+    if written.absolute() != destination.path.absolute():
+        os.replace(written, destination.path)
+    message = destination.message
+    if getattr(result, "cancelled", False):
+        message = "Stopped; the best model so far was kept. " + message
+    warning = getattr(result, "warning", None)
+    if warning:
+        message = f"{warning} {message}"
+    return PlacedModel(destination.path, destination, message + aside)

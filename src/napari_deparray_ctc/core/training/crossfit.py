@@ -261,12 +261,29 @@ def run_crossfit(
         run = _Run(config, ts, y, plan, split, summary)
         run.dist = dist
         cancelled = False
+        # batches trained in the current fold (the run-wide step is the fold's start plus
+        # these), and the last run-wide step reported
+        fold_steps, last_step = [0], [0]
         for i, (train_idx, val_idx) in enumerate(plan):
             fold = (i + 1, len(plan))
+            fold_steps[0] = 0
 
             def report(fold=fold, **kwargs: Any) -> None:
-                if progress is not None:
-                    progress(TrainProgress(fold=fold[0], folds=fold[1], **kwargs))
+                if progress is None:
+                    return
+                if kwargs.get("phase") == "batch":
+                    fold_steps[0] += 1
+                step = min(schedule.steps_before + fold_steps[0], schedule.steps_total)
+                last_step[0] = step
+                progress(
+                    TrainProgress(
+                        fold=fold[0],
+                        folds=fold[1],
+                        step=step,
+                        steps=schedule.steps_total,
+                        **kwargs,
+                    )
+                )
 
             torch.manual_seed(config.seed + i)  # each member its own initialisation
             network = build_network(config.arch, config.pretrained).to(device)
@@ -319,6 +336,8 @@ def run_crossfit(
                     eta_s=0.0,
                     fold=len(run.outcomes),
                     folds=len(plan),
+                    step=last_step[0] if cancelled else schedule.steps_total,
+                    steps=schedule.steps_total,
                 )
             )
     return TrainResult(

@@ -13,7 +13,15 @@ class TrainProgress:
 
     ``phase`` is ``"batch"`` after each training batch, ``"epoch_end"`` after each
     validation, and ``"done"`` once at the end. ``fold``/``folds`` (1-based) say which
-    cross-fitting fold (or which :func:`cross_validate` fold) is training.
+    cross-fitting fold (or which :func:`cross_validate` fold) is training; ``epoch``,
+    ``batch`` and their totals count within that fold.
+
+    ``step``/``steps`` count over the **whole run**, every fold together: ``steps`` is the
+    number of training batches planned (every fold, every epoch) and ``step`` those done or
+    skipped so far (a fold that stops early skips the rest of its batches, so ``step`` jumps
+    ahead; it never goes back, and is ``steps`` at ``"done"`` unless cancelled). One progress
+    bar from 0 to ``steps`` spans the run; ``None`` when the caller does not know them. In
+    :func:`cross_validate` they count the outer folds' batches (estimated from the first).
     """
 
     epoch: int
@@ -29,6 +37,8 @@ class TrainProgress:
     eta_s: float | None = None
     fold: int | None = None
     folds: int | None = None
+    step: int | None = None
+    steps: int | None = None
 
 
 @dataclass

@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,7 @@ __all__ = [
     "TrainingDataError",
     "config_field_defaults",
     "cross_validate",
+    "fine_tuning_settings",
     "train",
 ]
 
@@ -365,7 +367,8 @@ def cross_validate(
     k
         Number of outer folds.
     progress
-        As for :func:`train`; ``fold``/``folds`` count the outer folds.
+        As for :func:`train`; ``fold``/``folds`` count the outer folds, ``step``/``steps``
+        the batches of every outer fold (its total estimated from the first fold's).
     should_stop
         As for :func:`train`; a cancel ends the current fold and skips the rest.
 
@@ -387,14 +390,23 @@ def cross_validate(
     outer = kfold_splits(ts.labels, ts.groups, k, config.seed)
     records: list[dict] = []
     cancelled = False
+    run_steps: list[int] = []  # the run's steps, estimated as k times the first fold's
     for i, (trainval, test) in enumerate(outer, start=1):
         if should_stop is not None and should_stop():
             cancelled = True
             break
 
         def report(p: TrainProgress, i: int = i) -> None:
-            if progress is not None:
-                progress(dataclasses.replace(p, fold=i, folds=k))
+            if progress is None:
+                return
+            step, steps = p.step, p.steps
+            if step is not None and steps:
+                if not run_steps:
+                    run_steps.append(steps * k)
+                per_fold = run_steps[0] / k
+                steps = run_steps[0]
+                step = min(steps, round((i - 1 + step / p.steps) * per_fold))
+            progress(dataclasses.replace(p, fold=i, folds=k, step=step, steps=steps))
 
         inner = ts.subset(trainval)
         try:
@@ -438,6 +450,53 @@ def cross_validate(
         "cancelled": cancelled,
         "data_summary": ts.summary(),
     }
+
+
+def fine_tuning_settings(
+    start_metadata: Mapping[str, Any],
+    start_path: str | os.PathLike,
+    given: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The :class:`TrainConfig` values for fine-tuning a model file (the one rule).
+
+    Fine-tuning starts from the weights of a model file, so it takes that model's
+    architecture and input size (a model without a stored size was trained at
+    :data:`~napari_deparray_ctc.core.constants.DEFAULT_IMAGE_SIZE`), unless ``given`` sets
+    them explicitly; every other setting is the caller's.
+
+    Parameters
+    ----------
+    start_metadata
+        The starting model's metadata (``LoadedModel.metadata``).
+    start_path
+        The starting model file; it becomes ``pretrained``.
+    given
+        Settings the user chose (``TrainConfig`` field names); they win over the model's
+        ``arch`` and ``image_size``.
+
+    Returns
+    -------
+    dict
+        ``arch``, ``image_size``, the ``given`` settings and ``pretrained`` (the path): pass
+        to ``TrainConfig(**...)`` or ``dataclasses.replace``.
+
+    Raises
+    ------
+    ValueError
+        ``given`` already names other starting weights (``pretrained``).
+    """
+    given = dict(given or {})
+    if given.get("pretrained"):
+        raise ValueError(
+            "fine-tuning starts from the model's own weights: give either a model to start "
+            "from or pretrained weights, not both"
+        )
+    values: dict[str, Any] = {
+        "image_size": int(start_metadata.get("image_size") or DEFAULT_IMAGE_SIZE),
+    }
+    if start_metadata.get("arch"):
+        values["arch"] = str(start_metadata["arch"])
+    return {**values, **given, "pretrained": os.fspath(Path(start_path).expanduser())}
 
 
 def config_field_defaults() -> dict[str, Any]:
