@@ -14,6 +14,7 @@ from napari_deparray_ctc.core.errors import DeparrayError
 
 __all__ = [
     "CliError",
+    "StreamLabels",
     "StreamedCells",
     "check_out_folder",
     "check_paths_exist",
@@ -23,6 +24,7 @@ __all__ = [
     "no_cells_error",
     "read_training_set",
     "sample_names",
+    "sidecar_overrides",
 ]
 
 
@@ -240,3 +242,71 @@ def naming_data(paths: Sequence[str]) -> Iterator[None]:
         if exc.path is None:
             raise CliError(join(paths), exc.reason) from None
         raise
+
+
+def sidecar_overrides(paths: Sequence[str]) -> list[tuple[str, dict[str, str | None]]]:
+    """Each DATA path's annotation sidecar (``core.annotations.sidecars``), as napari reads it.
+
+    Returns ``(absolute DATA path, {cell_id: label})`` pairs for the paths whose sidecar holds
+    anything (a label of ``None``: the annotation was cleared). An unreadable sidecar is one
+    warning naming the file and the reason, and is left out.
+    """
+    from napari_deparray_ctc.core.annotations.sidecars import (
+        load_effective_annotations,
+        sidecar_path,
+    )
+    from napari_deparray_ctc.core.errors import AnnotationFileError
+
+    out = []
+    for path in paths:
+        try:
+            table = load_effective_annotations(sidecar_path(path))
+        except AnnotationFileError as exc:
+            warn(f"annotations not used: {exc}")
+            continue
+        except ValueError:
+            continue
+        if table:
+            out.append((os.path.abspath(path), table))
+    return out
+
+
+def _override(
+    overrides: list[tuple[str, dict[str, str | None]]], cell_id: str, cell_path: str, label
+):
+    full = os.path.abspath(cell_path) if cell_path else ""
+    for root, table in overrides:
+        inside = full == root or full.startswith(root.rstrip(os.sep) + os.sep)
+        if inside and cell_id in table:
+            return table[cell_id]
+    return label
+
+
+class StreamLabels(Sequence):
+    """The labels of streamed cells, each export's annotation sidecar over its own labels.
+
+    A live view of a :class:`StreamedCells`: it grows as the cells stream past, so it can be
+    handed to a core function that reads the labels after the images.
+    """
+
+    def __init__(self, stream: StreamedCells, paths: Sequence[str]) -> None:
+        self.stream = stream
+        self.overrides = sidecar_overrides(paths)
+
+    def __len__(self) -> int:
+        return len(self.stream.labels)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        s = self.stream
+        return _override(self.overrides, s.cell_ids[index], s.cell_paths[index], s.labels[index])
+
+    @classmethod
+    def discovered(cls, paths: Sequence[str], channel_map: str | None = None) -> list:
+        """The labels of DATA's cells from the headers alone (no pixels), sidecars applied."""
+        from napari_deparray_ctc.core.io import discover_cells
+
+        sources, _ = discover_cells(list(paths), channel_map=channel_map)
+        overrides = sidecar_overrides(paths)
+        return [_override(overrides, src.cell_id, src.path, src.label) for src in sources]

@@ -7,6 +7,7 @@ COMMANDS = (
     "synth",
     "train",
     "classify",
+    "calibrate",
     "evaluate",
     "explain",
     "suggest",

@@ -14,7 +14,7 @@ from napari_deparray_ctc.cli.data import (
     classify_paths,
     sample_names,
 )
-from napari_deparray_ctc.cli.output import warn
+from napari_deparray_ctc.cli.output import info, warn
 
 
 def register(sub) -> None:
@@ -89,12 +89,13 @@ class ShiftTap:
             pass
 
     def warn_if_shifted(self, metadata: dict) -> None:
-        """One warning line when the cells look unlike the model's training cells."""
+        """One warning line when the cells look unlike the model's training cells (or, for a
+        site model, unlike the cells of the site it was calibrated for)."""
         import numpy as np
 
-        from napari_deparray_ctc.core.inference.shift import shift_warning
+        from napari_deparray_ctc.core.inference.shift import reference_summary, shift_warning
 
-        if self.features and metadata.get("feature_summary"):
+        if self.features and reference_summary(metadata)[0] is not None:
             message = shift_warning(np.array(self.features, dtype=np.float64), metadata)
             if message:
                 warn(message)
@@ -138,6 +139,14 @@ def run(args: argparse.Namespace) -> int:
         on_image=tap,
     )
     write_predictions(Path(args.out), stream, predictions)
+    site = model.site_profile
+    if site is not None:
+        counts = site.get("n_labelled") or {}
+        info(
+            f"site model: calibrated for {site.get('data_name') or 'a site'} on "
+            f"{site.get('created', '?')} from {counts.get('CTC', '?')} CTC + "
+            f"{counts.get('WBC', '?')} WBC labelled cells"
+        )
     tap.warn_if_shifted(model.metadata)
     labels = predictions.labels
     n_ctc = sum(1 for label in labels if label == "CTC")

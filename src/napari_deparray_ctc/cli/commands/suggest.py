@@ -40,6 +40,15 @@ def register(sub) -> None:
     p.add_argument(
         "--include-labelled", action="store_true", help="also suggest cells that have a label"
     )
+    p.add_argument(
+        "--for",
+        dest="purpose",
+        choices=("labelling", "calibration"),
+        default="labelling",
+        help="labelling (default): uncertain and diverse cells, to train on; calibration: "
+        "cells spread over the scores of both called classes, the most informative labels "
+        "for 'deparray-ctc calibrate'",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -61,7 +70,11 @@ def write_suggestions(path: Path, rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Embed every cell, pick the suggestions, print (and write) them."""
-    from napari_deparray_ctc.core.inference.suggest import cell_embeddings, select_uncertain_diverse
+    from napari_deparray_ctc.core.inference.suggest import (
+        cell_embeddings,
+        select_for_calibration,
+        select_uncertain_diverse,
+    )
 
     check_paths_exist(args.data)
     if args.n < 1 or args.batch_size < 1:
@@ -79,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             yield image
             bar.update(i)
 
-    p, features = cell_embeddings(counted(), model, args.batch_size)
+    p, features = cell_embeddings(counted(), model, args.batch_size, stream.pixel_sizes)
     bar.close()
     if not stream.cell_ids:
         skip_warning(stream.skipped)  # the reasons, then the error
@@ -95,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
             ", ".join(args.data),
             "every cell already has a label; add --include-labelled to rank them anyway",
         )
-    picked = select_uncertain_diverse(p[keep], features[keep], model.threshold, args.n)
+    if args.purpose == "calibration":
+        picked = select_for_calibration(p[keep], model.threshold, args.n)
+    else:
+        picked = select_uncertain_diverse(p[keep], features[keep], model.threshold, args.n)
     rows = [
         {
             "rank": rank,

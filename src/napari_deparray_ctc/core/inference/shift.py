@@ -19,6 +19,11 @@ that differ from the background: pixel size, magnification), ``contrast`` (sd of
 disk) and ``dark`` (share of pixels at the bottom of the range). Scale-like features are
 logged. The covariance is shrunk (Ledoit-Wolf) so 20 cells are enough to store one.
 
+A model calibrated for a site (``core.inference.site_calibration``) carries a second summary,
+of that site's cells, in ``metadata["site_profile"]["feature_summary"]``: its shift check is
+made against the site (:func:`reference_summary`), since those are the cells its calibration
+and threshold rest on, and the sentence says so.
+
 The firing rule (:data:`FIRE_FRACTION`, :data:`MIN_CELLS`) is calibrated in
 ``benchmarks/bench_shift.py`` on new in-domain samples and on the shifted synthetic domains
 (``core.synth.DOMAINS``); ``docs/explain_adapt.md`` gives the figures.
@@ -36,7 +41,9 @@ __all__ = [
     "FIRE_FRACTION",
     "MEAN_SHIFT_LIMIT",
     "MIN_CELLS",
+    "feature_summary_from_features",
     "image_features",
+    "reference_summary",
     "shift_check",
     "shift_warning",
     "training_feature_summary",
@@ -194,16 +201,53 @@ def training_feature_summary(
         ``d2_envelope`` (the :data:`ENVELOPE_QUANTILE` of the training cells' squared
         Mahalanobis distances). Store it as ``metadata["feature_summary"]``.
     """
-    from sklearn.covariance import LedoitWolf
-
     images = list(images)
     keep = _subsample(len(images))
     features = image_features([images[i] for i in keep])
+    kept_groups = None if groups is None else [groups[i] for i in keep]
+    summary = feature_summary_from_features(features, kept_groups)
+    summary["n_cells"] = len(images)
+    return summary
+
+
+def feature_summary_from_features(
+    features: np.ndarray, groups: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """The summary of :func:`training_feature_summary` from :func:`image_features` rows.
+
+    For cells whose features were computed as they streamed past (at most
+    :data:`MAX_CELLS` evenly spaced rows are used).
+
+    Parameters
+    ----------
+    features
+        ``float64`` array ``(N, 8)``.
+    groups
+        The cells' sample ids, aligned with the rows, or ``None``.
+
+    Returns
+    -------
+    dict
+        As :func:`training_feature_summary`; ``n_cells`` is ``N``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two rows.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    features = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+    n_all = len(features)
+    keep = _subsample(n_all)
+    features = features[keep]
     if len(features) < 2:
         raise ValueError("a feature summary needs at least two images")
     lw = LedoitWolf().fit(features)
     d2 = _mahalanobis_sq(features, lw.location_, np.linalg.pinv(lw.covariance_))
     labels = None if groups is None else np.array([str(groups[i]) for i in keep])
+    if labels is not None and len(labels) and all(g in ("None", "") for g in labels):
+        labels = None
     names = [] if labels is None else [g for g in np.unique(labels) if np.sum(labels == g) >= 2]
     if len(names) >= 3:
         within = np.sqrt(np.mean([features[labels == g].var(axis=0, ddof=1) for g in names], 0))
@@ -217,7 +261,7 @@ def training_feature_summary(
     return {
         "version": _VERSION,
         "names": list(FEATURE_NAMES),
-        "n_cells": len(images),
+        "n_cells": n_all,
         "n_groups": len(names),
         "mean": [float(v) for v in lw.location_],
         "sd": [float(v) for v in np.maximum(within, 1e-6)],
@@ -233,6 +277,22 @@ def _usable(summary: Any) -> bool:
         and summary.get("version") == _VERSION
         and list(summary.get("names") or []) == list(FEATURE_NAMES)
     )
+
+
+def reference_summary(metadata: Mapping[str, Any]) -> tuple[dict | None, str]:
+    """The feature summary new cells are compared with, and what it describes.
+
+    Returns
+    -------
+    (dict or None, str)
+        The site profile's summary and ``"site"`` for a model calibrated for a site (when
+        that summary is usable), else the training cells' summary and ``"training"``.
+    """
+    profile = metadata.get("site_profile")
+    if isinstance(profile, Mapping) and _usable(profile.get("feature_summary")):
+        return dict(profile["feature_summary"]), "site"
+    summary = metadata.get("feature_summary")
+    return (dict(summary) if _usable(summary) else None), "training"
 
 
 def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -262,11 +322,13 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
     -------
     dict or None
         ``n_cells``, ``mean_shift``, ``fraction_outside``, ``fire`` (bool), ``features``
-        (``(name, shift in training sd)`` pairs, largest first) and ``warning`` (the sentence
-        of :func:`shift_warning`, or ``None``).
+        (``(name, shift in training sd)`` pairs, largest first), ``against``
+        (``"training"``, or ``"site"`` for a model calibrated for a site, whose site
+        profile's cells are the reference: :func:`reference_summary`) and ``warning`` (the
+        sentence of :func:`shift_warning`, or ``None``).
     """
-    summary = metadata.get("feature_summary")
-    if not _usable(summary):
+    summary, against = reference_summary(metadata)
+    if summary is None:
         return None
     if isinstance(images_or_features, np.ndarray) and images_or_features.ndim == 3:
         images_or_features = list(images_or_features)
@@ -284,6 +346,7 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
             "fraction_outside": 0.0,
             "fire": False,
             "features": [],
+            "against": against,
             "warning": None,
         }
     mean = np.asarray(summary["mean"], dtype=np.float64)
@@ -306,9 +369,24 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
         "fraction_outside": outside,
         "fire": bool(fire),
         "features": ranked,
+        "against": against,
         "warning": None,
     }
-    if fire:
+    if fire and against == "site":
+        differ = ", ".join(f"{name} {value:+.1f}" for name, value in ranked[:3])
+        profile = metadata.get("site_profile") or {}
+        where = profile.get("data_name") or "its site"
+        result["warning"] = (
+            f"These {n} cells look unlike the {summary['n_cells']} cells of the site this "
+            f"model was calibrated for ({where}, on {profile.get('created', '?')}): their "
+            f"mean image features are {mean_shift:.1f} times as far from that site's as "
+            f"samples of one instrument are from each other (below {MEAN_SHIFT_LIMIT:g}), "
+            f"and {outside:.0%} of them lie outside the range of 99 % of the site's cells. "
+            f"They differ most in {differ} (in sd of the site's cells). The site calibration "
+            "(P(CTC) and threshold) may not hold for them: calibrate the model for this "
+            "instrument (deparray-ctc calibrate) or check the calls by eye."
+        )
+    elif fire:
         differ = ", ".join(f"{name} {value:+.1f}" for name, value in ranked[:3])
         result["warning"] = (
             f"These {n} cells look unlike the {summary['n_cells']} cells this model was "
@@ -317,8 +395,9 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
             f"(such samples: below {MEAN_SHIFT_LIMIT:g}), and {outside:.0%} of them lie "
             "outside the range of 99 % of the training cells (such samples: a few per cent). "
             f"They differ most in {differ} (in sd of the training cells). Check the calls by "
-            "eye, or fine-tune the model on a few labelled cells from this instrument "
-            "(deparray-ctc train --init-from)."
+            "eye, calibrate the model for this instrument from a few of its labelled cells "
+            "(deparray-ctc calibrate), or fine-tune it on them (deparray-ctc train "
+            "--init-from)."
         )
     return result
 

@@ -16,22 +16,38 @@ look alike teach about as much as one. :func:`select_uncertain_diverse` therefor
    and core-set selection (Sener & Savarese 2018), at the cost of one forward pass.
 
 ``benchmarks/bench_suggest.py`` simulates the labelling loop against random picks.
+
+For **calibrating** a model for a site (``core.inference.site_calibration``) the most
+uncertain cells are not the most useful: a Platt calibration has a slope and an intercept,
+which cells near the threshold alone pin down badly, and it needs both classes.
+:func:`select_for_calibration` therefore spreads its picks over the score range of *both*
+predicted classes, denser near the threshold (``suggest --for calibration``). It picks by
+the score only, which leaves the calibration unbiased: Platt models P(CTC | score).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from napari_deparray_ctc.core.model.loaded import LoadedModel, prepare_batch
 
-__all__ = ["cell_embeddings", "select_uncertain_diverse", "suggest_cells"]
+__all__ = [
+    "PURPOSES",
+    "cell_embeddings",
+    "select_for_calibration",
+    "select_uncertain_diverse",
+    "suggest_cells",
+]
 
 #: The candidate pool holds at least this many times the number of cells asked for.
 POOL_FACTOR = 4
 #: Cells whose logit is within this of the threshold's logit are all candidates.
 MAX_MARGIN = 2.0
+#: What the suggested cells are for: labelling to train, or calibrating for a site.
+PURPOSES: tuple[str, ...] = ("labelling", "calibration")
 
 
 def cell_embeddings(
@@ -155,6 +171,68 @@ def select_uncertain_diverse(
     return [int(pool[i]) for i in picked]
 
 
+def _spread(order: np.ndarray, k: int) -> list[int]:
+    """``k`` positions of ``order`` (sorted by distance to the threshold), denser near it.
+
+    Position ``j`` of ``k`` is the quantile ``((j + 0.5) / k) ** 2`` of the ranks: half the
+    picks fall in the closest quarter, the rest reach out to the most confident cells.
+    """
+    n = len(order)
+    k = min(k, n)
+    picked: list[int] = []
+    used: set[int] = set()
+    for j in range(k):
+        rank = min(int(((j + 0.5) / k) ** 2 * n), n - 1)
+        while rank in used:  # small sides: take the next free rank
+            rank = (rank + 1) % n
+        used.add(rank)
+        picked.append(int(order[rank]))
+    return picked
+
+
+def select_for_calibration(p_ctc: Sequence[float], threshold: float, n: int) -> list[int]:
+    """Indices of ``n`` cells whose labels best inform a site calibration.
+
+    Half the picks are cells called CTC, half cells called WBC (all of one side when the
+    other has too few); within each side they are spread over the distance to the threshold
+    (on the logit scale) from the closest cells to the most confident ones, denser near the
+    threshold (:func:`_spread`).
+
+    Parameters
+    ----------
+    p_ctc
+        Calibrated P(CTC) per cell.
+    threshold
+        The decision threshold on ``p_ctc``.
+    n
+        How many to pick (all cells when there are fewer).
+
+    Returns
+    -------
+    list of int
+        Alternating between the two called classes, each side from the threshold outwards.
+    """
+    p = np.asarray(p_ctc, dtype=np.float64)
+    n = int(min(max(n, 0), len(p)))
+    if n == 0:
+        return []
+    d = _logit(p) - _logit(np.array([float(threshold)]))[0]
+    called_ctc = np.flatnonzero(d >= 0)
+    called_wbc = np.flatnonzero(d < 0)
+    n_ctc = min(len(called_ctc), -(-n // 2))
+    n_wbc = min(len(called_wbc), n - n_ctc)
+    n_ctc = min(len(called_ctc), n - n_wbc)
+    sides = []
+    for members, k in ((called_ctc, n_ctc), (called_wbc, n_wbc)):
+        order = members[np.argsort(np.abs(d[members]), kind="stable")]
+        picked = _spread(order, k)
+        sides.append(sorted(picked, key=lambda i: abs(d[i])))
+    out: list[int] = []
+    for pair in itertools.zip_longest(*sides):
+        out.extend(int(i) for i in pair if i is not None)
+    return out
+
+
 def suggest_cells(
     images: Iterable[np.ndarray],
     model: LoadedModel,
@@ -164,6 +242,7 @@ def suggest_cells(
     threshold: float | None = None,
     batch_size: int = 64,
     pixel_sizes: Sequence[float | None] | None = None,
+    purpose: str = "labelling",
 ) -> list[str]:
     """The ids of the ``n`` cells a person should label next.
 
@@ -185,12 +264,17 @@ def suggest_cells(
         Images per forward pass.
     pixel_sizes
         Pixel size (µm) per image, ``None`` where unknown (as for ``classify``).
+    purpose
+        ``"labelling"`` (uncertain and diverse cells, to train on) or ``"calibration"``
+        (spread over the scores of both called classes: :func:`select_for_calibration`).
 
     Returns
     -------
     list of str
         Cell ids, most useful first.
     """
+    if purpose not in PURPOSES:
+        raise ValueError(f"the purpose {purpose} is not known; choose one of {', '.join(PURPOSES)}")
     images = list(images)
     ids = [f"cell-{i:05d}" for i in range(len(images))] if cell_ids is None else list(cell_ids)
     if len(ids) != len(images):
@@ -202,4 +286,8 @@ def suggest_cells(
     sizes = None if pixel_sizes is None else [list(pixel_sizes)[i] for i in keep]
     p, feats = cell_embeddings([images[i] for i in keep], model, batch_size, sizes)
     t = model.threshold if threshold is None else float(threshold)
-    return [str(ids[keep[i]]) for i in select_uncertain_diverse(p, feats, t, n)]
+    if purpose == "calibration":
+        picked = select_for_calibration(p, t, n)
+    else:
+        picked = select_uncertain_diverse(p, feats, t, n)
+    return [str(ids[keep[i]]) for i in picked]

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "model_card_lines",
     "model_summary_lines",
+    "site_profile_lines",
     "validation_note",
 ]
 
@@ -56,12 +57,18 @@ def model_summary_lines(meta: dict) -> list[str]:
         f"{_number(metrics.get('precision'))}, recall {_number(metrics.get('recall'))}"
     )
     threshold = f"threshold {_number(meta.get('threshold'))}"
-    if isinstance(meta.get("threshold_sd"), (int, float)):
+    site = _site(meta)
+    if site is not None:
+        source = site.get("source_model") or {}
+        threshold += f" (site calibration; the model's own: {_number(source.get('threshold'))})"
+    elif isinstance(meta.get("threshold_sd"), (int, float)):
         threshold += f" (± {meta['threshold_sd']:.3f} across folds)"
     if meta.get("calibration"):
         method = (meta["calibration"] or {}).get("method", "yes")
         threshold += f", calibrated ({method})"
     lines.append(threshold)
+    if site is not None:
+        lines.append(_site_headline(site))
     warning = meta.get("warning") or (
         None if meta.get("learned", True) else "training learned nothing"
     )
@@ -71,6 +78,99 @@ def model_summary_lines(meta: dict) -> list[str]:
     if note:
         lines.append(f"note: {note}")
     return lines
+
+
+def _site(meta: dict) -> dict | None:
+    profile = meta.get("site_profile")
+    return profile if isinstance(profile, dict) else None
+
+
+def _site_headline(site: dict) -> str:
+    counts = site.get("n_labelled") or {}
+    where = site.get("data_name") or "a site"
+    return (
+        f"calibrated for a site: {where}, on {site.get('created', '?')}, from "
+        f"{counts.get('CTC', '?')} CTC + {counts.get('WBC', '?')} WBC labelled cells of "
+        f"{site.get('n_cells', '?')}"
+    )
+
+
+def site_profile_lines(meta: dict) -> list[str]:
+    """What the site profile of a site model says (empty for a model as training wrote it)."""
+    from napari_deparray_ctc.core.model.file_format import SITE_PROFILE_VERSION
+
+    site = _site(meta)
+    if site is None:
+        return []
+    if isinstance(site.get("version"), int) and site["version"] > SITE_PROFILE_VERSION:
+        return [
+            f"site profile: written by a newer version (profile version {site['version']}); "
+            "its calibration and threshold are used, its details are not shown"
+        ]
+    source = site.get("source_model") or {}
+    digest = source.get("sha256")
+    origin = source.get("file") or "a model in memory"
+    if digest:
+        origin += f" (SHA-256 {str(digest)[:12]}...)"
+    lines = [
+        f"site profile: calibrated from {origin}, trained on {source.get('created') or '?'}"
+        + ("; that model was itself a site model" if source.get("was_site_model") else "")
+    ]
+    prior = site.get("prior") or {}
+    share = prior.get("ctc_fraction")
+    share_text = f"{share:.1%}" if isinstance(share, (int, float)) else "?"
+    how = (
+        "estimated from every cell's P(CTC)"
+        if prior.get("method") == "estimate"
+        else "as among the labelled cells"
+    )
+    lines.append(
+        f"site calibration: the model's calibration {_calibration_text(source.get('calibration'))}"
+        f" and threshold {_number(source.get('threshold'))} were replaced; CTC share {how}, "
+        f"expected among this site's cells: {share_text}; threshold rule "
+        f"{site.get('threshold_rule', '?')} on all {site.get('n_cells', '?')} cells"
+    )
+    adapted = site.get("adapted")
+    lines.append(
+        f"site BatchNorm statistics: re-estimated on {adapted.get('n_cells', '?')} of the site's "
+        "cells"
+        if isinstance(adapted, dict)
+        else "site BatchNorm statistics: the model's own (not adapted)"
+    )
+    figures = site.get("figures") or {}
+    if figures:
+        lines.append(
+            f"site labelled cells: ROC-AUC {_number(figures.get('roc_auc'))}; log-loss "
+            f"{_number(figures.get('log_loss_model'))} with the model's calibration, "
+            f"{_number(figures.get('log_loss_site_loo'))} with the site's (leave-one-out); "
+            f"cells called CTC: {figures.get('called_ctc_model', '?')} with the model's "
+            f"threshold, {figures.get('called_ctc_site', '?')} with the site's"
+        )
+    ids = site.get("cell_ids") or {}
+    for name in ("CTC", "WBC"):
+        listed = [str(c) for c in ids.get(name) or []]
+        if listed:
+            more = f" and {len(listed) - 8} more" if len(listed) > 8 else ""
+            lines.append(f"site {name} cells: {', '.join(listed[:8])}{more}")
+    features = site.get("feature_summary")
+    if isinstance(features, dict):
+        lines.append(
+            f"site shift check: image features of {features.get('n_cells', '?')} site cells "
+            "stored (classify compares new cells with the site's)"
+        )
+    if site.get("warning"):
+        lines.append(f"site warning: {site['warning']}")
+    return lines
+
+
+def _calibration_text(spec: Any) -> str:
+    if not isinstance(spec, dict):
+        return "(none)"
+    if spec.get("method") == "platt":
+        a, b = spec.get("a"), spec.get("b")
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return f"(platt a {a:.3f}, b {b:.3f})"
+    return f"({spec.get('method', '?')})"
 
 
 def _per_sample_line(summary: dict) -> str | None:
@@ -103,7 +203,8 @@ def _calibration_line(meta: dict) -> str | None:
             detail = f": P = sigmoid({a:.3f} x logit {sign} {abs(b):.3f})"
     elif method == "isotonic":
         detail = f" ({len(spec.get('x') or [])} breakpoints)"
-    cells = f", fitted on {spec['n_cells']} out-of-fold cells" if spec.get("n_cells") else ""
+    kind = "labelled site" if _site(meta) is not None else "out-of-fold"
+    cells = f", fitted on {spec['n_cells']} {kind} cells" if spec.get("n_cells") else ""
     return f"calibration: {method}{detail}{cells}"
 
 
@@ -177,6 +278,7 @@ def model_card_lines(meta: dict) -> list[str]:
     if calibration:
         lines.append(calibration)
     lines.append(_scale_line(meta))
+    lines.extend(site_profile_lines(meta))
     training = _training_line(meta)
     if training:
         lines.append(training)

@@ -15,6 +15,17 @@ words.
 Format versions: 1 = one network, uncalibrated P(CTC); 2 = adds the ``calibration`` of the
 logit and ensembles (``metadata["ensemble"]`` members, state-dict keys ``members.<i>.``).
 A version-1 reader refuses version-2 files, since their threshold is on the calibrated scale.
+
+Additions within version 2, each read by every version-2 reader (older ones ignore the new
+keys and still get a working model from the rest):
+
+* ``metadata["site_profile"]``: a model calibrated for a site
+  (``core.inference.site_calibration``). Its calibration and threshold are the top-level
+  ``calibration`` and ``threshold``, so an older reader applies them too; the profile says
+  where they come from. Checked by :func:`check_site_profile`.
+* weights stored as float16 (``metadata["weights_dtype"] == "float16"``), half the size on
+  disk; they are read back as float32 (``torch``'s ``load_state_dict`` casts them, so older
+  readers load them too).
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from napari_deparray_ctc.core.errors import ModelFileError
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "SITE_PROFILE_VERSION",
+    "check_site_profile",
     "json_safe",
     "package_versions",
     "read_payload",
@@ -46,6 +59,8 @@ __all__ = [
 #: Model file format name and the newest version this package reads and writes.
 FORMAT_NAME = "napari-deparray-ctc-model"
 FORMAT_VERSION = 2
+#: Newest version of ``metadata["site_profile"]`` this package reads and writes.
+SITE_PROFILE_VERSION = 1
 
 
 def json_safe(value: Any, where: str = "metadata") -> Any:
@@ -205,6 +220,41 @@ def _check_calibration(path: Path, spec: Any) -> dict | None:
     raise ModelFileError(path, "the stored calibration is not one this version understands")
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_site_profile(path: Path, profile: Any) -> dict | None:
+    """A stored site profile, checked (``None`` when there is none).
+
+    A profile of a newer version than this package writes is kept as it is (the card says
+    so); one of a known version must name its date, its labelled cells per class and the
+    model it came from, else :class:`ModelFileError`.
+    """
+    if profile is None:
+        return None
+    unreadable = "the stored site profile (the site calibration) is not readable"
+    if not isinstance(profile, Mapping):
+        raise ModelFileError(path, unreadable)
+    version = profile.get("version")
+    if not _is_count(version) or version < 1:
+        raise ModelFileError(path, unreadable + " (it has no version)")
+    if version > SITE_PROFILE_VERSION:
+        return dict(profile)
+    counts = profile.get("n_labelled")
+    if not (
+        isinstance(profile.get("created"), str)
+        and isinstance(counts, Mapping)
+        and all(_is_count(counts.get(k)) for k in ("CTC", "WBC"))
+        and isinstance(profile.get("source_model"), Mapping)
+        and _is_count(profile.get("n_cells"))
+    ):
+        raise ModelFileError(
+            path, unreadable + " (its date, labelled cells or source model are missing)"
+        )
+    return dict(profile)
+
+
 def validate_payload(path: Path, payload: Any) -> dict:
     """Check the structure of a loaded payload.
 
@@ -286,4 +336,6 @@ def validate_payload(path: Path, payload: Any) -> dict:
     except ValueError as exc:
         raise ModelFileError(path, str(exc)) from None
     meta["calibration"] = _check_calibration(path, meta.get("calibration"))
+    if "site_profile" in meta:
+        meta["site_profile"] = check_site_profile(path, meta["site_profile"])
     return {"metadata": meta, "state_dict": dict(state), "format_version": version}

@@ -125,6 +125,13 @@ class LoadedModel:
         return self.metadata.get("calibration")
 
     @property
+    def site_profile(self) -> dict | None:
+        """The site this model was calibrated for (``core.inference.site_calibration``), or
+        ``None`` for a model as training wrote it."""
+        profile = self.metadata.get("site_profile")
+        return dict(profile) if isinstance(profile, dict) else None
+
+    @property
     def learned(self) -> bool:
         """``False`` when training could not show that the model beats the trivial calls."""
         return bool(self.metadata.get("learned", True))
