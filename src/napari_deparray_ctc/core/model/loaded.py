@@ -215,9 +215,12 @@ def save_model(path: str | os.PathLike, network, metadata: Mapping[str, Any] | N
         Destination (conventionally ``*.pt``). Its folder must exist. A failure leaves any
         existing file at ``path`` untouched.
     network
-        The ResNet from ``build_network`` or an ensemble from ``build_ensemble`` (weights are
-        copied to CPU float32), or a :class:`LoadedModel` (its network; its metadata is the
-        base that ``metadata`` updates).
+        The ResNet from ``build_network`` or an ensemble from ``build_ensemble``, or a
+        :class:`LoadedModel` (its network; its metadata is the base that ``metadata``
+        updates). Weights are copied to the CPU and stored as float16, half the size of
+        float32 on disk (``metadata["weights_dtype"]``); :func:`load_model` reads them back
+        as float32 (a tensor beyond float16's range stays float32). The change of P(CTC)
+        is about 1e-4 (``tests/core/model/test_model.py``).
     metadata
         Must contain ``arch`` and ``threshold``; ``image_size``, ``normalisation``,
         ``input_channel``, ``class_names``, ``ensemble``, ``versions`` and
@@ -259,7 +262,8 @@ def save_model(path: str | os.PathLike, network, metadata: Mapping[str, Any] | N
     state = {
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in network.state_dict().items()
     }
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    state = {k: _on_disk(v) for k, v in state.items()}
+    meta["weights_dtype"] = "float16"
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -268,6 +272,26 @@ def save_model(path: str | os.PathLike, network, metadata: Mapping[str, Any] | N
     }
     with atomic_write(path, "wb") as handle:
         torch.save(payload, handle)
+
+
+#: Largest magnitude stored as float16 (its largest finite value is 65504).
+_FLOAT16_LIMIT = 60000.0
+
+
+def _on_disk(tensor):
+    """A weight as stored: float16 (half the size; read back as float32), unless float16
+    cannot hold it (a value beyond its range), which stays float32."""
+    if not tensor.is_floating_point():
+        return tensor
+    tensor = tensor.float()
+    if tensor.numel() and float(tensor.abs().max()) > _FLOAT16_LIMIT:
+        return tensor
+    return tensor.half()
+
+
+def _as_float32(state: Mapping) -> dict:
+    """Every floating tensor of a state dict as float32 (files store float16 or float32)."""
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def _mismatch(network, state: Mapping) -> str:
@@ -320,7 +344,7 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> LoadedMode
     # tensors land on CPU first: a model saved on a GPU machine opens anywhere
     checked = validate_payload(path, read_payload(path, "cpu"))
     meta = checked["metadata"]
-    states = unwrap_members(checked["state_dict"])
+    states = [_as_float32(state) for state in unwrap_members(checked["state_dict"])]
     if len(states) != int(meta.get("ensemble", 1)):
         raise ModelFileError(path, "the file holds another number of networks than it says")
     networks = []
