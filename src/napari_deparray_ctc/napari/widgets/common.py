@@ -1,18 +1,69 @@
-"""Pieces every dock widget uses: a scrollable body, collapsible sections, notifications."""
+"""Pieces every dock widget uses: a scrollable body, collapsible sections, notifications.
+
+Docks are narrow (napari gives a plugin dock about 340 px on a 1366×768 laptop), so the
+body scrolls vertically only and everything in it fits its width:
+
+* :func:`scrollable_body` fits what it holds to the dock's width when it is shown (combo boxes
+  no wider than a few words, form labels above their field when a row does not fit);
+* :class:`ElidedLabel` is a one-line label that ends with "…" when it does not fit, and shows
+  the whole text as its tooltip;
+* :func:`path_label` shows a file's full path, wrapped anywhere, selectable, with a link that
+  opens its folder;
+* :func:`section` folds a part of the dock away (its content is hidden, never clipped).
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
-from superqt import QCollapsible
+from qtpy.QtCore import QEvent, QPoint, QSize, Qt, QUrl, Signal
+from qtpy.QtGui import QDesktopServices
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
-__all__ = ["notify", "scrollable_body", "section"]
+__all__ = [
+    "DOCK_WIDTH",
+    "KEEP_ROOM",
+    "ElidedLabel",
+    "Section",
+    "fit_width",
+    "notify",
+    "path_label",
+    "scrollable_body",
+    "section",
+    "wrap_anywhere",
+]
+
+#: the width a dock asks for (napari's own layer controls are about as wide)
+DOCK_WIDTH = 340
+#: characters a combo box shows before it needs more room (its tooltip shows the rest)
+COMBO_CHARS = 12
+#: a widget with this property set to True keeps its minimum height on screen: the dock it is
+#: in never gets shorter than that (e.g. when another dock joins it in the same column)
+KEEP_ROOM = "deparray_keep_room"
+#: the dock's title bar and margins around such a widget
+_ROOM_MARGIN = 60
+_ZWSP = "\u200b"  # zero-width space: where a long path or name may wrap
 
 
 def notify(kind: str, message: str) -> None:
-    """A napari notification: ``kind`` is ``"info"``, ``"warning"`` or ``"error"``."""
+    """A napari notification: ``kind`` is ``"info"``, ``"warning"`` or ``"error"``.
+
+    napari shows the first line of a notification elided; double-clicking it (or its chevron)
+    shows all of it. Put what matters (the file name) first, the full path after it.
+    """
     from napari.utils import notifications
 
     {
@@ -22,15 +73,108 @@ def notify(kind: str, message: str) -> None:
     }[kind](message)
 
 
-def scrollable_body(widget: QWidget) -> QVBoxLayout:
+def wrap_anywhere(text: str) -> str:
+    """``text`` with invisible break points after ``/ \\ _ - .`` so a label can wrap a path."""
+    out = []
+    for char in str(text):
+        out.append(char)
+        if char in "/\\_-.":
+            out.append(_ZWSP)
+    return "".join(out)
+
+
+def _fit_combo(combo: QComboBox) -> None:
+    if combo.property("_deparray_fitted"):
+        return
+    combo.setProperty("_deparray_fitted", True)
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    if combo.minimumContentsLength() == 0 or combo.minimumContentsLength() > COMBO_CHARS:
+        combo.setMinimumContentsLength(COMBO_CHARS)
+    combo.setSizePolicy(QSizePolicy.Policy.Expanding, combo.sizePolicy().verticalPolicy())
+    # QComboBox caches its minimum size hint until its style changes: let it measure again
+    QApplication.sendEvent(combo, QEvent(QEvent.Type.StyleChange))
+    combo.updateGeometry()
+    base = combo.toolTip()
+
+    def show_choice(text: str, combo: QComboBox = combo, base: str = base) -> None:
+        # a long choice is clipped in a narrow dock: the tooltip names it in full
+        combo.setToolTip(f"{text}\n\n{base}" if text and base else text or base)
+
+    combo.currentTextChanged.connect(show_choice)
+    show_choice(combo.currentText())
+
+
+def fit_width(root: QWidget) -> None:
+    """Fit everything under ``root`` to a narrow dock (idempotent).
+
+    Combo boxes ask for :data:`COMBO_CHARS` characters instead of their longest item (their
+    tooltip names the current choice), and form rows put the label above the field when the
+    two do not fit side by side.
+    """
+    combos = root.findChildren(QComboBox)
+    if isinstance(root, QComboBox):
+        combos.append(root)
+    for combo in combos:
+        if combo.isEditable() or not combo.objectName().startswith("qt_"):
+            _fit_combo(combo)
+    for widget in [root, *root.findChildren(QWidget)]:
+        layout = widget.layout()
+        if isinstance(layout, QFormLayout):
+            layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+            layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+
+class _DockScrollArea(QScrollArea):
+    """Scrolls vertically; fits its body to the dock's width whenever it is shown."""
+
+    def showEvent(self, event: Any) -> None:
+        body = self.widget()
+        if body is not None:
+            fit_width(body)
+        super().showEvent(event)
+
+    def resizeEvent(self, event: Any) -> None:
+        body = self.widget()
+        if body is not None:  # what was added since it was shown
+            fit_width(body)
+        in_view = [w for w in self._kept() if self._in_view(w, event.oldSize().height())]
+        super().resizeEvent(event)
+        for widget in in_view:  # e.g. the results table, when another dock makes this shorter
+            self.ensureWidgetVisible(widget, 0, 0)
+
+    def _kept(self) -> list[QWidget]:
+        body = self.widget()
+        found = body.findChildren(QWidget) if body is not None else []
+        return [w for w in found if w.property(KEEP_ROOM) and w.isVisibleTo(body)]
+
+    def _in_view(self, widget: QWidget, height: int) -> bool:
+        body = self.widget()
+        top = widget.mapTo(body, QPoint(0, 0)).y() - self.verticalScrollBar().value()
+        return height > 0 and top >= 0 and top + widget.height() <= height
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(DOCK_WIDTH, hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        kept = [w.minimumHeight() for w in self._kept()]
+        if kept:
+            hint.setHeight(max(hint.height(), max(kept) + _ROOM_MARGIN))
+        return hint
+
+
+def scrollable_body(widget: QWidget, min_height: int = 0) -> QVBoxLayout:
     """Give ``widget`` a vertical scroll area and return the layout to fill.
 
     A dock never asks for more height than the screen has: on a 1366×768 laptop the sections
-    scroll instead of pushing the window past the screen.
+    scroll instead of pushing the window past the screen; it never scrolls sideways either:
+    what it holds is fitted to its width (:func:`fit_width`). ``min_height`` keeps the dock
+    at least that tall when another dock joins it.
     """
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
-    scroll = QScrollArea()
+    scroll = _DockScrollArea()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -38,20 +182,172 @@ def scrollable_body(widget: QWidget) -> QVBoxLayout:
     body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
     scroll.setWidget(body)
     outer.addWidget(scroll)
+    if min_height:
+        widget.setMinimumHeight(min_height)
     widget.scroll_area = scroll  # type: ignore[attr-defined]
     layout = QVBoxLayout(body)
     layout.setContentsMargins(6, 6, 6, 6)
     return layout
 
 
-def section(title: str, content: QWidget, expanded: bool = True, tooltip: str = "") -> Any:
-    """A collapsible section holding ``content``."""
-    box = QCollapsible(title)
-    box.addWidget(content)
+class Section(QWidget):
+    """A titled section that folds: a toggle button over its content.
+
+    Unlike superqt's ``QCollapsible`` it never caps its content's height (which clipped a
+    label whose wrapped text grew after the section opened): folding hides the content.
+    """
+
+    toggled = Signal(bool)
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._title = title
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self._button = QPushButton()
+        self._button.setCheckable(True)
+        self._button.setChecked(True)
+        self._button.setStyleSheet("text-align: left; border: none; outline: none;")
+        self._button.toggled.connect(self._set_expanded)
+        layout.addWidget(self._button)
+        self._content = QWidget()
+        content_layout = QVBoxLayout(self._content)
+        content_layout.setContentsMargins(4, 0, 0, 0)
+        layout.addWidget(self._content, 1)
+        self._set_expanded(True)
+
+    def toggleButton(self) -> QPushButton:
+        """The title button that folds and unfolds the section."""
+        return self._button
+
+    def text(self) -> str:
+        """The section's title."""
+        return self._title
+
+    def content(self) -> QWidget:
+        """The widget holding the section's content."""
+        return self._content
+
+    def addWidget(self, widget: QWidget, stretch: int = 0) -> None:
+        """Add ``widget`` to the content."""
+        self._content.layout().addWidget(widget, stretch)
+
+    def isExpanded(self) -> bool:
+        """Whether the content is shown."""
+        return self._button.isChecked()
+
+    def expand(self, animate: bool = False) -> None:
+        """Show the content."""
+        self._button.setChecked(True)
+
+    def collapse(self, animate: bool = False) -> None:
+        """Hide the content."""
+        self._button.setChecked(False)
+
+    def _set_expanded(self, expanded: bool) -> None:
+        self._button.setText(("▼ " if expanded else "▶ ") + self._title)
+        self._content.setVisible(expanded)
+        self.toggled.emit(bool(expanded))
+
+
+def section(title: str, content: QWidget, expanded: bool = True, tooltip: str = "") -> Section:
+    """A folding section holding ``content``."""
+    box = Section(title)
+    box.addWidget(content, 1)
     if tooltip:
         box.setToolTip(tooltip)
     if expanded:
-        box.expand(animate=False)
+        box.expand()
     else:
-        box.collapse(animate=False)
+        box.collapse()
     return box
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that ends with "…" when it is too narrow; the tooltip shows it all.
+
+    ``text()`` is what is shown (elided or not); :meth:`full_text` is the whole text.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self._tooltip = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        self.setText(text)
+
+    def full_text(self) -> str:
+        """The whole text, however narrow the label is."""
+        return self._full
+
+    def setText(self, text: str) -> None:
+        self._full = str(text)
+        self._elide()
+
+    def setToolTip(self, tip: str) -> None:
+        self._tooltip = str(tip)
+        self._elide()
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(40, super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = max(self.width() - 2, 10)
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle, width)
+        QLabel.setText(self, shown)
+        tip = self._tooltip
+        if shown != self._full:
+            tip = f"{self._full}\n\n{tip}" if tip else self._full
+        QLabel.setToolTip(self, tip)
+
+
+def path_label(prefix: str = "", path: str | os.PathLike | None = None) -> QLabel:
+    """A label naming a file in full: wrapped anywhere, selectable, its folder a link.
+
+    Update it with :func:`set_path_label`.
+    """
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setTextInteractionFlags(
+        Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.LinksAccessibleByMouse
+    )
+    label.linkActivated.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
+    label.setProperty("_deparray_prefix", prefix)
+    set_path_label(label, path)
+    return label
+
+
+def set_path_label(
+    label: QLabel, path: str | os.PathLike | None, prefix: str | None = None
+) -> None:
+    """Show ``path`` in a :func:`path_label` (``None``: hide it)."""
+    if prefix is not None:
+        label.setProperty("_deparray_prefix", prefix)
+    prefix = str(label.property("_deparray_prefix") or "")
+    if not path:
+        label.setText("")
+        label.setToolTip("")
+        label.setVisible(False)
+        return
+    full = os.path.abspath(os.fspath(path))
+    folder = Path(full).parent
+    from html import escape
+
+    link = QUrl.fromLocalFile(str(folder)).toString()
+    label.setText(
+        f"{escape(prefix)}{' ' if prefix else ''}{escape(wrap_anywhere(full))} "
+        f"(<a href='{escape(link)}'>open folder</a>)"
+    )
+    label.setToolTip(f"{full}\n\nSelect the text to copy it; the link opens the folder.")
+    label.setVisible(True)

@@ -7,27 +7,47 @@ caption and the gallery follow; annotations come and go through the session too.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QPoint, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
 
 from napari_deparray_ctc.napari.widgets.classify.table import ResultsTable
-from napari_deparray_ctc.napari.widgets.common import notify
+from napari_deparray_ctc.napari.widgets.common import (
+    KEEP_ROOM,
+    notify,
+    path_label,
+    set_path_label,
+    wrap_anywhere,
+)
 
 __all__ = ["ResultsBox"]
+
+REVEAL_DELAY_MS = 50
+#: seconds during which the results are kept at the top while the dock lays itself out
+REVEAL_FOR_S = 1.0
+EXPORT_TIP = (
+    "Write the table (in its current order) to a CSV file: cell_id, path, p_ctc, label, "
+    "threshold, annotation; the file is replaced whole or not at all. It is suggested beside "
+    "the export."
+)
 
 
 class ResultsBox(QWidget):
@@ -40,8 +60,11 @@ class ResultsBox(QWidget):
         self.session = session
         self._on_threshold = on_threshold
         box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("Threshold: cells at or above it are called CTC")
+        title.setWordWrap(True)
+        box.addWidget(title)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Threshold"))
         self.threshold_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0.0, 1.0)
         self.threshold_slider.setDecimals(3)
@@ -51,6 +74,9 @@ class ResultsBox(QWidget):
             "every cell at once, without a rerun"
         )
         self.reset_threshold_button = QPushButton("Model's")
+        self.reset_threshold_button.setSizePolicy(
+            QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed
+        )
         self.reset_threshold_button.setToolTip("Back to the threshold stored in the model file")
         row.addWidget(self.threshold_slider, 1)
         row.addWidget(self.reset_threshold_button)
@@ -66,20 +92,21 @@ class ResultsBox(QWidget):
             "the probabilities and the model's validation error rates"
         )
         box.addWidget(self.samples_label)
-        self.review_checkbox = QCheckBox("Review queue (most doubtful first)")
+        self.review_checkbox = QCheckBox("Review queue: most doubtful first")
         self.review_checkbox.setToolTip(
             "Order the table by |P(CTC) - threshold|, so the cells nearest the threshold come "
             "first. Keys in the table: C = CTC, W = WBC, Del = clear."
         )
         box.addWidget(self.review_checkbox)
         self.table = ResultsTable()
+        self.table.setProperty(KEEP_ROOM, True)  # the dock keeps room for it (common.py)
         box.addWidget(self.table, 1)
         self.export_button = QPushButton("Export CSV…")
-        self.export_button.setToolTip(
-            "Write the table (in its current order) to a CSV file: cell_id, path, p_ctc, "
-            "label, threshold, annotation; the file is replaced whole or not at all"
-        )
+        self.export_button.setToolTip(EXPORT_TIP)
         box.addWidget(self.export_button)
+        self.export_label = path_label("Exported to")
+        self.export_label.setObjectName("export_path")
+        box.addWidget(self.export_label)
         self.threshold_slider.valueChanged.connect(self._threshold_moved)
         self.reset_threshold_button.clicked.connect(self.reset_threshold)
         self.review_checkbox.toggled.connect(self.table.order_for_review)
@@ -97,12 +124,45 @@ class ResultsBox(QWidget):
 
     def show_results(self, results: Any) -> None:
         """Fill the table with a new run, the slider at its threshold."""
+        first = not self.isEnabled()
         self.table.populate(results, self.review_checkbox.isChecked())
         self.threshold_slider.blockSignals(True)
         self.threshold_slider.setValue(results.threshold)
         self.threshold_slider.blockSignals(False)
         self.setEnabled(True)
         self.update_counts()
+        self.export_button.setToolTip(
+            f"{EXPORT_TIP}\n\nSuggested file: {self.suggested_csv_path()}"
+        )
+        if first:  # once the texts set after this (the run's status) are laid out
+            QTimer.singleShot(REVEAL_DELAY_MS, self.reveal)
+
+    def reveal(self) -> None:
+        """Scroll the dock so that the results start at its top (after the first run).
+
+        The dock lays its texts out over a few event-loop turns after a run (the status line,
+        the counts), so the scroll is applied again while its range still changes, for
+        :data:`REVEAL_FOR_S`.
+        """
+        scroll = self.parentWidget()
+        while scroll is not None and not isinstance(scroll, QScrollArea):
+            scroll = scroll.parentWidget()
+        if scroll is None or scroll.widget() is None:
+            return
+        bar = scroll.verticalScrollBar()
+        until = time.monotonic() + REVEAL_FOR_S
+
+        def apply(*_: Any) -> None:
+            if time.monotonic() > until:
+                with contextlib.suppress(TypeError, RuntimeError):
+                    bar.rangeChanged.disconnect(apply)
+                return
+            section = self.parentWidget().parentWidget() or self  # the "Results" section
+            bar.setValue(section.mapTo(scroll.widget(), QPoint(0, 0)).y())
+            scroll.ensureWidgetVisible(self.table, 0, 0)  # a short dock: the table first
+
+        bar.rangeChanged.connect(apply)
+        apply()
 
     def set_threshold(self, threshold: float) -> None:
         """Move the threshold slider (relabels at once, no rerun)."""
@@ -152,7 +212,7 @@ class ResultsBox(QWidget):
             self.samples_label.setText(f"Per-sample counts unavailable: {exc}")
             return
         lines = [
-            f"<b>{row['sample']}</b>: {row['n_cells']} cells, {row['n_called_ctc']} called CTC; "
+            f"<b>{escape(wrap_anywhere(row['sample']))}</b>: {row['n_cells']} cells, {row['n_called_ctc']} called CTC; "
             f"expected {row['expected_ctc']:.1f} CTC (95 %: {row['ctc_low']}–{row['ctc_high']})"
             for row in rows[:12]
         ]
@@ -180,7 +240,10 @@ class ResultsBox(QWidget):
                 f"{os.fspath(path)}: could not write the CSV ({exc.strerror or 'write failed'})",
             )
             return False
-        notify("info", f"Exported {len(self.results)} cells to {os.fspath(path)}")
+        full = Path(os.path.abspath(os.fspath(path)))
+        set_path_label(self.export_label, full)
+        # napari shows a notification's first line elided: the file name first, then where
+        notify("info", f"Exported {len(self.results)} cells to {full.name}\nin {full.parent}")
         return True
 
     def suggested_csv_path(self) -> Path:

@@ -40,6 +40,10 @@ REVIEW_KEYS: dict[int, str | None] = {
     int(Qt.Key.Key_Backspace): None,
 }
 CALL_COLOURS = {"CTC": "#ff6b6b", "WBC": "#7fb3ff"}
+#: rows the table always has room for, even with another dock beside it
+MIN_VISIBLE_ROWS = 8
+#: the widest the layer column starts (its tooltip and the cell id's name the rest)
+LAYER_COLUMN_MAX = 110
 
 
 class _SortableItem(QTableWidgetItem):
@@ -98,11 +102,19 @@ class ResultsTable(QTableWidget):
         )
         self.setItemDelegateForColumn(COL_ANNOTATION, _AnnotationDelegate(self))
         self.verticalHeader().setVisible(False)
+        # compact rows: a dock on a laptop shows about a dozen of them
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.horizontalHeader()
-        header.setSectionResizeMode(COL_ID, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(COL_LAYER, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)  # the annotation column takes what is left
+        header.setMinimumSectionSize(24)
+        for column in (COL_ID, COL_LAYER, COL_P, COL_CALL):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+        self._fit_columns(["cell0000"], ["export"])
+        self.setColumnHidden(COL_LAYER, True)  # shown when a run holds several exports
         self.setSortingEnabled(True)
-        self.setMinimumHeight(160)
+        self.setMinimumHeight(self.height_for_rows(MIN_VISIBLE_ROWS))
         self.setToolTip(
             "Click a row to show the cell. Annotate: double-click the annotation column, or "
             "press C (CTC), W (WBC), Del (clear) on a row. Click a header to sort."
@@ -119,10 +131,11 @@ class ResultsTable(QTableWidget):
         self.results = results
         self._updating = True
         self.blockSignals(True)  # itemChanged would fire once per item: thousands of calls
-        header = self.horizontalHeader()
-        # a column sized to its contents measures every row again after each setItem once the
-        # table is on screen (O(rows^2): 1 s for 500 cells on the second run); size it once
-        header.setSectionResizeMode(COL_LAYER, QHeaderView.ResizeMode.Interactive)
+        # columns are sized once per fill, from the texts (a column sized to its contents
+        # measures every row again after each setItem: O(rows^2), 1 s for 500 cells)
+        self._fit_columns(
+            [row.cell_id for row in results.rows], [row.layer for row in results.rows]
+        )
         self.setUpdatesEnabled(False)
         try:
             self.setSortingEnabled(False)
@@ -137,6 +150,7 @@ class ResultsTable(QTableWidget):
                     f"{row.layer} [{row.index}]" + (f"\n{row.path}" if row.path else "")
                 )
                 layer_item = QTableWidgetItem(row.layer.split(" :: ")[0])
+                layer_item.setToolTip(row.layer)
                 p_item = _SortableItem(f"{row.p_ctc:.3f}")
                 p_item.setData(SORT_ROLE, float(row.p_ctc))
                 p_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -168,10 +182,34 @@ class ResultsTable(QTableWidget):
             self.setSortingEnabled(True)
             self.sortItems(COL_UNCERTAINTY if review else COL_ORDER, Qt.SortOrder.AscendingOrder)
         finally:
-            header.setSectionResizeMode(COL_LAYER, QHeaderView.ResizeMode.ResizeToContents)
             self.setUpdatesEnabled(True)
             self.blockSignals(False)
             self._updating = False
+
+    def height_for_rows(self, rows: int) -> int:
+        """Pixels the table needs to show ``rows`` rows under its header."""
+        header = self.horizontalHeader().sizeHint().height()
+        row = self.verticalHeader().defaultSectionSize()
+        return header + rows * row + 2 * self.frameWidth() + 2
+
+    def _fit_columns(self, cell_ids: Sequence[str], layers: Sequence[str]) -> None:
+        """Size the columns to their texts (once per fill); one export: no layer column."""
+        fm = self.fontMetrics()
+        header_fm = self.horizontalHeader().fontMetrics()
+        pad, sort_arrow = 14, 14
+
+        def width(column: int, texts: Sequence[str]) -> int:
+            title = self.horizontalHeaderItem(column)
+            head = header_fm.horizontalAdvance(title.text() if title else "") + sort_arrow
+            sample = texts if len(texts) <= 2000 else [max(texts, key=len)]
+            return max([head, *(fm.horizontalAdvance(t) for t in sample)]) + pad
+
+        self.setColumnWidth(COL_ID, width(COL_ID, list(cell_ids)))
+        self.setColumnWidth(COL_P, width(COL_P, ["0.000"]))
+        self.setColumnWidth(COL_CALL, width(COL_CALL, ["CTC", "WBC"]))
+        names = sorted({str(layer).split(" :: ")[0] for layer in layers})
+        self.setColumnHidden(COL_LAYER, len(names) <= 1)
+        self.setColumnWidth(COL_LAYER, min(width(COL_LAYER, names), LAYER_COLUMN_MAX))
 
     def set_calls(self, rows: Sequence[int] | range) -> None:
         """Refresh the call column of ``rows`` (after a threshold change)."""

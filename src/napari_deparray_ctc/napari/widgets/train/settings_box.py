@@ -15,16 +15,18 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
 from napari_deparray_ctc.core.constants import AUGMENT_FAMILIES, MODEL_FILE_FILTER
 from napari_deparray_ctc.napari.widgets.train.inputs import field_spec
 
-__all__ = ["DEFAULT_MODEL_NAME", "SettingsBox"]
+__all__ = ["DEFAULT_MODEL_NAME", "SettingsBox", "validation_fraction_tip", "validation_text"]
 
 #: default model file name, beside the export
 DEFAULT_MODEL_NAME = "deparray_ctc_model.pt"
@@ -57,6 +59,30 @@ _DAPI_TIPS = {
     "aux_nucleus": "the network also learns to draw the DAPI image from the BF image (during "
     "training only)",
 }
+
+
+def validation_text(folds: int) -> str:
+    """How training validates, as the widget runs it (``TrainConfig.folds`` networks)."""
+    if folds > 1:
+        return (
+            f"{folds}-fold cross-fitting: every annotated cell is scored by one of {folds} "
+            "networks that did not see it"
+        )
+    return "One split: a share of the annotated cells (whole samples when known) is held out."
+
+
+def validation_fraction_tip(folds: int) -> str:
+    """The validation fraction's tooltip: when it counts, and whether it counts now."""
+    when = (
+        f"Not used now: training cross-fits {folds} folds, so every annotated cell is "
+        "validated by a network that did not see it. "
+        if folds > 1
+        else ""
+    )
+    return (
+        when + "With one fold only, the share of the annotated cells (whole samples when known) "
+        "held out to pick the best epoch and the threshold."
+    )
 
 
 def _tip(name: str) -> str:
@@ -100,7 +126,8 @@ class SettingsBox(QWidget):
         self.size_spin.setSuffix(" px")
         defaults = field_spec("augment").default
         self.augment_checks: dict[str, QCheckBox] = {}
-        augment_row = QHBoxLayout()
+        augment_row = QVBoxLayout()  # under each other: three side by side overflow a dock
+        augment_row.setSpacing(2)
         for family in AUGMENT_FAMILIES:
             check = QCheckBox(family)
             check.setChecked(family in defaults)
@@ -117,6 +144,18 @@ class SettingsBox(QWidget):
             _tip("dapi_strategy") + ". " + "; ".join(f"{k}: {v}" for k, v in _DAPI_TIPS.items())
         )
         self.val_spin = _spin("val_fraction", double=True)
+        # what runs: TrainConfig.folds networks (cross-fitting); val_fraction only counts with
+        # one fold, which the widget does not offer, so the field is kept but not shown
+        self.folds = int(field_spec("folds").default)
+        self.val_spin.setToolTip(validation_fraction_tip(self.folds))
+        self.val_spin.setParent(self)
+        self.val_spin.hide()
+        self.validation_label = QLabel(validation_text(self.folds))
+        self.validation_label.setWordWrap(True)
+        self.validation_label.setObjectName("validation_label")
+        self.validation_label.setToolTip(
+            f"{_tip('folds')}\n\nThe widget trains {self.folds} folds (TrainConfig's default)."
+        )
         self.seed_spin = _spin("seed")
         self.start_from_check = QCheckBox("Start from the current model")
         self.start_from_check.setToolTip(
@@ -146,7 +185,7 @@ class SettingsBox(QWidget):
         form.addRow("Image size", self.size_spin)
         form.addRow("Augmentation", augment_row)
         form.addRow("DAPI strategy", self.dapi_strategy_combo)
-        form.addRow("Validation fraction", self.val_spin)
+        form.addRow("Validation", self.validation_label)
         form.addRow("Seed", self.seed_spin)
         form.addRow(self.start_from_check)
         form.addRow("Model file", out_row)
@@ -156,8 +195,8 @@ class SettingsBox(QWidget):
             self.epochs_spin,
             self.size_spin,
             self.dapi_strategy_combo,
-            self.val_spin,
             self.seed_spin,
+            self.validation_label,
         ):
             form.labelForField(widget).setToolTip(widget.toolTip())
         form.labelForField(out_row).setToolTip(self.out_edit.toolTip())
