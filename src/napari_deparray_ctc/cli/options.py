@@ -46,7 +46,14 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
     ("--patience", "patience", int, None, "early stopping: epochs without improvement"),
     ("--device", "device", str, None, "cuda, mps or cpu"),
     ("--threads", "num_threads", int, None, "torch CPU threads"),
-    ("--pretrained", "pretrained", str, None, "starting weights: a file, or 'auto'"),
+    (
+        "--pretrained",
+        "pretrained",
+        str,
+        None,
+        "starting weights: synthetic (shipped), imagenet (downloaded into the torch cache on "
+        "first use), auto (ImageNet weights already in the cache) or a weights file",
+    ),
     (
         "--train-layers",
         "train_layers",

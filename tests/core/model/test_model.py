@@ -28,6 +28,9 @@ from napari_deparray_ctc.core.model.loaded import (
     save_model,
     select_device,
 )
+from napari_deparray_ctc.core.model.network import (
+    download_imagenet_weights as REAL_DOWNLOAD,  # tests replace it; one test calls it
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -415,3 +418,73 @@ def test_core_imports_neither_qt_nor_eager_torch():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- --pretrained imagenet
+@pytest.fixture()
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """An empty torch cache in a temporary TORCH_HOME (and no download unless a test allows)."""
+    from napari_deparray_ctc.core.model import network
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # get_dir() follows TORCH_HOME
+
+    def no_network(arch):
+        raise AssertionError("a test must not download anything")
+
+    monkeypatch.setattr(network, "download_imagenet_weights", no_network)
+    assert Path(torch.hub.get_dir()) == tmp_path / "torch" / "hub"
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_pretrained_imagenet_uses_the_torch_cache_without_downloading(torch_home):
+    torch_home.mkdir(parents=True)
+    state = _fake_imagenet_file(torch_home / "resnet18-f37072fd.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        network = build_network("resnet18", pretrained="imagenet")
+    assert network.pretrained_source == "imagenet:resnet18-f37072fd.pth"
+    torch.testing.assert_close(
+        network.layer2[0].conv1.weight.detach(), state["layer2.0.conv1.weight"]
+    )
+
+
+def test_pretrained_imagenet_downloads_into_the_cache_on_first_use(torch_home, monkeypatch):
+    from napari_deparray_ctc.core.model import network as network_module
+
+    fetched = []
+
+    def fake_download(url, dst, progress=True):  # what torch.hub would do, without a network
+        fetched.append(url)
+        _fake_imagenet_file(Path(dst))
+
+    monkeypatch.setattr(network_module, "download_imagenet_weights", REAL_DOWNLOAD)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    network = build_network("resnet18", pretrained="imagenet")
+    assert fetched == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
+    assert (torch_home / "resnet18-f37072fd.pth").is_file()
+    assert network.pretrained_source == "imagenet:resnet18-f37072fd.pth"
+    build_network("resnet18", pretrained="imagenet")  # the second time: from the cache
+    assert len(fetched) == 1
+
+
+def test_pretrained_imagenet_offline_falls_back_to_the_shipped_weights(torch_home, monkeypatch):
+    from urllib.error import URLError
+
+    from napari_deparray_ctc.core.model import network as network_module
+
+    def offline(arch):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(network_module, "download_imagenet_weights", offline)
+    with pytest.warns(UserWarning) as caught:
+        network = build_network("resnet18", pretrained="imagenet")
+    (message,) = [str(w.message) for w in caught]
+    assert "ImageNet weights for resnet18 could not be downloaded from" in message
+    assert "Temporary failure in name resolution" in message and "offline" in message
+    assert "starting from the shipped synthetic weights instead" in message
+    assert str(torch_home) in message and "resnet18-f37072fd.pth" in message
+    assert network.pretrained_source == "weights:synthetic_resnet18.pt"
+    with pytest.warns(UserWarning, match="random weights instead"):
+        other = build_network("resnet34", pretrained="imagenet")
+    assert other.pretrained_source is None

@@ -29,6 +29,7 @@ from napari_deparray_ctc.core.model.pretrained import WEIGHTS_FORMAT, pretrained
 __all__ = [
     "build_ensemble",
     "build_network",
+    "download_imagenet_weights",
     "find_imagenet_weights",
     "select_device",
     "unwrap_members",
@@ -117,6 +118,87 @@ def _imagenet_weight_files(arch: str) -> list[str]:
     return [Path(w.url).name for w in enum]
 
 
+def _imagenet_default_url(arch: str) -> str:
+    """torchvision's URL of the default ImageNet weights of ``arch``."""
+    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
+
+    avoid_gl_llvm_clash()  # before torchvision: see core.gl_guard
+    import torchvision.models as tvm
+
+    enum = {
+        "resnet18": tvm.ResNet18_Weights,
+        "resnet34": tvm.ResNet34_Weights,
+        "resnet50": tvm.ResNet50_Weights,
+    }[_check_arch(arch)]
+    return str(enum.DEFAULT.url)
+
+
+def download_imagenet_weights(arch: str) -> Path:
+    """Download torchvision's ImageNet weights of ``arch`` into the torch hub cache.
+
+    The file lands where :func:`find_imagenet_weights` looks
+    (``torch.hub.get_dir()/checkpoints``, e.g. ``~/.cache/torch/hub/checkpoints``; set
+    ``TORCH_HOME`` to move it), written to a temporary file first and renamed when complete.
+
+    Parameters
+    ----------
+    arch
+        ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The downloaded file.
+
+    Raises
+    ------
+    OSError
+        No network (``urllib.error.URLError``), a refused or broken download, or a cache
+        folder that cannot be written.
+    """
+    import torch
+
+    url = _imagenet_default_url(arch)
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    target = checkpoints / Path(url).name
+    torch.hub.download_url_to_file(url, os.fspath(target), progress=False)
+    return target
+
+
+def _imagenet_or_fallback(network, arch: str) -> str | None:
+    """``pretrained="imagenet"``: the cache, else a download, else the shipped weights."""
+    import torch
+
+    path = find_imagenet_weights(arch)
+    if path is None:
+        url = _imagenet_default_url(arch)
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        try:
+            path = download_imagenet_weights(arch)
+        except (OSError, RuntimeError) as exc:  # offline, a proxy, a full disk: in words
+            reason = getattr(exc, "reason", None) or exc
+            fallback = "synthetic" if arch == "resnet18" else None
+            shipped = pretrained_path("synthetic")
+            if fallback and (shipped is None or not shipped.is_file()):
+                fallback = None
+            instead = (
+                "starting from the shipped synthetic weights instead"
+                if fallback
+                else "starting from random weights instead (no shipped weights for " + arch + ")"
+            )
+            warnings.warn(
+                f"ImageNet weights for {arch} could not be downloaded from {url} ({reason}; "
+                f"is this computer offline?): {instead}. To use ImageNet weights without a "
+                f"network, put {Path(url).name} from a computer that has one into {cache}.",
+                stacklevel=3,
+            )
+            if fallback:
+                return _load_pretrained(network, arch, shipped)
+            return None
+    return _load_pretrained(network, arch, path)
+
+
 def find_imagenet_weights(arch: str) -> Path | None:
     """Look for ImageNet weights of ``arch`` in the local torch hub cache (no network).
 
@@ -149,9 +231,12 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
     arch
         ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
     pretrained
-        ``None``: random initialisation (torchvision's default). ``"auto"``: ImageNet weights
-        from the local torch cache when present, otherwise a warning and random
-        initialisation. A path: ImageNet weights from that file (a torchvision ResNet state
+        ``None``: random initialisation (torchvision's default). ``"imagenet"``: torchvision's
+        ImageNet weights, from the local torch cache, downloaded there on first use
+        (:func:`download_imagenet_weights`); offline, a warning says so in words and the
+        shipped ``"synthetic"`` weights are used instead (random ones for an architecture
+        without shipped weights). ``"auto"``: ImageNet weights from the local torch cache
+        when present (never downloaded), otherwise a warning and random initialisation. A path: ImageNet weights from that file (a torchvision ResNet state
         dict), or a napari-deparray-ctc model file of the same architecture (fine-tuning);
         a missing or unusable file raises :class:`ModelFileError`. ``"synthetic"``: the
         weights shipped in ``core.model.pretrained`` (pretrained on randomised synthetic cells).
@@ -175,7 +260,9 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
     torch.nn.init.kaiming_normal_(network.conv1.weight, mode="fan_out", nonlinearity="relu")
     source: str | None = None
     if pretrained is not None:
-        if str(pretrained) == "auto":
+        if str(pretrained) == "imagenet":
+            source = _imagenet_or_fallback(network, arch)
+        elif str(pretrained) == "auto":
             path = find_imagenet_weights(arch)
             if path is None:
                 names = " or ".join(_imagenet_weight_files(arch))

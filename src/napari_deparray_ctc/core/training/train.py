@@ -181,8 +181,9 @@ class TrainConfig:
     pretrained: str | None = _setting(
         "synthetic",
         "Starting weights: synthetic (shipped: pretrained on randomised synthetic cells), "
-        "None (random), auto (ImageNet weights from the local torch cache) or a model file "
-        "to fine-tune.",
+        "imagenet (torchvision's ImageNet weights, downloaded into the torch cache on first "
+        "use; offline: the synthetic ones, with a warning), None (random), auto (ImageNet "
+        "weights only if already in the local torch cache) or a model file to fine-tune.",
     )
     out: str | None = _setting(None, "Model file to write (atomically; the best model so far).")
     num_threads: int | None = _setting(
