@@ -2,8 +2,12 @@
 
 While a DEPArray cell layer is selected, napari's text overlay (top left) shows for example::
 
-    cell0012 (13 of 24) · annotated CTC · called CTC 0.93
+    cell0012 (13 of 24, slider 12)
+    annotated CTC · called CTC 0.93
     keys: c = CTC, w = WBC, u = clear
+
+"13 of 24" counts cells from 1; napari's slider counts from 0 and shows ``12 | 23``: the
+caption names the slider position too, so the two never seem to disagree.
 
 It follows the slider, the selected layer, every annotation and every classification run
 (through the viewer's :class:`~napari_deparray_ctc.napari.session.Session`). With any other
@@ -12,15 +16,18 @@ layer selected the caption is hidden, which also shows where the keys work.
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
 from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import cell_count, deparray_meta
 
-__all__ = ["KEYS_HINT", "CellCaption", "caption_text"]
+__all__ = ["KEYS_HINT", "CellCaption", "bf_partner", "caption_text"]
 
 KEYS_HINT = "keys: c = CTC, w = WBC, u = clear"
+#: seconds after an export's layer is added during which napari's selecting it is undone
+SELECT_BF_WITHIN_S = 1.0
 
 
 def _text_overlay(viewer: Any) -> Any:
@@ -28,6 +35,25 @@ def _text_overlay(viewer: Any) -> Any:
     overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
     text = getattr(overlays, "text", None)
     return text if text is not None else viewer.text_overlay
+
+
+def bf_partner(layers: Any, layer: Any) -> Any:
+    """The BF layer of the export ``layer`` belongs to (``None``: it is BF, or has none)."""
+    channel = (deparray_meta(layer) or {}).get("channel")
+    if channel is None or channel == "BF":
+        return None
+    ids = list((deparray_meta(layer) or {}).get("cell_ids") or [])
+    stem = str(getattr(layer, "name", "")).split(" :: ")[0]
+    for other in layers:
+        meta = deparray_meta(other) or {}
+        if (
+            other is not layer
+            and meta.get("channel") == "BF"
+            and list(meta.get("cell_ids") or []) == ids
+            and str(other.name).split(" :: ")[0] == stem
+        ):
+            return other
+    return None
 
 
 def caption_text(session: Any) -> str:
@@ -38,16 +64,17 @@ def caption_text(session: Any) -> str:
     layer, index, cell_id = current
     meta = deparray_meta(layer) or {}
     n = cell_count(layer)
-    parts = [cell_id if n == 1 else f"{cell_id} ({index + 1} of {n})"]
+    where = cell_id if n == 1 else f"{cell_id} ({index + 1} of {n}, slider {index})"
     labels = meta.get("labels") or []
     label = labels[index] if index < len(labels) else None
-    parts.append(f"annotated {label}" if is_class_label(label) else "not annotated")
+    parts = [f"annotated {label}" if is_class_label(label) else "not annotated"]
     results = session.results
     rows = results.indices_of(cell_id) if results is not None else []
     if rows:
         row = rows[0]
         parts.append(f"called {results.call(row)} {results.rows[row].p_ctc:.2f}")
-    return " · ".join(parts) + "\n" + KEYS_HINT
+    # three short lines: one long line ran off the canvas of a laptop screen
+    return "\n".join([where, " · ".join(parts), KEYS_HINT])
 
 
 class CellCaption:
@@ -64,11 +91,40 @@ class CellCaption:
         self._session_ref = weakref.ref(session)
         self._owned = False
         self.enabled = True
+        self._just_added: Any = None
         viewer.dims.events.current_step.connect(self.update)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.selection.events.active.connect(self._keep_bf_selected)
         viewer.layers.selection.events.active.connect(self.update)
         session.events.annotation.connect(self.update)
         session.events.results.connect(self.update)
         session.events.shown.connect(self.update)
+
+    # -- BF selected when an export opens ------------------------------------------------
+
+    def _on_inserted(self, event: Any) -> None:
+        layer = getattr(event, "value", None)
+        viewer = self._viewer_ref()
+        if layer is None or viewer is None:
+            return
+        bf = bf_partner(viewer.layers, layer)
+        self._just_added = None if bf is None else (layer, bf, time.monotonic())
+
+    def _keep_bf_selected(self, event: Any) -> None:
+        """napari selects the layer it added last (an export's hidden APC layer): select the
+        export's BF layer instead, so that the caption and the keys work at once.
+
+        napari announces the new active layer more than once per insertion; a choice made
+        later than :data:`SELECT_BF_WITHIN_S` after the insertion is the user's, and is kept.
+        """
+        viewer = self._viewer_ref()
+        if viewer is None or self._just_added is None:
+            return
+        added, bf, when = self._just_added
+        if time.monotonic() - when > SELECT_BF_WITHIN_S or bf not in viewer.layers:
+            self._just_added = None
+        elif getattr(event, "value", None) is added:
+            viewer.layers.selection.active = bf
 
     @property
     def text(self) -> str:

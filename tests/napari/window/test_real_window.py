@@ -110,6 +110,8 @@ def test_docks_fit_a_laptop_screen(tmp_path: Path) -> None:
 
 
 def test_opening_an_export_starts_at_the_first_cell_with_bf_visible(tmp_path: Path) -> None:
+    """Issue 22, point 8: BF is the selected layer at once (not the hidden APC layer napari
+    selects as the last one added), and the caption's numbers agree with the slider's."""
     out = _run_in_window(
         tmp_path,
         """
@@ -120,9 +122,13 @@ def test_opening_an_export_starts_at_the_first_cell_with_bf_visible(tmp_path: Pa
         out["step"] = list(viewer.dims.current_step)
         out["axis_labels"] = list(viewer.dims.axis_labels)
         out["visible"] = {ly.name.split(" :: ")[1]: ly.visible for ly in viewer.layers}
-        viewer.layers.selection.active = viewer.layers[0]
-        settle(0.2)
+        out["active"] = viewer.layers.selection.active.name
         out["caption"] = session_for(viewer).caption.text
+        viewer.dims.set_current_step(0, 7)
+        settle(0.2)
+        out["caption_7"] = session_for(viewer).caption.text
+        out["slider_max"] = int(viewer.dims.nsteps[0]) - 1
+        shot(viewer.window._qt_window, "caption")
         viewer.close()
         """,
     )
@@ -130,7 +136,10 @@ def test_opening_an_export_starts_at_the_first_cell_with_bf_visible(tmp_path: Pa
     assert out["axis_labels"][0] == "cell", out
     assert out["visible"]["BF"] is True
     assert not any(v for k, v in out["visible"].items() if k != "BF"), out
-    assert out["caption"].startswith("cell0000 (1 of 24)"), out
+    assert out["active"].endswith(":: BF"), out
+    assert out["caption"].startswith("cell0000 (1 of 24, slider 0)"), out
+    assert out["caption_7"].startswith("cell0007 (8 of 24, slider 7)"), out
+    assert out["slider_max"] == 23, out  # napari's slider reads "7 | 23"
 
 
 @pytest.fixture(scope="module")
