@@ -10,6 +10,7 @@ from napari_deparray_ctc.napari.gallery import (
     GalleryCell,
     channel_layers,
     gallery_cells,
+    legend_text,
     sort_cells,
     tile_image,
 )
@@ -56,6 +57,25 @@ def test_tiles_put_channels_side_by_side_in_their_colours() -> None:
     grey, blue = tile[:, :16], tile[:, 18:]
     assert np.array_equal(grey[..., 0], grey[..., 2])  # BF is grey
     assert blue[..., 2].mean() > blue[..., 0].mean()  # DAPI is blue
+
+
+def test_tiles_name_their_channels_and_the_legend_says_what_they_show() -> None:
+    """Issue 22, point 8: each panel names its channel (in its colour); a legend in words."""
+    flat = np.full((2, 20, 20), 0.5, np.float32)
+    bf, dapi = Layer("e :: BF", flat, "BF"), Layer("e :: DAPI", flat.copy(), "DAPI")
+    plain = tile_image([bf, dapi], 0, size=64, labels=False)
+    labelled = tile_image([bf, dapi], 0, size=64)
+    corner = (slice(0, 12), slice(0, 20))
+    assert not np.array_equal(plain[corner], labelled[corner])  # "BF" written top left
+    assert np.array_equal(plain[40:, :], labelled[40:, :])  # the cell itself untouched
+    dapi_corner = labelled[0:12, 66:90]
+    ink = dapi_corner[dapi_corner.max(axis=-1) > 150]
+    assert len(ink) and (ink[:, 2] > ink[:, 0]).all()  # DAPI's name in blue
+    small = tile_image([bf], 0, size=16)
+    assert np.array_equal(small, tile_image([bf], 0, size=16, labels=False))  # too small
+    legend = legend_text([bf, dapi], saliency=True)
+    assert "BF (grey), DAPI (blue), saliency" in legend
+    assert "red background: annotated CTC" in legend
 
 
 def test_gallery_cells_carry_calls_and_annotations() -> None:

@@ -1,9 +1,10 @@
 """The cells of an export as gallery tiles (Qt-free): which cells, in which order, what image.
 
 A tile shows one cell's channels side by side (BF grey, then DAPI, PE, APC... in their
-colours), each scaled to its own 1st-99th percentiles, with the cell's call and annotation
-as its caption. :func:`gallery_cells` collects an export's cells with what is known about
-them, :func:`sort_cells` orders them, :func:`tile_image` draws one tile.
+colours), each scaled to its own 1st-99th percentiles and labelled with its channel's name in
+its corner, with the cell's call and annotation as its caption. :func:`gallery_cells`
+collects an export's cells with what is known about them, :func:`sort_cells` orders them,
+:func:`tile_image` draws one tile and :func:`legend_text` says what a tile shows.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "GalleryCell",
     "channel_layers",
     "gallery_cells",
+    "legend_text",
     "sort_cells",
     "tile_image",
 ]
@@ -41,6 +43,10 @@ CHANNEL_RGB = {
     "PE": (1.0, 0.9, 0.2),
     "APC": (1.0, 0.3, 1.0),
 }
+#: the colours' names, for the legend
+COLOUR_NAMES = {"BF": "grey", "DAPI": "blue", "FITC": "green", "PE": "yellow", "APC": "magenta"}
+#: smallest panel that gets its channel's name written in its corner
+LABEL_MIN_SIZE = 32
 
 
 @dataclass
@@ -132,26 +138,80 @@ def _heat(image: np.ndarray) -> np.ndarray:
     return np.stack([np.clip(2 * v, 0, 1), np.clip(2 * v - 1, 0, 1), np.zeros_like(v)], axis=-1)
 
 
+def legend_text(layers: Sequence[Any], saliency: bool = False) -> str:
+    """What a tile shows, left to right, and what its caption says (one line of words)."""
+    names = [layer_channel(layer) or "?" for layer in layers]
+    panels = [f"{n} ({COLOUR_NAMES.get(n, 'grey')})" for n in names]
+    if saliency:
+        panels.append("saliency (dark red to yellow: pixels that made the call)")
+    return (
+        "Each tile, left to right: "
+        + ", ".join(panels)
+        + "; each channel scaled to its own range. Under it: the call with P(CTC), and your "
+        "annotation (red background: annotated CTC, blue: annotated WBC)."
+    )
+
+
+def _text_mask(text: str, height: int) -> np.ndarray | None:
+    """``text`` as a boolean mask about ``height`` pixels tall (``None`` without Pillow)."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:  # pragma: no cover - Pillow comes with napari (imageio)
+        return None
+    try:
+        font = ImageFont.load_default(size=max(8, height))
+    except TypeError:  # pragma: no cover - Pillow < 10.1: one small bitmap font
+        font = ImageFont.load_default()
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
+        (0, 0), text, font=font
+    )
+    canvas = Image.new("L", (max(1, right - left + 2), max(1, bottom - top + 2)))
+    ImageDraw.Draw(canvas).text((1 - left, 1 - top), text, fill=255, font=font)
+    return np.asarray(canvas) > 110
+
+
+def _label(panel: np.ndarray, text: str, colour: np.ndarray) -> None:
+    """Write ``text`` in the panel's top-left corner, on a dark box, in place."""
+    size = panel.shape[0]
+    mask = _text_mask(text, max(8, size // 6))
+    if mask is None:
+        return
+    h, w = min(mask.shape[0], size), min(mask.shape[1], panel.shape[1])
+    mask = mask[:h, :w]
+    box = panel[: h + 1, : w + 1].astype(np.float32)
+    panel[: h + 1, : w + 1] = (box * 0.35).astype(np.uint8)
+    ink = np.clip(0.45 + 0.55 * colour, 0.0, 1.0) * 255
+    panel[:h, :w][mask] = ink.astype(np.uint8)
+
+
 def tile_image(
     layers: Sequence[Any],
     index: int,
     size: int = 64,
     gap: int = 2,
     saliency: np.ndarray | None = None,
+    labels: bool = True,
 ) -> np.ndarray:
     """One cell's channels side by side, ``(size, k * size + gaps, 3)`` ``uint8`` RGB.
 
     With ``saliency`` (the BF image's map, ``core.explain``), a heat-map panel is appended.
+    With ``labels`` (and panels of at least :data:`LABEL_MIN_SIZE` pixels), each panel has
+    its channel's name in its top-left corner, in the channel's colour.
     """
     panels = []
     for layer in layers:
         image = _resized(_scaled(cell_image(layer, index)), size)
-        colour = np.asarray(CHANNEL_RGB.get(layer_channel(layer) or "", (1.0, 1.0, 1.0)))
-        panels.append((image[..., None] * colour[None, None, :] * 255).astype(np.uint8))
+        channel = layer_channel(layer) or ""
+        colour = np.asarray(CHANNEL_RGB.get(channel, (1.0, 1.0, 1.0)))
+        panel = (image[..., None] * colour[None, None, :] * 255).astype(np.uint8)
+        if labels and size >= LABEL_MIN_SIZE and channel:
+            _label(panel, channel, colour)
+        panels.append(panel)
         panels.append(np.full((size, gap, 3), 40, np.uint8))
     if saliency is not None:
-        panels.append(
-            (_heat(_resized(np.asarray(saliency, np.float32), size)) * 255).astype(np.uint8)
-        )
+        panel = (_heat(_resized(np.asarray(saliency, np.float32), size)) * 255).astype(np.uint8)
+        if labels and size >= LABEL_MIN_SIZE:
+            _label(panel, "saliency", np.asarray((1.0, 0.8, 0.3)))
+        panels.append(panel)
         panels.append(np.full((size, gap, 3), 40, np.uint8))
     return np.ascontiguousarray(np.concatenate(panels[:-1], axis=1))
