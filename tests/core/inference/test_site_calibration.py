@@ -266,3 +266,15 @@ def test_a_damaged_site_profile_is_refused_and_a_newer_one_kept(resnet_model, tm
     meta = load_model(path, "cpu").metadata
     assert meta["site_profile"]["what"] == "future"
     assert any("written by a newer version" in line for line in model_card_lines(meta))
+
+
+def test_a_site_calibration_that_does_not_beat_the_model_s_own_says_so(model):
+    images, labels = _cells(60, 0.3, seed=10)
+    partial = _partly_labelled(labels, 6, 6)
+    first = calibrate_to_site(model, images, partial)
+    # a model already calibrated on exactly these cells: the site fit cannot do better
+    tuned = LoadedModel(model.network, {**model.metadata, "calibration": first.calibration})
+    again = calibrate_to_site(tuned, images, partial)
+    figures = again.site_profile["figures"]
+    assert figures["log_loss_site_loo"] > figures["log_loss_model"]
+    assert "does not beat the model's own" in again.site_profile["warning"]

@@ -392,14 +392,22 @@ def calibrate_to_site(
         ),
         "called_ctc_site": int(np.sum(p_all >= threshold)),
     }
-    warning = None
+    warnings_: list[str] = []
+    if figures["log_loss_site_loo"] > figures["log_loss_model"]:
+        warnings_.append(
+            "On these labelled cells the site calibration does not beat the model's own "
+            f"(log-loss {figures['log_loss_site_loo']:.3f} left-one-out against "
+            f"{figures['log_loss_model']:.3f}): the site model may call worse than the "
+            "model. Label more cells (deparray-ctc suggest --for calibration) before using it."
+        )
     if auc is not None and auc < 0.7:
-        warning = (
+        warnings_.append(
             f"At this site the network separates the labelled CTCs from the WBCs poorly "
             f"(ROC-AUC {auc:.2f}; 0.5 is chance): a calibration cannot fix that. Check the "
             "labels, or fine-tune the model on this site's cells (deparray-ctc train "
             "--init-from)."
         )
+    warning = " ".join(warnings_) or None
     summary = None
     if len(features) >= 2:
         group_list = None
