@@ -145,10 +145,10 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
         if classify.results is None:
             raise SystemExit(f"classification failed: {classify.status_label.text()}")
     train = train_box["widget"]
-    train.epochs_spin.setValue(2)
-    train.size_spin.setValue(48)
-    train.out_edit.setText(str(tmp / "trained.pt"))
-    train.dapi_strategy_combo.setCurrentText("none")
+    train.settings.epochs_spin.setValue(2)
+    train.settings.size_spin.setValue(48)
+    train.settings.out_edit.setText(str(tmp / "trained.pt"))
+    train.settings.dapi_strategy_combo.setCurrentText("none")
     timed("training (2 epochs)", train.start, lambda: not train.is_running)
     if train.last_outcome is None:
         raise SystemExit(f"training failed: {train.last_message}")

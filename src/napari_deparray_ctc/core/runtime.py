@@ -93,13 +93,23 @@ def preload_torch_libraries() -> bool:
         return loaded
 
 
-def _import_classifier() -> None:
+def load_torch_in_this_thread() -> None:
+    """Import torch in the calling (background) thread, the one safe way.
+
+    Keeps Triton's LLVM away from Mesa's (``core.gl_guard``), maps torch's shared libraries
+    with the GIL released (:func:`preload_torch_libraries`), then imports torch. Call it first
+    in every worker that needs torch, so that no UI thread ever imports it.
+    """
     from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
 
     avoid_gl_llvm_clash()
     preload_torch_libraries()
+    import torch  # noqa: F401
+
+
+def _import_classifier() -> None:
     try:
-        import torch  # noqa: F401
+        load_torch_in_this_thread()
         import torchvision.models  # noqa: F401
 
         import napari_deparray_ctc.core.inference.classify

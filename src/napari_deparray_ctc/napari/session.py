@@ -13,8 +13,15 @@ react to its events (napari's ``EmitterGroup``, as in napari-animation's evented
     the model file changed ("Use this model", Browse...);
 ``events.shown(layer, index, cell_id)``
     a cell was brought on screen (table row, gallery tile);
+``events.suggested(cell_ids)``
+    cells were suggested for labelling (the table and the gallery show them first);
 ``events.message(text)``
     a one-line status for the user (also set as the viewer's status).
+
+The session also owns the viewer's background work: :attr:`Session.runs` (every worker, ended
+when the window closes), :attr:`Session.model` (the chosen model file, checked once),
+:attr:`Session.classify` and :attr:`Session.train` (the one owner of each kind of run).
+Widgets never look each other up: they call these and follow their events.
 
 :func:`session_for` gives the viewer's one session, created on first use together with the
 annotation keys and the on-canvas cell caption.
@@ -40,12 +47,14 @@ from napari_deparray_ctc.napari.caption import CellCaption
 from napari_deparray_ctc.napari.cells import (
     cell_count,
     current_cell_index,
-    deparray_meta,
     is_cell_layer,
     is_stack,
     set_cell_label,
 )
 from napari_deparray_ctc.napari.keys import AnnotationKeys
+from napari_deparray_ctc.napari.layer_info import LayerInfo
+from napari_deparray_ctc.napari.model_choice import ModelChoice
+from napari_deparray_ctc.napari.runs import BackgroundRuns
 
 __all__ = ["Session", "annotations_path_for_layer", "session_for"]
 
@@ -60,14 +69,13 @@ def annotations_path_for_layer(layer: Any) -> Path | None:
     folder (or single file) of the cells' paths (e.g. the sample data). ``None`` for a
     plain layer.
     """
-    meta = deparray_meta(layer) or {}
-    explicit = meta.get("annotations_path")
-    if explicit:
-        return Path(explicit)
+    info = LayerInfo.of(layer)
+    if info.annotations_path:
+        return Path(info.annotations_path)
     source = getattr(getattr(layer, "source", None), "path", None)
     if source:
         return sidecar_path(source)
-    return sidecar_for_cell_paths(meta.get("paths") or [])
+    return sidecar_for_cell_paths(info.paths)
 
 
 def _notify(kind: str, message: str) -> None:
@@ -109,16 +117,20 @@ class Session:
             results=Event,
             model_path=Event,
             shown=Event,
+            suggested=Event,
             message=Event,
         )
         self.sidecar_override: Path | None = None
         self.advance = False
         self.last_message = ""
         self._results: Any = None
-        self._model_path = ""
         self._stores: dict[Path, AnnotationStore] = {}
         self._warned_unsaved = False
-        self._widgets: dict[str, weakref.ref] = {}
+        self.runs = BackgroundRuns(viewer)
+        self.model = ModelChoice(self.runs)
+        self.model.events.path.connect(lambda event: self.events.model_path(path=event.path))
+        self._classify: Any = None
+        self._train: Any = None
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
 
     def _on_layer_inserted(self, event: Any) -> None:
@@ -152,23 +164,35 @@ class Session:
     @property
     def model_path(self) -> str:
         """The model file the classifier uses (``""`` when none is chosen)."""
-        return self._model_path
+        return self.model.path
 
     @model_path.setter
     def model_path(self, value: str | os.PathLike) -> None:
-        text = os.fspath(value) if value else ""
-        if text != self._model_path:
-            self._model_path = text
-            self.events.model_path(path=text)
+        self.model.set_path(value)
 
-    def register_widget(self, kind: str, widget: Any) -> None:
-        """Remember the docked widget of a kind (``"classify"``, ``"train"``, ``"gallery"``)."""
-        self._widgets[kind] = weakref.ref(widget)
+    @property
+    def classify(self) -> Any:
+        """The owner of this viewer's classification runs (``napari/classify_run.py``)."""
+        if self._classify is None:
+            from napari_deparray_ctc.napari.classify_run import ClassifyRun
 
-    def widget(self, kind: str) -> Any | None:
-        """The registered widget of a kind, or ``None`` (never docked, or closed)."""
-        ref = self._widgets.get(kind)
-        return ref() if ref is not None else None
+            self._classify = ClassifyRun(self)
+        return self._classify
+
+    @property
+    def train(self) -> Any:
+        """The owner of this viewer's training runs (``napari/train_run.py``)."""
+        if self._train is None:
+            from napari_deparray_ctc.napari.train_run import TrainRun
+
+            self._train = TrainRun(self)
+        return self._train
+
+    def suggest(self, cell_ids: list[str]) -> None:
+        """Show these cells first wherever cells are listed (``events.suggested``)."""
+        self.events.suggested(cell_ids=list(cell_ids))
+        if cell_ids:
+            self.show_cell(cell_ids[0])
 
     # -- messages -------------------------------------------------------------------------
 
@@ -189,12 +213,8 @@ class Session:
 
     def layer_of(self, cell_id: str) -> Any | None:
         """A layer holding ``cell_id`` (a BF layer when there is one)."""
-        holders = [
-            layer
-            for layer in self.layers()
-            if cell_id in ((deparray_meta(layer) or {}).get("cell_ids") or [])
-        ]
-        bf = [layer for layer in holders if (deparray_meta(layer) or {}).get("channel") == "BF"]
+        holders = [layer for layer in self.layers() if cell_id in LayerInfo.of(layer).cell_ids]
+        bf = [layer for layer in holders if LayerInfo.of(layer).channel == "BF"]
         return (bf or holders or [None])[0]
 
     def set_label(self, cell_id: str, label: str | None, layer: Any | None = None) -> Path | None:
@@ -253,7 +273,7 @@ class Session:
             self.status("Annotation: switch to the 2-D view to annotate one cell at a time")
             return None
         index = current_cell_index(viewer, layer)
-        cell_id = deparray_meta(layer)["cell_ids"][index]
+        cell_id = LayerInfo.of(layer).cell_ids[index]
         self.set_label(cell_id, label, layer)
         if self.advance and n > 1 and index + 1 < n:
             self.show(layer, index + 1)
@@ -322,8 +342,7 @@ class Session:
             axis = viewer.dims.ndim - layer.ndim
             world = layer.data_to_world([index] + [0] * (layer.ndim - 1))
             viewer.dims.set_point(axis, float(world[0]))
-        ids = (deparray_meta(layer) or {}).get("cell_ids") or []
-        cell_id = ids[index] if index < len(ids) else None
+        cell_id = LayerInfo.of(layer).id_of(index)
         self.events.shown(layer=layer, index=index, cell_id=cell_id)
 
     def show_cell(self, cell_id: str) -> bool:
@@ -332,7 +351,7 @@ class Session:
         if layer is None:
             self.status(f"Cell {cell_id} is not in any open layer.")
             return False
-        self.show(layer, list(deparray_meta(layer)["cell_ids"]).index(cell_id))
+        self.show(layer, LayerInfo.of(layer).index_of(cell_id) or 0)
         return True
 
     def current(self) -> tuple[Any, int, str] | None:
@@ -342,8 +361,8 @@ class Session:
         if layer is None or not is_cell_layer(layer):
             return None
         index = current_cell_index(viewer, layer)
-        ids = deparray_meta(layer).get("cell_ids") or []
-        return (layer, index, str(ids[index])) if index < len(ids) else None
+        cell_id = LayerInfo.of(layer).id_of(index)
+        return None if cell_id is None else (layer, index, cell_id)
 
 
 def session_for(viewer: Any) -> Session:

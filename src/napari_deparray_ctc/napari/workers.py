@@ -24,6 +24,7 @@ The handshake, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -38,7 +39,9 @@ from napari.qt.threading import WorkerBase, WorkerBaseSignals
 from qtpy.QtCore import Signal
 
 from napari_deparray_ctc.core.errors import DeparrayError, describe_os_error
+from napari_deparray_ctc.core.runtime import load_torch_in_this_thread
 from napari_deparray_ctc.napari.cells import iter_cell_images
+from napari_deparray_ctc.napari.runs import GuardedRunMixin
 
 __all__ = [
     "EMITS_PER_SECOND",
@@ -72,17 +75,6 @@ class _Throttle:
             self.last = now
             return True
         return False
-
-
-def _load_torch(stage: Any) -> None:
-    """Map and import torch in this (worker) thread; see ``core.runtime``."""
-    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
-    from napari_deparray_ctc.core.runtime import preload_torch_libraries
-
-    stage.emit("loading the classifier")
-    avoid_gl_llvm_clash()
-    preload_torch_libraries()
-    import torch  # noqa: F401
 
 
 # ============================================================================ classification
@@ -144,11 +136,12 @@ class _LayerStandIn:
         self.name, self.data, self.rgb = layer.name, layer.data, layer.rgb
 
 
-class ClassifyWorker(WorkerBase):
+class ClassifyWorker(GuardedRunMixin, WorkerBase):
     """Loads the model and classifies the job's cells with ``core.classify.classify``."""
 
     def __init__(self, job: ClassifyJob) -> None:
         super().__init__(SignalsClass=ClassifySignals)
+        self._init_guard()
         self.job = job
         self.stop_event = threading.Event()
 
@@ -163,15 +156,17 @@ class ClassifyWorker(WorkerBase):
     def work(self) -> ClassifyOutcome:
         start = time.perf_counter()
         job = self.job
-        _load_torch(self.stage)
+        self.stage.emit("loading the classifier")
+        load_torch_in_this_thread()
         from napari_deparray_ctc.core.inference.classify import classify
-        from napari_deparray_ctc.core.model.loaded import load_model
         from napari_deparray_ctc.core.runtime import torch_threads
 
         try:
-            model = load_model(job.model_path, device=job.device)
+            model = cached_model(job.model_path, device=job.device)
         except DeparrayError as exc:
             return ClassifyOutcome(error=str(exc))
+        except OSError as exc:
+            return ClassifyOutcome(error=f"{job.model_path}: {describe_os_error(exc)}")
         total = job.n_cells
         throttle = _Throttle()
         self.stage.emit("classifying")
@@ -247,11 +242,12 @@ class TrainSignals(WorkerBaseSignals):
     progress = Signal(object)
 
 
-class TrainWorker(WorkerBase):
+class TrainWorker(GuardedRunMixin, WorkerBase):
     """Trains with ``core.train.train`` and applies the model-file policy of core."""
 
     def __init__(self, job: TrainJob) -> None:
         super().__init__(SignalsClass=TrainSignals)
+        self._init_guard()
         self.job = job
         self.stop_event = threading.Event()
 
@@ -261,12 +257,14 @@ class TrainWorker(WorkerBase):
 
     def work(self) -> TrainOutcome:
         job = self.job
-        _load_torch(self.stage)
-        from napari_deparray_ctc.core.model import file_policy as model_files
+        load_torch_in_this_thread()
+        self.stage.emit("loading the classifier")
+        from napari_deparray_ctc.core.model.file_policy import (
+            place_trained_model,
+            start_model_file,
+        )
         from napari_deparray_ctc.core.training.train import train
 
-        working = Path(job.config.out)
-        recovered = model_files.recover_leftover(working)
         throttle = _Throttle(4.0)
 
         def progress(report: Any) -> None:
@@ -275,11 +273,16 @@ class TrainWorker(WorkerBase):
 
         self.stage.emit("training")
         try:
+            start = start_model_file(job.out)
+            config = dataclasses.replace(job.config, out=str(start.in_progress))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 result = train(
-                    job.config, data=job.data, progress=progress, should_stop=self.stop_event.is_set
+                    config, data=job.data, progress=progress, should_stop=self.stop_event.is_set
                 )
+            placed = place_trained_model(
+                result, job.out, job.overwrite_if_worse, recovered=start.recovered
+            )
         except DeparrayError as exc:
             return TrainOutcome(error=f"Training refused: {exc}")
         except OSError as exc:  # a full disk or a vanished share while saving the model
@@ -288,24 +291,7 @@ class TrainWorker(WorkerBase):
                 error=f"The model could not be saved{where}: {describe_os_error(exc)}; any "
                 "previous model file was kept."
             )
-        written = Path(result.out_path) if result.out_path else None
-        if written is None or not written.exists():
-            return TrainOutcome(
-                result, None, None, f"No model was written; {job.out} was left as it was."
-            )
-        destination = model_files.decide_model_destination(
-            job.out, result.model.metadata, job.overwrite_if_worse
-        )
-        os.replace(written, destination.path)
-        message = destination.message
-        if result.cancelled:
-            message = "Stopped; the best model so far was kept. " + message
-        warning = getattr(result, "warning", None)
-        if warning:
-            message = f"{warning} {message}"
-        if recovered is not None:
-            message += f" A model left by an interrupted run was kept as {recovered.name}."
-        return TrainOutcome(result, destination.path, destination, message)
+        return TrainOutcome(result, placed.path, placed.destination, placed.message)
 
 
 # ============================================================================ review tools
@@ -314,15 +300,17 @@ _MODEL_CACHE: dict[tuple[str, float], Any] = {}
 _MODEL_CACHE_LOCK = threading.Lock()
 
 
-def cached_model(path: str) -> Any:
-    """The model file loaded once per path and modification time (worker threads only)."""
+def cached_model(path: str, device: str | None = None) -> Any:
+    """The model file loaded once per path, modification time and device (worker threads
+    only): the check of a chosen file, the classification, suggestions and saliency share it.
+    """
     from napari_deparray_ctc.core.model.loaded import load_model
 
-    key = (str(path), os.path.getmtime(path))
+    key = (str(path), os.path.getmtime(path), device)
     with _MODEL_CACHE_LOCK:
         if key not in _MODEL_CACHE:
             _MODEL_CACHE.clear()
-            _MODEL_CACHE[key] = load_model(path)
+            _MODEL_CACHE[key] = load_model(path, device=device)
         return _MODEL_CACHE[key]
 
 
@@ -331,11 +319,7 @@ def suggest_job(model_path: str, layer: LayerCells, exclude: list[str], n: int) 
 
     Run in a ``thread_worker``; the images are read from the layer's array chunk by chunk.
     """
-    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
-    from napari_deparray_ctc.core.runtime import preload_torch_libraries
-
-    avoid_gl_llvm_clash()
-    preload_torch_libraries()
+    load_torch_in_this_thread()
     from napari_deparray_ctc.core.inference.suggest import suggest_cells
 
     model = cached_model(model_path)
@@ -345,11 +329,7 @@ def suggest_job(model_path: str, layer: LayerCells, exclude: list[str], n: int) 
 
 def saliency_job(model_path: str, images: list[np.ndarray]) -> list[np.ndarray]:
     """Saliency maps (``core.explain``, integrated gradients) of a few cells' BF images."""
-    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
-    from napari_deparray_ctc.core.runtime import preload_torch_libraries
-
-    avoid_gl_llvm_clash()
-    preload_torch_libraries()
+    load_torch_in_this_thread()
     from napari_deparray_ctc.core.inference.explain import saliency_maps
 
     return saliency_maps(images, cached_model(model_path), steps=8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -33,10 +32,9 @@ def model_file(tmp_path):
     return path
 
 
-def test_defaults_choose_no_cells_and_the_model_threshold():
+def test_defaults_choose_no_cells():
     inputs = ClassifyInputs()
     assert inputs.layer_names is None  # the widget chooses one export (never "all BF layers")
-    assert inputs.threshold is None  # the model's own threshold
     assert inputs.batch_size >= 1
     assert inputs.device is None
 
@@ -51,7 +49,7 @@ def test_missing_model_is_the_first_error(tmp_path):
 
 
 def test_valid_inputs_have_no_error(model_file):
-    inputs = ClassifyInputs(model_path=str(model_file), layer_names=("a :: BF",), threshold=0.3)
+    inputs = ClassifyInputs(model_path=str(model_file), layer_names=("a :: BF",))
     assert inputs.validation_error() is None
     assert inputs.validation_error(available_layers=["a :: BF", "a :: DAPI"]) is None
 
@@ -62,10 +60,6 @@ def test_valid_inputs_have_no_error(model_file):
         ({"batch_size": 0}, "at least 1"),
         ({"batch_size": 2.5}, "whole number"),
         ({"batch_size": True}, "whole number"),
-        ({"threshold": 1.5}, "between 0 and 1"),
-        ({"threshold": -0.1}, "between 0 and 1"),
-        ({"threshold": math.nan}, "between 0 and 1"),
-        ({"threshold": "0.5"}, "between 0 and 1"),
         ({"layer_names": ()}, "Choose the cells to classify"),
     ],
 )
@@ -78,13 +72,6 @@ def test_invalid_inputs_explain_why(model_file, changes, expected):
 def test_chosen_layer_must_exist(model_file):
     inputs = ClassifyInputs(model_path=str(model_file), layer_names=("gone",))
     assert "'gone'" in inputs.validation_error(available_layers=["other"])
-
-
-def test_core_kwargs_match_classify_signature(model_file):
-    kwargs = ClassifyInputs(model_path=str(model_file), batch_size=8, device="cpu").to_core_kwargs()
-    assert kwargs == {"model": str(model_file), "batch_size": 8, "device": "cpu"}
-    # the threshold is applied by relabelling, not passed to the core
-    assert "threshold" not in ClassifyInputs(threshold=0.2).to_core_kwargs()
 
 
 def test_remembered_model_survives_a_new_session(settings_dir, model_file):

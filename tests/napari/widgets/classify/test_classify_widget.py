@@ -262,9 +262,9 @@ def test_classify_stack_stores_predictions(widget, viewer, qtbot, fake_core, mod
         "call": "CTC",
         "annotation": "",
     }
-    assert "CTC 3 · WBC 2" in widget.counts_label.text()
+    assert "CTC 3 · WBC 2" in widget.results_box.counts_label.text()
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
-    assert widget.threshold_slider.value() == pytest.approx(0.5)
+    assert widget.results_box.threshold_slider.value() == pytest.approx(0.5)
     assert session_for(viewer).results is widget.results  # shared with the other widgets
 
 
@@ -332,16 +332,16 @@ def test_threshold_relabels_without_rerun(widget, viewer, qtbot, fake_core, mode
     _run(widget, qtbot)
     calls_before = fake_core.calls
 
-    widget.set_threshold(0.6)
+    widget.results_box.set_threshold(0.6)
     assert fake_core.calls == calls_before  # no rerun
     assert widget.results.threshold == pytest.approx(0.6)
     labels = [p["label"] for p in bf_layer.metadata["deparray"]["predictions"]]
     assert labels == ["CTC", "WBC", "WBC", "WBC", "CTC"]
     assert [r["call"] for r in widget.table.visible_rows()] == labels
-    assert "CTC 2 · WBC 3" in widget.counts_label.text()
+    assert "CTC 2 · WBC 3" in widget.results_box.counts_label.text()
     assert bf_layer.metadata["deparray"]["predictions_threshold"] == pytest.approx(0.6)
 
-    widget.reset_threshold()
+    widget.results_box.reset_threshold()
     assert widget.results.threshold == pytest.approx(0.5)
     assert [r["call"] for r in widget.table.visible_rows()] == ["CTC", "WBC", "CTC", "WBC", "CTC"]
 
@@ -351,7 +351,7 @@ def test_slider_defaults_to_the_model_threshold(widget, viewer, qtbot, fake_core
     _add_stack(viewer)
     _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
-    assert widget.threshold_slider.value() == pytest.approx(0.8)
+    assert widget.results_box.threshold_slider.value() == pytest.approx(0.8)
     assert [r["call"] for r in widget.table.visible_rows()].count("CTC") == 1  # only 0.93
 
 
@@ -359,15 +359,15 @@ def test_review_queue_orders_by_uncertainty(widget, viewer, qtbot, fake_core, mo
     _add_stack(viewer)
     _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
-    widget.review_checkbox.setChecked(True)
+    widget.results_box.review_checkbox.setChecked(True)
     ids = [r["cell id"] for r in widget.table.visible_rows()]
     # |p - 0.5|: 0.43, 0.38, 0.05, 0.02, 0.20 -> 48, 55, 70, 12, 93
     assert ids == ["cell0003", "cell0002", "cell0004", "cell0001", "cell0000"]
     assert widget.table.order() == widget.results.uncertainty_order()
     # moving the threshold re-sorts the queue at once
-    widget.set_threshold(0.9)
+    widget.results_box.set_threshold(0.9)
     assert widget.table.visible_rows()[0]["cell id"] == "cell0000"
-    widget.review_checkbox.setChecked(False)
+    widget.results_box.review_checkbox.setChecked(False)
     assert widget.table.order() == [0, 1, 2, 3, 4]
 
 
@@ -379,7 +379,7 @@ def test_row_click_moves_slider_and_caption_follows(widget, viewer, qtbot, fake_
     assert viewer.layers.selection.active is bf_layer
     assert viewer.dims.current_step[0] == 2
     overlay = _text_overlay(viewer)
-    assert overlay.visible and "cell0002 (3 of 5)" in overlay.text
+    assert overlay.visible and "cell0002 (3 of 5" in overlay.text
     assert "called CTC 0.55" in overlay.text and "keys: c = CTC" in overlay.text
     # moving the slider by hand updates the caption
     viewer.dims.set_current_step(0, 1)
@@ -416,7 +416,7 @@ def test_annotation_column_writes_every_channel_and_notifies(
     qtbot.keyClick(widget.table, Qt.Key.Key_Delete)
     assert bf_layer.metadata["deparray"]["labels"][3] is None
     assert seen[-2:] == [("cell0003", "CTC"), ("cell0003", None)]
-    assert "annotated 2 of 5" in widget.counts_label.text()
+    assert "annotated 2 of 5" in widget.results_box.counts_label.text()
     assert widget.table.visible_rows()[1]["annotation"] == "WBC"
 
 
@@ -449,10 +449,10 @@ def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp
     _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     session_for(viewer).set_label("cell0002", "WBC")
-    widget.set_threshold(0.52)
-    widget.review_checkbox.setChecked(True)
+    widget.results_box.set_threshold(0.52)
+    widget.results_box.review_checkbox.setChecked(True)
     out = tmp_path / "calls.csv"
-    assert widget.export_csv(out)
+    assert widget.results_box.export_csv(out)
     with out.open(newline="") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == ["cell_id", "path", "p_ctc", "label", "threshold", "annotation"]
@@ -467,7 +467,7 @@ def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp
         assert row["threshold"] == "0.520000"
     assert {r["cell_id"]: r["annotation"] for r in rows}["cell0002"] == "WBC"
     # Export CSV suggests the classified export's folder and name
-    assert str(widget.suggested_csv_path()) == "/export/export_ctc_calls.csv"
+    assert str(widget.results_box.suggested_csv_path()) == "/export/export_ctc_calls.csv"
 
 
 def test_csv_write_failure_keeps_old_file(
@@ -477,7 +477,7 @@ def test_csv_write_failure_keeps_old_file(
     _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     missing_folder = tmp_path / "no" / "such" / "calls.csv"
-    assert widget.export_csv(missing_folder) is False
+    assert widget.results_box.export_csv(missing_folder) is False
     assert str(missing_folder) in errors[-1]
 
 
@@ -517,12 +517,13 @@ def test_progress_reaches_the_widget_and_activity_dock(
     worker = widget.run()
     worker.progress.connect(lambda done, total: seen.append((done, total)))
     fake_core.release.set()
-    assert widget._activity is not None and widget._activity.total == 7  # activity dock
+    activity = widget.run_owner.activity  # napari's activity dock
+    assert activity is not None and activity.total == 7
     assert widget.progress_bar.maximum() == 7
     qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: bool(seen) and seen[-1][0] == 7, timeout=5000)  # the last one
     assert seen[-1][1] == 7 and all(done <= 7 for done, _ in seen)
-    assert widget._activity is None  # closed at the end
+    assert widget.run_owner.activity is None  # closed at the end
 
 
 def test_bad_model_file_is_caught_when_chosen(widget, viewer, qtbot, errors, tmp_path, monkeypatch):
@@ -659,7 +660,7 @@ def test_real_end_to_end_matches_core_and_cli(
     # the CSV has the CLI's columns (plus annotation) and the same numbers
     ours = tmp_path / "widget.csv"
     cli_csv = tmp_path / "cli.csv"
-    assert widget.export_csv(ours)
+    assert widget.results_box.export_csv(ours)
     assert (
         cli_main(["classify", str(synthetic_export), "--model", tiny_model, "--out", str(cli_csv)])
         == 0
@@ -777,10 +778,10 @@ def test_every_control_explains_itself(widget):
         widget.batch_spin,
         widget.run_button,
         widget.cancel_button,
-        widget.threshold_slider,
-        widget.reset_threshold_button,
-        widget.review_checkbox,
-        widget.export_button,
+        widget.results_box.threshold_slider,
+        widget.results_box.reset_threshold_button,
+        widget.results_box.review_checkbox,
+        widget.results_box.export_button,
         widget.table,
     ]
     for control in controls:

@@ -39,10 +39,10 @@ def viewer_widget(make_napari_viewer, export):
 
 
 def _tiny_settings(widget: TrainWidget, out: Path, epochs: int = 2) -> None:
-    widget.arch_combo.setCurrentText("resnet18")
-    widget.epochs_spin.setValue(epochs)
-    widget.size_spin.setValue(32)
-    widget.out_edit.setText(str(out))
+    widget.settings.arch_combo.setCurrentText("resnet18")
+    widget.settings.epochs_spin.setValue(epochs)
+    widget.settings.size_spin.setValue(32)
+    widget.settings.out_edit.setText(str(out))
 
 
 def _wait(qtbot, widget: TrainWidget) -> None:
@@ -54,15 +54,15 @@ def _wait(qtbot, widget: TrainWidget) -> None:
 
 def test_bf_and_dapi_are_paired_by_cell_id(viewer_widget) -> None:
     _viewer, widget, layers = viewer_widget
-    assert widget.bf_combo.currentText() == layers["BF"].name
-    assert widget.dapi_combo.currentText() == layers["DAPI"].name
-    pairing = widget.pairing()
+    assert widget.cells.bf_combo.currentText() == layers["BF"].name
+    assert widget.cells.dapi_combo.currentText() == layers["DAPI"].name
+    pairing = widget.cells.pairing()
     assert pairing.n_paired == 20
     assert pairing.cell_ids == deparray_meta(layers["DAPI"])["cell_ids"]
-    assert "20 of 20 BF cells paired" in widget.pairing_label.text()
-    assert "10 CTC" in widget.counts_label.text() and "10 WBC" in widget.counts_label.text()
+    assert "20 of 20 BF cells paired" in widget.cells.pairing_label.text()
+    assert "10 CTC" in widget.cells.counts_label.text() and "10 WBC" in widget.cells.counts_label.text()
     # the default model file goes beside the export
-    assert Path(widget.out_edit.text()).parent == Path(layers["BF"].source.path)
+    assert Path(widget.settings.out_edit.text()).parent == Path(layers["BF"].source.path)
 
 
 def test_pairing_follows_cell_ids_not_order(viewer_widget) -> None:
@@ -76,7 +76,7 @@ def test_pairing_follows_cell_ids_not_order(viewer_widget) -> None:
         metadata={"deparray": {**meta, "cell_ids": [meta["cell_ids"][i] for i in order]}},
     )
     widget.choose_layers(layers["BF"].name, shuffled.name)
-    pairing = widget.pairing()
+    pairing = widget.cells.pairing()
     assert pairing.dapi_indices == order
     np.testing.assert_array_equal(
         np.asarray(shuffled.data)[pairing.dapi_indices[3]], np.asarray(dapi.data)[3]
@@ -91,11 +91,11 @@ def test_ambiguous_dapi_needs_a_manual_choice(viewer_widget) -> None:
     )
     widget.cells.refresh()
     widget.cells._on_bf_changed(layers["BF"].name)  # a fresh automatic pairing
-    assert widget.dapi_combo.currentText() == CHOOSE_DAPI
+    assert widget.cells.dapi_combo.currentText() == CHOOSE_DAPI
     assert widget.start() is None
     assert "Several DAPI layers" in widget.last_message
-    widget.dapi_combo.setCurrentText("copy :: DAPI")
-    assert widget.pairing().dapi_layer.name == "copy :: DAPI"
+    widget.cells.dapi_combo.setCurrentText("copy :: DAPI")
+    assert widget.cells.pairing().dapi_layer.name == "copy :: DAPI"
 
 
 def test_unpairable_layers_are_refused(viewer_widget, tmp_path) -> None:
@@ -112,7 +112,7 @@ def test_unpairable_layers_are_refused(viewer_widget, tmp_path) -> None:
     assert "share no cell id" in widget.last_message
     # DAPI is optional with strategy "none", but required otherwise
     widget.choose_layers(layers["BF"].name, None)
-    widget.dapi_strategy_combo.setCurrentText("substitute")
+    widget.settings.dapi_strategy_combo.setCurrentText("substitute")
     assert widget.start() is None
     assert "needs a DAPI layer" in widget.last_message
 
@@ -137,8 +137,8 @@ def test_counts_follow_key_annotations(viewer_widget) -> None:
     viewer, widget, layers = viewer_widget
     viewer.layers.selection.active = layers["BF"]
     viewer.dims.set_current_step(0, 0)
-    widget.annotations.annotate_current(None)
-    assert "1 unlabelled" in widget.counts_label.text()
+    widget.session.annotate_current(None)
+    assert "1 unlabelled" in widget.cells.counts_label.text()
 
 
 # ------------------------------------------------------------------ wiring (core train patched)
@@ -301,7 +301,7 @@ def test_real_tiny_training_gives_a_model_the_classify_widget_uses(
     viewer, widget, _layers = viewer_widget
     out = tmp_path / "model.pt"
     _tiny_settings(widget, out, epochs=2)
-    widget.dapi_strategy_combo.setCurrentText("substitute")
+    widget.settings.dapi_strategy_combo.setCurrentText("substitute")
     assert widget.start() is not None
     _wait(qtbot, widget)
     assert widget.last_outcome is not None, widget.last_message
@@ -316,11 +316,11 @@ def test_real_tiny_training_gives_a_model_the_classify_widget_uses(
     assert classify is not None and classify.model_path == str(out)
     assert session_for(viewer).model_path == str(out)
     qtbot.waitUntil(lambda: not classify.model_box.is_checking, timeout=WAIT_MS)
-    classify.choose_layers([widget.bf_combo.currentText()])
+    classify.choose_layers([widget.cells.bf_combo.currentText()])
     worker = classify.run()
     assert worker is not None
     qtbot.waitUntil(lambda: not classify.is_running, timeout=WAIT_MS)
-    predictions = deparray_meta(viewer.layers[widget.bf_combo.currentText()])["predictions"]
+    predictions = deparray_meta(viewer.layers[widget.cells.bf_combo.currentText()])["predictions"]
     assert len(predictions) == 20
     assert all(0.0 <= p["p_ctc"] <= 1.0 for p in predictions)
 
@@ -331,7 +331,7 @@ def test_stop_keeps_a_better_previous_model_intact(viewer_widget, qtbot, tmp_pat
     _save_reference_model(out, f1=1.0, val_loss=0.0)  # nothing can beat it
     previous = out.read_bytes()
     _tiny_settings(widget, out, epochs=20)
-    widget.dapi_strategy_combo.setCurrentText("none")
+    widget.settings.dapi_strategy_combo.setCurrentText("none")
     worker = widget.start()
     assert worker is not None
     worker.progress.connect(lambda p: widget.stop())  # Stop at the first progress event
@@ -358,10 +358,10 @@ def test_demo_gui_opens_the_export_with_both_widgets(make_napari_viewer, tmp_pat
     assert {deparray_meta(layer)["channel"] for layer in session.layers} >= {"BF", "DAPI"}
     assert len(deparray_meta(session.layers[0])["cell_ids"]) == 12
     assert isinstance(session.train_widget, TrainWidget)
-    assert session_for(viewer).widget("classify") is session.classify_widget
-    assert session.train_widget.out_edit.text() == str(session.folder / "model.pt")
-    assert session.train_widget.bf_combo.currentText() == viewer.layers.selection.active.name
-    assert "CTC" in session.train_widget.counts_label.text()  # labels came with the export
+    assert session.classify_widget.session is session_for(viewer)
+    assert session.train_widget.settings.out_edit.text() == str(session.folder / "model.pt")
+    assert session.train_widget.cells.bf_combo.currentText() == viewer.layers.selection.active.name
+    assert "CTC" in session.train_widget.cells.counts_label.text()  # labels came with the export
     with pytest.raises(FileExistsError):
         setup_demo(viewer, session.folder)  # never writes into a folder that holds files
 
@@ -372,24 +372,24 @@ def test_demo_gui_opens_the_export_with_both_widgets(make_napari_viewer, tmp_pat
 def test_every_setting_explains_itself(viewer_widget) -> None:
     _viewer, widget, _layers = viewer_widget
     controls = [
-        widget.arch_combo,
-        widget.epochs_spin,
-        widget.size_spin,
-        *widget.augment_checks.values(),
-        widget.dapi_strategy_combo,
-        widget.val_spin,
-        widget.seed_spin,
-        widget.out_edit,
-        widget.overwrite_check,
-        widget.start_from_check,
+        widget.settings.arch_combo,
+        widget.settings.epochs_spin,
+        widget.settings.size_spin,
+        *widget.settings.augment_checks.values(),
+        widget.settings.dapi_strategy_combo,
+        widget.settings.val_spin,
+        widget.settings.seed_spin,
+        widget.settings.out_edit,
+        widget.settings.overwrite_check,
+        widget.settings.start_from_check,
         widget.train_button,
         widget.stop_button,
-        widget.bf_combo,
-        widget.dapi_combo,
+        widget.cells.bf_combo,
+        widget.cells.dapi_combo,
     ]
     for control in controls:
         assert control.toolTip().strip(), control
-    tip = widget.dapi_strategy_combo.toolTip()
+    tip = widget.settings.dapi_strategy_combo.toolTip()
     for strategy in ("substitute", "blend", "aux_nucleus"):
         assert strategy in tip  # each strategy is explained
 
@@ -401,9 +401,9 @@ def test_eta_counts_from_the_first_batch(viewer_widget, monkeypatch) -> None:
     _viewer, widget, _layers = viewer_widget
     clock = iter([100.0, 101.0, 102.0])  # first batch at 100 s, then one batch per second
     monkeypatch.setattr(
-        "napari_deparray_ctc.napari.widgets.train.widget.time.perf_counter", lambda: next(clock)
+        "napari_deparray_ctc.napari.train_run.time.perf_counter", lambda: next(clock)
     )
     for batch in (1, 2, 3):
-        widget._on_progress(TrainProgress(1, 2, batch, 10, "batch", 0.5))
+        widget.run._on_progress(TrainProgress(1, 2, batch, 10, "batch", 0.5))
     # 3 of 20 batches done, 1 s per batch since the first: 17 s left
     assert widget.progress.format().endswith("ETA 0:17")

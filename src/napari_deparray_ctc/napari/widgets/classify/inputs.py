@@ -1,14 +1,11 @@
 """What the "Classify cells" widget runs with: the inputs, the cell choices, the last model.
 
-Nothing here imports Qt, napari or torch. The last model used is remembered across sessions
-in a small JSON file in the user's config folder (``$DEPARRAY_CTC_CONFIG_DIR`` overrides).
+Nothing here imports Qt, napari or torch. The last model used is remembered by
+``napari/settings.py``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +24,13 @@ __all__ = [
     "remember_model_path",
 ]
 
-#: environment variable that overrides where widget settings are kept
-CONFIG_DIR_ENV = "DEPARRAY_CTC_CONFIG_DIR"
-_SETTINGS_FILE = "classify_widget.json"
+# where the last model is remembered: the adapter's settings (re-exported for callers)
+from napari_deparray_ctc.napari.settings import (
+    CONFIG_DIR_ENV,
+    config_dir,
+    last_model_path,
+    remember_model_path,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Target:
 
     label: str
     layer_names: tuple[str, ...]
+    plain: bool = False  # plain image layers from other readers, not an export
 
 
 def classify_targets(layers: Sequence[Any]) -> list[Target]:
@@ -50,10 +52,13 @@ def classify_targets(layers: Sequence[Any]) -> list[Target]:
         The viewer's image layers (objects with ``name``, ``data``, ``metadata``, ``rgb``).
     """
     from napari_deparray_ctc.napari.cells import cell_count, layer_channel
+    from napari_deparray_ctc.napari.layer_info import is_plugin_overlay
 
     targets: list[Target] = []
     plain: list[str] = []
     for layer in reversed(list(layers)):
+        if is_plugin_overlay(layer):
+            continue  # the plugin's own layers (saliency) are never cells
         channel = layer_channel(layer)
         if channel == "BF":
             n = cell_count(layer)
@@ -66,6 +71,7 @@ def classify_targets(layers: Sequence[Any]) -> list[Target]:
             Target(
                 f"plain image layers ({len(plain)}, one cell each, used as BF)",
                 tuple(reversed(plain)),
+                plain=True,
             )
         )
     return targets
@@ -111,9 +117,6 @@ class ClassifyInputs:
         ``None`` until the user chose.
     batch_size
         Cells per forward pass.
-    threshold
-        P(CTC) at or above which a cell is called CTC; ``None`` uses the threshold stored
-        in the model file.
     device
         ``None`` for automatic choice (cuda > mps > cpu), or a torch device string.
     """
@@ -121,7 +124,6 @@ class ClassifyInputs:
     model_path: str = ""
     layer_names: tuple[str, ...] | None = None
     batch_size: int = 64
-    threshold: float | None = None
     device: str | None = None
 
     def validation_error(self, available_layers: Collection[str] | None = None) -> str | None:
@@ -148,12 +150,6 @@ class ClassifyInputs:
             return f"batch size must be a whole number, not {self.batch_size!r}"
         if self.batch_size < 1:
             return f"batch size must be at least 1, not {self.batch_size}"
-        if self.threshold is not None:
-            t = self.threshold
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-                return f"threshold must be a number between 0 and 1, not {t!r}"
-            if not 0.0 <= float(t) <= 1.0:
-                return f"threshold must be between 0 and 1, not {t}"
         if self.layer_names is None or len(self.layer_names) == 0:
             return "Choose the cells to classify: open an export, or pick it under 'Cells'."
         if self.layer_names is not None:
@@ -162,67 +158,3 @@ class ClassifyInputs:
                 if missing:
                     return f"layer {missing[0]!r} is no longer in the viewer"
         return None
-
-    def to_core_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``core.classify.classify`` (besides ``images``).
-
-        The threshold is not among them: the core stores the model's threshold in its
-        ``Predictions`` and the widget relabels with :attr:`threshold` when it is set.
-        """
-        return {
-            "model": str(Path(self.model_path).expanduser()),
-            "batch_size": int(self.batch_size),
-            "device": self.device,
-        }
-
-
-def config_dir() -> Path:
-    """Folder of the widget settings (``$DEPARRAY_CTC_CONFIG_DIR`` or the user config dir)."""
-    override = os.environ.get(CONFIG_DIR_ENV)
-    if override:
-        return Path(override)
-    try:
-        from platformdirs import user_config_dir
-    except ImportError:  # pragma: no cover - platformdirs ships with napari
-        return Path.home() / ".config" / "napari-deparray-ctc"
-    return Path(user_config_dir("napari-deparray-ctc", appauthor=False))
-
-
-def _settings_path() -> Path:
-    return config_dir() / _SETTINGS_FILE
-
-
-def _read_settings() -> dict[str, Any]:
-    try:
-        value = json.loads(_settings_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def last_model_path() -> str:
-    """The model file used last time (``""`` when none was remembered or it is unreadable)."""
-    value = _read_settings().get("last_model_path")
-    return value if isinstance(value, str) else ""
-
-
-def remember_model_path(path: str | os.PathLike) -> bool:
-    """Remember ``path`` as the last model used (atomic write of the settings file).
-
-    Returns
-    -------
-    bool
-        ``False`` when the settings could not be written (the widget keeps working).
-    """
-    from napari_deparray_ctc.core.atomic import atomic_write
-
-    settings = _read_settings()
-    settings["last_model_path"] = os.fspath(path)
-    target = _settings_path()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(target, "w") as handle:
-            json.dump(settings, handle, indent=2)
-    except OSError:
-        return False
-    return True

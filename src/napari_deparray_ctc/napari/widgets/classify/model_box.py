@@ -1,9 +1,9 @@
 """The "Model" box of "Classify cells": choose a model file, check it at once, show its card.
 
 Choosing a file (Browse, typing, or "Use this model" in the training widget) sets the
-session's model path; the file is then read in a background thread (torch loads there, never
-on the UI thread) and the box shows what the model is, or why the file cannot be used, in
-words, before any run.
+session's model choice (``napari/model_choice.py``), which reads the file once in a background
+worker (torch loads there, never on the UI thread); the box follows it and shows what the
+model is, or why the file cannot be used, in words, before any run.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from napari.qt.threading import thread_worker
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -25,7 +24,6 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deparray_ctc.core.constants import MODEL_FILE_FILTER
-from napari_deparray_ctc.napari.widgets.classify.inputs import remember_model_path
 
 __all__ = ["ModelBox", "describe_metadata"]
 
@@ -37,22 +35,6 @@ def describe_metadata(meta: dict) -> str:
     return "<br>".join(model_summary_lines(meta))
 
 
-def _check_model(path: str) -> tuple[dict | None, str | None]:
-    """Read a model file (worker thread): ``(metadata, None)`` or ``(None, reason)``."""
-    from napari_deparray_ctc.core.errors import DeparrayError
-    from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
-    from napari_deparray_ctc.core.runtime import preload_torch_libraries
-
-    avoid_gl_llvm_clash()
-    preload_torch_libraries()
-    from napari_deparray_ctc.core.model.loaded import load_model
-
-    try:
-        return dict(load_model(path, device="cpu").metadata), None
-    except DeparrayError as exc:
-        return None, str(exc)
-
-
 class ModelBox(QWidget):
     """Line edit + Browse + the model's card. ``checked(metadata or None)`` after each check."""
 
@@ -61,9 +43,7 @@ class ModelBox(QWidget):
     def __init__(self, session: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.metadata: dict | None = None
-        self.problem: str | None = None
-        self._checking: Any = None
+        self.choice = session.model
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
@@ -83,7 +63,15 @@ class ModelBox(QWidget):
         layout.addWidget(self.info)
         self.edit.editingFinished.connect(lambda: self.set_path(self.edit.text().strip()))
         self.browse_button.clicked.connect(self._browse)
-        session.events.model_path.connect(self._on_session_path)
+        self._followed = [
+            (self.choice.events.path, self._on_choice_path),
+            (self.choice.events.checked, self._on_checked),
+        ]
+        for emitter, callback in self._followed:
+            emitter.connect(callback)
+        if self.choice.path:
+            self.edit.setText(self.choice.path)
+            self._show(self.choice.metadata, self.choice.problem, self.choice.is_checking)
 
     @property
     def path(self) -> str:
@@ -91,22 +79,32 @@ class ModelBox(QWidget):
         return self.edit.text().strip()
 
     @property
+    def metadata(self) -> dict | None:
+        """The chosen model's metadata once checked (``None`` before, or when unusable)."""
+        return self.choice.metadata if self.choice.path == self.path else None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the chosen file cannot be used, in words (``None`` when it can)."""
+        return self.choice.problem if self.choice.path == self.path else None
+
+    @property
     def is_checking(self) -> bool:
         """Whether the chosen file is still being read."""
-        return self._checking is not None
+        return self.choice.is_checking
 
     def set_path(self, path: str | os.PathLike) -> None:
-        """Use ``path`` (remembered across sessions), and check it in the background."""
+        """Use ``path`` (remembered across sessions once it checks), checked in the background."""
         text = os.fspath(path) if path else ""
         if self.edit.text().strip() != text:
             self.edit.setText(text)
-        self.session.model_path = text
-        self._check()
+        if text and not self.choice.is_checking:
+            self.info.setText(f"Reading {Path(text).name}…")
+        self.choice.set_path(text)
 
-    def _on_session_path(self, event: Any) -> None:
+    def _on_choice_path(self, event: Any) -> None:
         if event.path != self.path:
             self.edit.setText(event.path)
-            self._check()
 
     def _browse(self) -> None:
         start = str(Path(self.path).expanduser().parent) if self.path else ""
@@ -114,43 +112,27 @@ class ModelBox(QWidget):
         if path:
             self.set_path(path)
 
-    def _check(self) -> None:
-        self.metadata, self.problem = None, None
-        path = self.path
-        if not path:
-            self.info.setText("No model chosen yet.")
+    def _on_checked(self, event: Any) -> None:
+        if event.path != self.path:  # another file was chosen meanwhile
             return
-        expanded = Path(path).expanduser()
-        if not expanded.is_file():
-            self.problem = f"{path}: " + (
-                "is not a file" if expanded.exists() else "model file does not exist"
-            )
-            self._show_problem()
-            return
-        self.info.setText(f"Reading {expanded.name}…")
-        worker = thread_worker(_check_model, start_thread=False)(str(expanded))
-        worker.returned.connect(lambda result, p=path: self._on_checked(p, *result))
-        worker.finished.connect(self._on_check_finished)
-        self._checking = worker
-        worker.start()
+        self._show(event.metadata, event.problem, checking=False)
+        self.checked.emit(event.metadata)
 
-    def _on_check_finished(self) -> None:
-        self._checking = None
-
-    def _on_checked(self, path: str, metadata: dict | None, problem: str | None) -> None:
-        if path != self.path:  # another file was chosen meanwhile
-            return
-        self.metadata, self.problem = metadata, problem
-        if metadata is None:
-            self._show_problem()
-        else:
-            remember_model_path(str(Path(path).expanduser()))
+    def _show(self, metadata: dict | None, problem: str | None, checking: bool) -> None:
+        if checking:
+            self.info.setText(f"Reading {Path(self.path).name}…")
+        elif problem:
+            self.info.setText(f"<span style='color:#e57373'>{problem}</span>")
+        elif metadata is not None:
             self.info.setText(describe_metadata(metadata))
-        self.checked.emit(metadata)
+        else:
+            self.info.setText("No model chosen yet.")
 
-    def _show_problem(self) -> None:
-        self.info.setText(f"<span style='color:#e57373'>{self.problem}</span>")
-        self.checked.emit(None)
+    def close_box(self) -> None:
+        """Stop following the session's model choice (the dock is closing)."""
+        for emitter, callback in self._followed:
+            emitter.disconnect(callback)
+        self._followed = []
 
     def set_enabled(self, enabled: bool) -> None:
         """Lock the choice while a run uses it."""

@@ -6,7 +6,10 @@
 * **Show saliency** overlays, on the cell on screen, which bright-field pixels made the call
   (``core.explain``, integrated gradients), as a translucent heat map layer.
 
-Both run the network in a background thread.
+Both run the network in a background worker of the session (``napari/runs.py``), which
+ends them when the window closes. The box reads the model from the session's model choice and
+the cells from the classify widget's "Cells" choice (a callable it is given): it looks up no
+other widget.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -26,7 +28,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deparray_ctc.core.constants import is_class_label
-from napari_deparray_ctc.napari.cells import cell_image, deparray_meta, is_stack
+from napari_deparray_ctc.napari.cells import cell_image, is_stack
+from napari_deparray_ctc.napari.layer_info import LayerInfo, mark_plugin_overlay
 from napari_deparray_ctc.napari.widgets.common import notify
 from napari_deparray_ctc.napari.workers import LayerCells, saliency_job, suggest_job
 
@@ -37,13 +40,30 @@ SALIENCY_LAYER = "saliency (current cell)"
 
 
 class ReviewTools(QWidget):
-    """Suggest-next-cells and saliency controls for one classify widget."""
+    """Suggest-next-cells and saliency controls of "Classify cells".
 
-    def __init__(self, widget: Any, parent: QWidget | None = None) -> None:
+    Parameters
+    ----------
+    session
+        The viewer's session (model choice, runs, annotations, the cell on screen).
+    model_box
+        The classify widget's model box (the file chosen there).
+    layer_names
+        Returns the layers the classify widget's "Cells" choice names.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        model_box: Any,
+        layer_names: Any,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
-        self.widget = widget
-        self.session = widget.session
-        self.viewer = widget.viewer
+        self.session = session
+        self.viewer = session.viewer
+        self.model_box = model_box
+        self.layer_names = layer_names
         self.suggested: list[str] = []
         self._suggesting: Any = None
         self._explaining: Any = None
@@ -74,36 +94,51 @@ class ReviewTools(QWidget):
         layout.addWidget(self.status)
         self.suggest_button.clicked.connect(self.suggest)
         self.saliency_check.toggled.connect(self._on_saliency_toggled)
-        self.viewer.dims.events.current_step.connect(self._refresh_saliency)
-        self.viewer.layers.selection.events.active.connect(self._refresh_saliency)
+        self._followed = [
+            (self.viewer.dims.events.current_step, self._refresh_saliency),
+            (self.viewer.layers.selection.events.active, self._refresh_saliency),
+        ]
+        for emitter, callback in self._followed:
+            emitter.connect(callback)
+
+    def close_tools(self) -> None:
+        """Stop following the viewer (the dock is closing)."""
+        for emitter, callback in self._followed:
+            emitter.disconnect(callback)
+        self._followed = []
 
     # -- suggestions ------------------------------------------------------------------
 
     def suggest(self) -> Any | None:
         """Start the suggestion in the background (``None``: refused, with why)."""
-        names = self.widget.target_combo.currentData()
-        path = self.widget.model_box.path
-        if not names or not path or self.widget.model_box.problem:
+        names = self.layer_names()
+        path = self.model_box.path
+        if not names or not path or self.model_box.problem:
             notify("error", "Suggest next cells: choose a usable model and the cells first.")
             return None
         layer = self.viewer.layers[names[0]]
-        meta = deparray_meta(layer) or {}
-        ids = [str(c) for c in meta.get("cell_ids") or []]
-        labels = meta.get("labels") or []
-        exclude = [c for c, label in zip(ids, labels, strict=False) if is_class_label(label)]
+        info = LayerInfo.of(layer)
+        ids = info.cell_ids
+        exclude = [c for c, label in zip(ids, info.labels, strict=False) if is_class_label(label)]
         cells = LayerCells(layer.name, layer.data, False, list(range(len(ids))), ids)
-        worker = thread_worker(suggest_job, start_thread=False)(
-            path, cells, exclude, int(self.suggest_spin.value())
+        runs = self.session.runs
+        worker = runs.function_worker(
+            suggest_job, path, cells, exclude, int(self.suggest_spin.value())
         )
-        worker.returned.connect(self._on_suggested)
-        worker.errored.connect(lambda exc: self._fail(f"Suggesting cells failed: {exc}"))
-        worker.finished.connect(lambda: setattr(self, "_suggesting", None))
         self.suggest_button.setEnabled(False)
-        worker.finished.connect(lambda: self.suggest_button.setEnabled(True))
         self.status.setText("Looking for the most useful cells to label…")
         self._suggesting = worker
-        worker.start()
-        return worker
+        return runs.start(
+            worker,
+            "suggesting cells to label",
+            returned=self._on_suggested,
+            errored=lambda exc: self._fail(f"Suggesting cells failed: {exc}"),
+            finished=self._on_suggest_finished,
+        )
+
+    def _on_suggest_finished(self) -> None:
+        self._suggesting = None
+        self.suggest_button.setEnabled(True)
 
     def _on_suggested(self, ids: list[str]) -> None:
         self.suggested = list(ids)
@@ -115,11 +150,7 @@ class ReviewTools(QWidget):
             + ", ".join(ids[:6])
             + (" …" if len(ids) > 6 else "")
         )
-        self.widget.table.show_first(ids)
-        gallery = self.session.widget("gallery")
-        if gallery is not None:
-            gallery.show_cells(ids)
-        self.session.show_cell(ids[0])
+        self.session.suggest(ids)  # the table and the gallery show them first
 
     # -- saliency ---------------------------------------------------------------------
 
@@ -133,26 +164,32 @@ class ReviewTools(QWidget):
         if not self.saliency_check.isChecked():
             return
         current = self.session.current()
-        path = self.widget.model_box.path
-        if current is None or not path or self.widget.model_box.problem:
+        path = self.model_box.path
+        if current is None or not path or self.model_box.problem:
             return
         layer, index, cell_id = current
-        if (deparray_meta(layer) or {}).get("channel") != "BF":
+        if LayerInfo.of(layer).channel != "BF":
             bf = self.session.layer_of(cell_id)
             if bf is None:
                 return
-            layer, index = bf, list(deparray_meta(bf)["cell_ids"]).index(cell_id)
+            layer, index = bf, LayerInfo.of(bf).index_of(cell_id) or 0
         request = (layer, index, cell_id)
         if self._explaining is not None:  # one at a time: the latest request waits
             self._pending = request
             return
         image = np.asarray(cell_image(layer, index))
-        worker = thread_worker(saliency_job, start_thread=False)(path, [image])
-        worker.returned.connect(lambda maps, r=request: self._show_saliency(r, maps[0]))
-        worker.errored.connect(lambda exc: self._fail(f"Saliency failed: {exc}"))
-        worker.finished.connect(self._on_explained)
+        runs = self.session.runs
+        worker = runs.function_worker(saliency_job, path, [image])
         self._explaining = worker
-        worker.start()
+        started = runs.start(
+            worker,
+            "computing saliency",
+            returned=lambda maps, r=request: self._show_saliency(r, maps[0]),
+            errored=lambda exc: self._fail(f"Saliency failed: {exc}"),
+            finished=self._on_explained,
+        )
+        if started is None:
+            self._explaining = None
 
     def _on_explained(self) -> None:
         self._explaining = None
@@ -180,6 +217,7 @@ class ReviewTools(QWidget):
                 contrast_limits=(0.0, 1.0),
                 scale=scale,
             )
+            mark_plugin_overlay(overlay, "saliency")  # never offered as cells to classify
             self.viewer.layers.selection.active = layer  # keep the cell layer selected
         overlay.metadata["saliency_of"] = cell_id
 

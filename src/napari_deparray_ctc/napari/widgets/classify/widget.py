@@ -1,16 +1,14 @@
-"""The "Classify cells" dock widget: builds the UI, wires it, forwards to the session/worker.
+"""The "Classify cells" dock widget: builds the UI, wires it, forwards to the session.
 
-How to use it is in README.md ("Classify your cells"). The work happens elsewhere: the model
-box checks files (``model_box.py``), the table shows results (``table.py``), the worker
-classifies off the UI thread (``napari/workers.py``), and the viewer's session holds the
-results and the annotations that every widget shares (``napari/session.py``).
+How to use it is in README.md ("Classify your cells"). The work happens elsewhere: the
+session's model choice checks the file (``napari/model_choice.py``, shown by
+``model_box.py``), the session's ``ClassifyRun`` runs the worker and stores the results
+(``napari/classify_run.py``), the table shows them (``table.py``). This widget follows them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
@@ -25,24 +23,21 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deparray_ctc.core.constants import background_threads, is_class_label
-from napari_deparray_ctc.napari.cells import cell_count, deparray_meta, ensure_deparray_metadata
-from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
+from napari_deparray_ctc.napari.results import ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify.inputs import (
     ClassifyInputs,
     classify_targets,
     exports_without_bf,
+    last_model_path,
 )
 from napari_deparray_ctc.napari.widgets.classify.model_box import ModelBox
 from napari_deparray_ctc.napari.widgets.classify.results_box import ResultsBox
 from napari_deparray_ctc.napari.widgets.classify.review_tools import ReviewTools
 from napari_deparray_ctc.napari.widgets.common import notify, scrollable_body, section
-from napari_deparray_ctc.napari.workers import ClassifyJob, ClassifyWorker, LayerCells
 
 __all__ = ["ClassifyWidget"]
 
-LOG = logging.getLogger(__name__)
 BF_ONLY_NOTE = (
     "Only the bright-field (BF) channel is classified; fluorescence layers (DAPI, PE, APC...) "
     "are not used. Plain 2-D image layers from other readers count as one BF cell each."
@@ -68,19 +63,16 @@ class ClassifyWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        self.run_owner = self.session.classify
         self.device: str | None = None  # torch device for the next run (None: automatic)
-        self.last_outcome: Any = None
-        self._worker: ClassifyWorker | None = None
-        self._job_layers: dict[str, Any] = {}
-        self._activity: Any = None
+        self._user_choice: Any = None  # the "Cells" entry the user picked, kept until gone
         self._build_ui()
         self._add_callbacks()
-        self.session.register_widget("classify", self)
         self.refresh_targets()
-        remembered = self.session.model_path or _remembered_model()
+        remembered = self.session.model_path or last_model_path()
         if remembered:
             self.model_box.set_path(remembered)
-        self._set_running(False)
+        self._set_running(self.run_owner.is_running)
 
     # -- building -----------------------------------------------------------------------
 
@@ -130,30 +122,40 @@ class ClassifyWidget(QWidget):
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
 
-        self.results_box = ResultsBox(self.session, self._store_predictions)
+        self.results_box = ResultsBox(self.session, self.run_owner.store_predictions)
         layout.addWidget(section("Results", self.results_box), 1)
-        # what tests and scripts reach directly
-        box = self.results_box
-        self.table, self.threshold_slider, self.counts_label = (
-            box.table,
-            box.threshold_slider,
-            box.counts_label,
-        )
-        self.review_checkbox, self.export_button = box.review_checkbox, box.export_button
-        self.reset_threshold_button = box.reset_threshold_button
-        self.set_threshold, self.reset_threshold = box.set_threshold, box.reset_threshold
-        self.export_csv, self.suggested_csv_path = box.export_csv, box.suggested_csv_path
-        self.review_tools = ReviewTools(self)
+        self.table = self.results_box.table  # the row a user activates jumps to the cell
+        self.review_tools = ReviewTools(self.session, self.model_box, self.current_layer_names)
         layout.addWidget(section("Review", self.review_tools))
 
     def _add_callbacks(self) -> None:
         events = self.viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
-            event.connect(self.refresh_targets)
+        run = self.run_owner.events
+        self._followed = [
+            *((e, self.refresh_targets) for e in (events.inserted, events.removed, events.moved)),
+            (self.session.events.shown, self._on_shown),
+            (self.session.events.suggested, self._on_suggested),
+            (run.started, self._on_started),
+            (run.stage, self._on_stage),
+            (run.progress, self._on_progress),
+            (run.finished, self._on_finished),
+        ]
+        for emitter, callback in self._followed:
+            emitter.connect(callback)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.table.rowActivated.connect(self.show_cell)
-        self.session.events.shown.connect(self._on_shown)
+        self.target_combo.activated.connect(self._on_user_chose)
+
+    def closeEvent(self, event: Any) -> None:
+        """Stop following the viewer and the session (a running classification goes on and
+        its results land in the session)."""
+        for emitter, callback in self._followed:
+            emitter.disconnect(callback)
+        self._followed = []
+        self.model_box.close_box()
+        self.review_tools.close_tools()
+        super().closeEvent(event)
 
     @property
     def model_path(self) -> str:
@@ -167,20 +169,41 @@ class ClassifyWidget(QWidget):
     # -- the cells ------------------------------------------------------------------------
 
     def refresh_targets(self, *_: Any) -> None:
-        """Refill the "Cells" list, keeping the choice (a new export becomes the choice)."""
+        """Refill the "Cells" list. A choice the user made stays until its layers are gone;
+        until then, the newest export is the choice. The plugin's own layers (saliency) and
+        other plain layers never take over a choice."""
         previous = self.target_combo.currentData()
         old = {self.target_combo.itemData(i) for i in range(self.target_combo.count())}
-        targets = classify_targets([ly for ly in self.viewer.layers if _is_image_layer(ly)])
+        layers = [ly for ly in self.viewer.layers if _is_image_layer(ly)]
+        targets = classify_targets(layers)
+        self.target_combo.blockSignals(True)
         self.target_combo.clear()
         for target in targets:
             self.target_combo.addItem(target.label, target.layer_names)
-        new = [t.layer_names for t in targets if t.layer_names not in old]
-        wanted = new[0] if new and old else previous
+        self.target_combo.blockSignals(False)
+        exports = [t.layer_names for t in targets if not t.plain]
+        new_exports = [names for names in exports if names not in old]
+        if self._user_choice is not None and self.target_combo.findData(self._user_choice) >= 0:
+            wanted = self._user_choice
+        elif new_exports and old:
+            wanted = new_exports[0]  # a newly opened export, while the user chose nothing
+        elif (
+            previous is not None
+            and self.target_combo.findData(previous) >= 0
+            and (not exports or previous in exports)
+        ):
+            wanted = previous
+        else:
+            self._user_choice = None
+            wanted = exports[0] if exports else (targets[0].layer_names if targets else None)
         index = self.target_combo.findData(wanted) if wanted is not None else -1
         self.target_combo.setCurrentIndex(max(index, 0) if targets else -1)
         lacking = None if targets else exports_without_bf(self.viewer.layers)
         if lacking and hasattr(self, "status_label"):
             self.status_label.setText(lacking)
+
+    def _on_user_chose(self, index: int) -> None:
+        self._user_choice = self.target_combo.itemData(index)
 
     def choose_layers(self, names: Any) -> None:
         """Classify these layers next (one export's BF layer, or plain layers)."""
@@ -190,6 +213,12 @@ class ClassifyWidget(QWidget):
             self.target_combo.addItem(", ".join(names), names)
             index = self.target_combo.count() - 1
         self.target_combo.setCurrentIndex(index)
+        self._user_choice = names
+
+    def current_layer_names(self) -> tuple[str, ...] | None:
+        """The layers the "Cells" choice names (``None``: none)."""
+        names = self.target_combo.currentData()
+        return tuple(names) if names else None
 
     def inputs(self) -> ClassifyInputs:
         """The inputs the next run would use."""
@@ -201,71 +230,35 @@ class ClassifyWidget(QWidget):
             device=self.device,
         )
 
-    # -- running --------------------------------------------------------------------------
+    # -- running: forwarded to the session's ClassifyRun -----------------------------------
 
     @property
     def is_running(self) -> bool:
         """Whether a classification is in progress."""
-        return self._worker is not None
+        return self.run_owner.is_running
 
-    def run(self) -> ClassifyWorker | None:
+    @property
+    def last_outcome(self) -> Any:
+        """What the last classification returned."""
+        return self.run_owner.last_outcome
+
+    @property
+    def results(self) -> ClassificationResults | None:
+        """The last complete run of this viewer (``None`` before the first)."""
+        return self.session.results
+
+    def run(self) -> Any | None:
         """Classify the chosen cells in a background worker (``None``: refused, with why)."""
-        if self.is_running:
-            return None
-        inputs = self.inputs()
-        error = inputs.validation_error([layer.name for layer in self.viewer.layers])
-        if inputs.layer_names is None and (lacking := exports_without_bf(self.viewer.layers)):
-            error = lacking  # an export opened without BF: say so, not "open an export"
-        if error is None and self.model_box.problem:
-            error = self.model_box.problem
-        if error is not None:
-            self._fail(error)
-            return None
-        layers = [self.viewer.layers[name] for name in inputs.layer_names]
-        job = ClassifyJob(
-            str(Path(inputs.model_path).expanduser()),
-            [],
-            batch_size=inputs.batch_size,
-            device=inputs.device,
-            num_threads=background_threads(),
+        return self.run_owner.start(
+            self.inputs(),
+            adapt=self.adapt_check.isChecked(),
+            layers_lacking_bf=exports_without_bf(self.viewer.layers),
         )
-        sizes = {(deparray_meta(layer) or {}).get("pixel_size_um") for layer in layers}
-        if len(sizes) == 1 and None not in sizes:
-            job.options["pixel_size"] = float(sizes.pop())  # physical-scale input, when known
-        if self.adapt_check.isChecked():
-            job.options["adapt"] = True
-        for layer in layers:
-            meta = ensure_deparray_metadata(layer, "BF")
-            n = cell_count(layer)
-            job.layers.append(
-                LayerCells(
-                    layer.name,
-                    layer.data,
-                    bool(getattr(layer, "rgb", False)),
-                    list(range(n)),
-                    [str(c) for c in meta["cell_ids"]],
-                )
-            )
-        self._job_layers = {layer.name: layer for layer in layers}
-        worker = ClassifyWorker(job)
-        worker.stage.connect(self._on_stage)
-        worker.progress.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.progress_bar.setRange(0, job.n_cells)
-        self.progress_bar.setValue(0)
-        self.status_label.setText(f"Classifying {job.n_cells} cells…")
-        self._set_running(True)
-        self._open_activity(job.n_cells)
-        worker.start()
-        return worker
 
     def cancel(self) -> None:
         """Stop the running classification after the current batch; nothing is stored."""
-        if self._worker is not None:
-            self._worker.stop()
+        if self.run_owner.is_running:
+            self.run_owner.cancel()
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Cancelling…")
 
@@ -276,112 +269,45 @@ class ClassifyWidget(QWidget):
         self.target_combo.setEnabled(not running)
         self.progress_bar.setVisible(running)
 
-    def _fail(self, message: str) -> None:
-        self.status_label.setText(message)
-        notify("error", message)
+    def _on_started(self, event: Any) -> None:
+        self.progress_bar.setRange(0, event.total)
+        self.progress_bar.setValue(0)
+        self.status_label.setText(f"Classifying {event.total} cells…")
+        self._set_running(True)
 
-    def _open_activity(self, total: int) -> None:
-        from napari.utils import progress
+    def _on_stage(self, event: Any) -> None:
+        if not self.run_owner.is_running:
+            return  # a late report of a run that has ended
+        self.status_label.setText(f"{event.text.capitalize()}…")
 
-        self._activity = progress(total=total, desc="Classifying cells")
+    def _on_progress(self, event: Any) -> None:
+        self.progress_bar.setValue(int(event.done))
 
-    def _close_activity(self) -> None:
-        if self._activity is not None:
-            self._activity.close()
-            self._activity = None
-
-    def _on_stage(self, text: str) -> None:
-        self.status_label.setText(f"{text.capitalize()}…")
-        if self._activity is not None:
-            self._activity.set_description(f"Classifying cells: {text}")
-
-    def _on_progress(self, done: int, total: int) -> None:
-        self.progress_bar.setValue(int(done))
-        if self._activity is not None and done > self._activity.n:
-            self._activity.update(done - self._activity.n)
-
-    def _on_errored(self, exc: BaseException) -> None:
-        LOG.error("classification failed", exc_info=exc)
-        self._fail(
-            "Classification stopped because of an unexpected problem; the details are in napari's console log."
-        )
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._close_activity()
+    def _on_finished(self, event: Any) -> None:
         self._set_running(False)
-
-    def _on_returned(self, outcome: Any) -> None:
-        self.last_outcome = outcome
-        if outcome.error is not None:
-            self._fail(outcome.error)
+        self.status_label.setText(event.message)
+        if event.error:
+            notify("error", event.message)
             return
-        total = sum(cell_count(layer) for layer in self._job_layers.values())
-        if outcome.cancelled:
-            self.status_label.setText(
-                f"Cancelled after {outcome.done} of {total} cells: nothing was stored"
-                + ("; the table still shows the previous run." if self.results is not None else ".")
-            )
-            return
-        self._accept(outcome)
-
-    def _accept(self, outcome: Any) -> None:
-        rows, p = [], iter(outcome.p_ctc)
-        for name, layer in self._job_layers.items():
-            meta = deparray_meta(layer)
-            labels, paths = meta.get("labels") or [], meta.get("paths") or []
-            groups = meta.get("groups") or []
-            for index, cell_id in enumerate(meta["cell_ids"]):
-                label = labels[index] if index < len(labels) else None
-                rows.append(
-                    CellResult(
-                        str(cell_id),
-                        name,
-                        index,
-                        float(next(p)),
-                        paths[index] if index < len(paths) else None,
-                        label if is_class_label(label) else None,
-                        groups[index] if index < len(groups) else None,
-                    )
-                )
-        threshold = float(outcome.model_threshold)
-        results = ClassificationResults(
-            rows, threshold, threshold, self.model_box.path, outcome.model_metadata
-        )
-        self._store_predictions(results)
-        self.session.results = results
-        self.results_box.show_results(results)
-        text = f"Classified {len(rows)} cells in {outcome.seconds:.1f} s."
-        for note in outcome.notes:
-            text += f" {note}"
-            notify("info", note)
-        self.status_label.setText(text)
-
-    @property
-    def results(self) -> ClassificationResults | None:
-        """The last complete run of this viewer (``None`` before the first)."""
-        return self.session.results
+        outcome = event.outcome
+        if outcome is not None and not outcome.cancelled and self.results is not None:
+            self.results_box.show_results(self.results)
+            for note in outcome.notes:
+                notify("info", note)
 
     # -- results --------------------------------------------------------------------------
-
-    def _store_predictions(self, results: ClassificationResults) -> None:
-        """``metadata["deparray"]["predictions"]`` of every classified layer."""
-        for name, layer in self._job_layers.items():
-            predictions = results.predictions_for_layer(name, cell_count(layer))
-            meta = deparray_meta(layer)
-            if meta is not None and predictions is not None:
-                meta["predictions"] = predictions
-                meta["predictions_threshold"] = results.threshold
-                meta["predictions_model"] = results.model_path
 
     def show_cell(self, result_row: int) -> None:
         """Bring a classified cell on screen (its layer selected, the slider on it)."""
         row = self.results.rows[result_row]
-        layer = self._job_layers.get(row.layer)
-        if layer is None or layer not in self.viewer.layers:
+        layer = self.run_owner.layer_of_row(self.results, result_row)
+        if layer is None:
             self.status_label.setText(f"layer {row.layer!r} is no longer in the viewer")
             return
         self.session.show(layer, row.index)
+
+    def _on_suggested(self, event: Any) -> None:
+        self.table.show_first(event.cell_ids)
 
     def _on_shown(self, event: Any) -> None:
         results = self.results
@@ -392,9 +318,3 @@ class ClassifyWidget(QWidget):
                 row = rows[0] if rows else None
             if row is not None:
                 self.table.select_result_row(row)
-
-
-def _remembered_model() -> str:
-    from napari_deparray_ctc.napari.widgets.classify.inputs import last_model_path
-
-    return last_model_path()

@@ -59,7 +59,6 @@ class GalleryWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.session.register_widget("gallery", self)
         self.page = 0
         self.order: list[Any] = []
         self.only_ids: list[str] | None = None
@@ -127,9 +126,17 @@ class GalleryWidget(QWidget):
         layout.addLayout(row)
 
     def _add_callbacks(self) -> None:
-        events = self.viewer.layers.events
-        for event in (events.inserted, events.removed):
-            event.connect(self.refresh_exports)
+        events, session = self.viewer.layers.events, self.session.events
+        self._followed = [
+            (events.inserted, self.refresh_exports),
+            (events.removed, self.refresh_exports),
+            (session.annotation, self._on_annotation),
+            (session.results, self._on_results),
+            (session.shown, self._on_shown),
+            (session.suggested, self._on_suggested),
+        ]
+        for emitter, callback in self._followed:
+            emitter.connect(callback)
         self.export_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
         self.sort_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
         self.tile_spin.valueChanged.connect(lambda *_: self.refresh())
@@ -138,9 +145,19 @@ class GalleryWidget(QWidget):
         self.next_button.clicked.connect(lambda: self.go_to_page(self.page + 1))
         self.tiles.itemClicked.connect(self._on_clicked)
         self.saliency_check.toggled.connect(lambda *_: self._draw_page())
-        self.session.events.annotation.connect(self._on_annotation)
-        self.session.events.results.connect(lambda *_: self.refresh())
-        self.session.events.shown.connect(self._on_shown)
+
+    def _on_results(self, *_: Any) -> None:
+        self.refresh()
+
+    def _on_suggested(self, event: Any) -> None:
+        self.show_cells(event.cell_ids)
+
+    def closeEvent(self, event: Any) -> None:
+        """Stop following the viewer and the session (the dock is closing)."""
+        for emitter, callback in self._followed:
+            emitter.disconnect(callback)
+        self._followed = []
+        super().closeEvent(event)
 
     # -- content ---------------------------------------------------------------------------
 
@@ -235,28 +252,31 @@ class GalleryWidget(QWidget):
         """Saliency of the page's cells, in the background; the page redraws when done."""
         if self._explaining is not None:
             return
-        from napari.qt.threading import thread_worker
-
         from napari_deparray_ctc.napari.cells import cell_image
         from napari_deparray_ctc.napari.workers import saliency_job
 
         images = [np.asarray(cell_image(bf, cell.index)) for cell in cells]
-        worker = thread_worker(saliency_job, start_thread=False)(model, images)
+        runs = self.session.runs
+        worker = runs.function_worker(saliency_job, model, images)
 
         def store(maps: list) -> None:
             for cell, saliency in zip(cells, maps, strict=True):
                 self.saliency[(model, cell.cell_id)] = saliency
 
-        worker.returned.connect(store)
-
         def failed(exc: BaseException) -> None:
             self.saliency_check.setChecked(False)  # no retry loop on a model that cannot explain
             self.page_label.setText(f"Saliency could not be computed: {exc}")
 
-        worker.errored.connect(failed)
-        worker.finished.connect(self._explained)
         self._explaining = worker
-        worker.start()
+        started = runs.start(
+            worker,
+            "computing the gallery's saliency",
+            returned=store,
+            errored=failed,
+            finished=self._explained,
+        )
+        if started is None:
+            self._explaining = None
 
     def _explained(self) -> None:
         self._explaining = None

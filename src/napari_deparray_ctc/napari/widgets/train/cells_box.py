@@ -84,10 +84,19 @@ class CellsBox(QWidget):
         self.dapi_combo.currentTextChanged.connect(self._on_dapi_changed)
         self.advance_check.toggled.connect(lambda on: setattr(session, "advance", bool(on)))
         self.annotations_edit.editingFinished.connect(self._on_annotations_file_edited)
-        session.events.annotation.connect(self.update_summary)
         events = viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
-            event.connect(self.refresh)
+        self._followed = [
+            (session.events.annotation, self.update_summary),
+            *((event, self.refresh) for event in (events.inserted, events.removed, events.moved)),
+        ]
+        for emitter, callback in self._followed:
+            emitter.connect(callback)
+
+    def close_box(self) -> None:
+        """Stop following the session and the viewer's layers (the dock is closing)."""
+        for emitter, callback in self._followed:
+            emitter.disconnect(callback)
+        self._followed = []
 
     def layer(self, name: str | None) -> Any | None:
         """The layer called ``name`` (``None`` for the placeholders or a vanished layer)."""
