@@ -204,3 +204,31 @@ def test_atomic_writes_keep_ordinary_permissions(tmp_path: Path) -> None:
     with atomic_write(existing) as handle:
         handle.write("new\n")
     assert stat.S_IMODE(existing.stat().st_mode) == 0o640
+
+
+def test_a_sidecar_that_is_a_named_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO named like the annotation file would block ``open()``: refused in words."""
+    import subprocess
+    import sys
+    import textwrap
+
+    pipe = tmp_path / ann.SIDECAR_NAME
+    os.mkfifo(pipe)
+    code = textwrap.dedent(
+        f"""
+        from napari_deparray_ctc.core.annotations import sidecars
+        from napari_deparray_ctc.core.errors import AnnotationFileError
+        try:
+            sidecars.load_annotations({str(pipe)!r})
+        except AnnotationFileError as exc:
+            print("REFUSED", exc)
+        print("TIMES", sidecars._read_times(sidecars.Path({str(pipe)!r})))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "REFUSED" in result.stdout and "pipe" in result.stdout
+    assert str(pipe) in result.stdout
+    assert "TIMES {}" in result.stdout

@@ -178,11 +178,6 @@ def test_sample_counts_escape_a_formula_sample_name(tmp_path: Path) -> None:
     assert [r["sample"] for r in read_csv(out)] == [FORMULA_ID, "-p2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sidecars._read_times reads cell ids without csv_safe.unescape_cell (not this "
-    "change's file): the merge timestamp of an escaped id is lost",
-)
 def test_annotation_store_keeps_the_timestamp_of_a_formula_cell_id(tmp_path: Path) -> None:
     from napari_deparray_ctc.core.annotations.sidecars import AnnotationStore, _entries
 

@@ -136,6 +136,9 @@ def load_annotations(path: str | os.PathLike) -> dict[str, str | None]:
     path = Path(path)
     if not path.exists():
         return {}
+    blocking = _not_a_regular_file(path)
+    if blocking:  # a pipe or a device would block the read, or never end
+        raise AnnotationFileError(path, blocking)
     try:
         if path.stat().st_size == 0:
             raise AnnotationFileError(path, "annotation file is empty (0 bytes)")
@@ -260,14 +263,24 @@ def apply_sidecar(
     return path
 
 
+def _not_a_regular_file(path: Path) -> str | None:
+    from napari_deparray_ctc.core.io.ifd_chain import not_regular_reason
+
+    return not_regular_reason(path)
+
+
 def _read_times(path: Path) -> dict[str, str]:
     """The ``annotated_at`` column of a sidecar (empty when absent or unreadable)."""
+    from napari_deparray_ctc.core.annotations.csv_safe import unescape_cell
+
+    if _not_a_regular_file(path):
+        return {}
     with contextlib.suppress(OSError, csv.Error, UnicodeDecodeError):
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames and "annotated_at" in reader.fieldnames:
                 return {
-                    (row.get("cell_id") or "").strip(): row.get("annotated_at") or ""
+                    unescape_cell(row.get("cell_id") or "").strip(): row.get("annotated_at") or ""
                     for row in reader
                 }
     return {}

@@ -208,12 +208,11 @@ class TrainConfig:
             raise ValueError(
                 f"arch {cfg.arch} is not known; choose one of {', '.join(ARCHITECTURES)}"
             )
-        _check_int("epochs", cfg.epochs, 1)
-        _check_int("image_size", cfg.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-        _check_int("batch_size", cfg.batch_size, 2)
+        for name in ("epochs", "image_size", "batch_size", "seed", "folds", "val_fraction"):
+            error = setting_error(name, getattr(cfg, name))  # the fields' own ranges
+            if error:
+                raise ValueError(error)
         _check_int("patience", cfg.patience, 1)
-        _check_int("seed", cfg.seed, 0)
-        _check_int("folds", cfg.folds, 1, 20)
         _check_int("min_per_class", cfg.min_per_class, 1)
         if cfg.num_threads is not None:
             _check_int("num_threads", cfg.num_threads, 1)
@@ -223,8 +222,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, not {value}")
         if cfg.lr <= 0:
             raise ValueError(f"lr must be > 0, not {cfg.lr}")
-        if not 0.0 < float(cfg.val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must be between 0 and 1, not {cfg.val_fraction}")
         if cfg.pixel_size_um is not None and not (
             isinstance(cfg.pixel_size_um, (int, float)) and 0 < cfg.pixel_size_um < 100
         ):
@@ -294,6 +291,36 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}, not {value}")
+
+
+def setting_range(name: str) -> tuple[float | None, float | None]:
+    """``(min, max)`` of a :class:`TrainConfig` field: the one copy of its allowed range
+    (the widget's spin boxes and every check read it)."""
+    found = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    return found.metadata.get("min"), found.metadata.get("max")
+
+
+def setting_error(name: str, value: Any, label: str | None = None) -> str | None:
+    """Why ``value`` is not allowed for the :class:`TrainConfig` field ``name``, in words
+    (``None`` when it is). ``label`` names the setting for the user (default: ``name``)."""
+    low, high = setting_range(name)
+    label = label or name
+    whole = isinstance(found_default := getattr(TrainConfig, name, None), int) and not isinstance(
+        found_default, bool
+    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{label} must be a number, not {value!r}"
+    if whole and not isinstance(value, int):
+        return f"{label} must be a whole number, not {value!r}"
+    if not math.isfinite(value):
+        return f"{label} must be a finite number, not {value!r}"
+    if low is not None and high is not None and not low <= value <= high:
+        return f"{label} must be between {low:g} and {high:g}, not {value!r}"
+    if low is not None and value < low:
+        return f"{label} must be at least {low:g}, not {value!r}"
+    if high is not None and value > high:
+        return f"{label} must be at most {high:g}, not {value!r}"
+    return None
 
 
 def _as_training_set(config: TrainConfig, data: TrainingSet | None) -> TrainingSet:

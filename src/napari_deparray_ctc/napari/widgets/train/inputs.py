@@ -9,7 +9,6 @@ policy (in-progress file, "never replace a better model") is ``core.model_files`
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,14 +107,18 @@ class TrainInputs:
             return "Choose the BF layer holding the annotated cells."
         if self.arch not in ARCHITECTURES:
             return f"Unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}."
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            return f"Epochs must be a whole number of at least 1, not {self.epochs!r}."
-        size = field_spec("image_size")
-        low, high = int(size.minimum or 16), int(size.maximum or 1024)
-        if not isinstance(self.image_size, int) or not low <= self.image_size <= high:
-            return f"Image size must be between {low} and {high} pixels, not {self.image_size!r}."
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            return f"Batch size must be at least 1, not {self.batch_size!r}."
+        from napari_deparray_ctc.core.training.train import setting_error
+
+        for name, label in (
+            ("epochs", "Epochs"),
+            ("image_size", "Image size (pixels)"),
+            ("batch_size", "Batch size"),
+            ("val_fraction", "Validation fraction"),
+            ("seed", "Seed"),
+        ):
+            error = setting_error(name, getattr(self, name), label)  # TrainConfig's ranges
+            if error:
+                return f"{error}."
         unknown = [a for a in self.augment if a not in AUGMENT_FAMILIES]
         if unknown:
             return f"Unknown augmentation {', '.join(unknown)}; choose among {', '.join(AUGMENT_FAMILIES)}."
@@ -126,16 +129,6 @@ class TrainInputs:
                 f"DAPI strategy {self.dapi_strategy!r} needs a DAPI layer: choose one, or set "
                 "the strategy to 'none'."
             )
-        fraction = field_spec("val_fraction")
-        low_f, high_f = float(fraction.minimum or 0.05), float(fraction.maximum or 0.5)
-        if (
-            not isinstance(self.val_fraction, int | float)
-            or math.isnan(self.val_fraction)
-            or not low_f <= self.val_fraction <= high_f
-        ):
-            return f"Validation fraction must be between {low_f} and {high_f}, not {self.val_fraction!r}."
-        if not isinstance(self.seed, int) or self.seed < 0:
-            return f"Seed must be a whole number >= 0, not {self.seed!r}."
         if self.init_from is not None and not Path(self.init_from).expanduser().is_file():
             return f"{self.init_from}: the model to start from does not exist."
         return self.output_error()
