@@ -237,7 +237,7 @@ def widget_session(export: Path, model: Path, repeats: int, batch_size: int, out
     widget = cw.ClassifyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Classify cells")
     widget.set_model_path(model)
-    widget.batch_spin.setValue(batch_size)
+    widget.cells.batch_spin.setValue(batch_size)
     widget.device = "cpu"
     for number in range(1, repeats + 1):
         gc.collect()

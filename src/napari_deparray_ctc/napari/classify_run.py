@@ -252,6 +252,7 @@ class ClassifyRun:
         results = ClassificationResults(
             rows, threshold, threshold, self._model_path, outcome.model_metadata
         )
+        results.calibration_warning = getattr(outcome, "shift_warning", None)
         self.store_predictions(results)
         self.session.results = results
         return results

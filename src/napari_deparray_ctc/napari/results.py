@@ -95,6 +95,9 @@ class ClassificationResults:
             self._threshold if model_threshold is None else _check_threshold(model_threshold)
         )
         self.model_path = model_path
+        #: set when the cells look unlike the model's training cells (its instrument): the
+        #: calls, counts and intervals then rest on a calibration made elsewhere
+        self.calibration_warning: str | None = None
         self._p = np.array([row.p_ctc for row in self.rows], dtype=np.float64)
         self._by_id: dict[str, list[int]] = {}
         self._by_position: dict[tuple[str, int], int] = {}

@@ -131,6 +131,7 @@ class Session:
         self.model.events.path.connect(lambda event: self.events.model_path(path=event.path))
         self._classify: Any = None
         self._train: Any = None
+        self._calibrate: Any = None
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
 
     def _on_layer_inserted(self, event: Any) -> None:
@@ -187,6 +188,15 @@ class Session:
 
             self._train = TrainRun(self)
         return self._train
+
+    @property
+    def calibrate(self) -> Any:
+        """The owner of this viewer's site calibrations (``napari/calibrate_run.py``)."""
+        if self._calibrate is None:
+            from napari_deparray_ctc.napari.calibrate_run import CalibrateRun
+
+            self._calibrate = CalibrateRun(self)
+        return self._calibrate
 
     def suggest(self, cell_ids: list[str]) -> None:
         """Show these cells first wherever cells are listed (``events.suggested``)."""

@@ -52,6 +52,7 @@ __all__ = [
     "TrainJob",
     "TrainOutcome",
     "TrainWorker",
+    "calibrate_job",
     "saliency_job",
     "shift_note",
     "suggest_job",
@@ -120,6 +121,7 @@ class ClassifyOutcome:
     error: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    shift_warning: str | None = None  # the cells look unlike the model's training cells
 
 
 class ClassifySignals(WorkerBaseSignals):
@@ -201,6 +203,7 @@ class ClassifyWorker(GuardedRunMixin, WorkerBase):
         note = shift_note(model, job.layers)
         if note:
             caught.append(warnings.WarningMessage(note, UserWarning, __file__, 0))
+        shifted = note
         return ClassifyOutcome(
             p_ctc=np.asarray(predictions.p_ctc, dtype=np.float64),
             model_threshold=float(model.threshold),
@@ -208,6 +211,7 @@ class ClassifyWorker(GuardedRunMixin, WorkerBase):
             done=len(predictions.p_ctc),
             seconds=time.perf_counter() - start,
             notes=[str(w.message) for w in caught if issubclass(w.category, UserWarning)],
+            shift_warning=shifted,
         )
 
 
@@ -314,17 +318,35 @@ def cached_model(path: str, device: str | None = None) -> Any:
         return _MODEL_CACHE[key]
 
 
-def suggest_job(model_path: str, layer: LayerCells, exclude: list[str], n: int) -> list[str]:
-    """The cells to label next (``core.suggest``): uncertain and diverse, not yet annotated.
+def suggest_job(
+    model_path: str,
+    layer: LayerCells,
+    exclude: list[str],
+    n: int,
+    purpose: str = "labelling",
+    pixel_size: float | None = None,
+) -> list[str]:
+    """The cells to label next (``core.suggest``), not yet annotated: uncertain and diverse
+    (``purpose="labelling"``), or those that best inform a site calibration
+    (``"calibration"``).
 
-    Run in a ``thread_worker``; the images are read from the layer's array chunk by chunk.
+    Run in a background worker; the images are read from the layer's array chunk by chunk.
     """
     load_torch_in_this_thread()
     from napari_deparray_ctc.core.inference.suggest import suggest_cells
 
     model = cached_model(model_path)
     images = list(iter_cell_images(_LayerStandIn(layer), layer.indices))
-    return suggest_cells(images, model, n=n, cell_ids=layer.cell_ids, exclude=exclude)
+    sizes = None if pixel_size is None else [pixel_size] * len(images)
+    return suggest_cells(
+        images,
+        model,
+        n=n,
+        cell_ids=layer.cell_ids,
+        exclude=exclude,
+        pixel_sizes=sizes,
+        purpose=purpose,
+    )
 
 
 def saliency_job(model_path: str, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -333,6 +355,47 @@ def saliency_job(model_path: str, images: list[np.ndarray]) -> list[np.ndarray]:
     from napari_deparray_ctc.core.inference.explain import saliency_maps
 
     return saliency_maps(images, cached_model(model_path), steps=8)
+
+
+@dataclass
+class CalibrationOutcome:
+    """What the site calibration job returns."""
+
+    site_model: Path | None = None
+    metadata: dict = field(default_factory=dict)
+    cancelled: bool = False
+
+
+def calibrate_job(
+    model_path: str,
+    layer: LayerCells,
+    labels: list[str | None],
+    pixel_size: float | None,
+    site: str,
+    should_stop: Any = None,
+) -> CalibrationOutcome:
+    """Calibrate the model to this export's instrument from its labelled cells
+    (``core.inference.site_calibration``) and save the site model beside the original."""
+    load_torch_in_this_thread()
+    from napari_deparray_ctc.core.inference.site_calibration import calibrate_to_site
+    from napari_deparray_ctc.core.model.file_policy import site_model_path
+    from napari_deparray_ctc.core.model.loaded import save_model
+
+    site_model = calibrate_to_site(
+        cached_model(model_path),
+        iter_cell_images(_LayerStandIn(layer), layer.indices),
+        labels,
+        cell_ids=layer.cell_ids,
+        pixel_size=pixel_size,
+        data_name=site,
+        source=model_path,
+        should_stop=should_stop,
+    )
+    if site_model is None:
+        return CalibrationOutcome(cancelled=True)
+    out = site_model_path(model_path, site)
+    save_model(out, site_model.network, site_model.metadata)
+    return CalibrationOutcome(out, dict(site_model.metadata))
 
 
 def shift_note(model: Any, layers: list[LayerCells], limit: int = 512) -> str | None:

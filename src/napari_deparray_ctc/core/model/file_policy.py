@@ -42,6 +42,7 @@ __all__ = [
     "is_not_worse",
     "place_trained_model",
     "recover_leftover",
+    "site_model_path",
     "start_model_file",
     "stored_val_metrics",
     "validation_sizes",
@@ -203,6 +204,27 @@ def _sibling(out: Path) -> Path:
         n += 1
         candidate = out.with_name(f"{stem}-{stamp}-{n}{suffix}")
     return candidate
+
+
+def site_model_path(model: str | os.PathLike, site: str) -> Path:
+    """Where a model calibrated for a site goes: beside the original, never over a file.
+
+    ``<model stem>.site-<site><suffix>`` (the site's name reduced to letters, digits, ``-``
+    and ``_``), or a dated sibling of it when that name is taken.
+
+    Parameters
+    ----------
+    model
+        The original model file (left untouched).
+    site
+        The site's name, e.g. the export's folder name.
+    """
+    model = Path(model).expanduser()
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in site).strip("-") or "site"
+    suffix = model.suffix or ".pt"
+    stem = model.name[: -len(model.suffix)] if model.suffix else model.name
+    target = model.with_name(f"{stem}.site-{slug[:60]}{suffix}")
+    return _sibling(target) if target.exists() else target
 
 
 def _figures(meta: Mapping[str, Any]) -> str:

@@ -212,7 +212,7 @@ def test_widget_says_only_bf_is_used(widget, viewer):
     _add_stack(viewer)
     note = widget.findChild(cw.QLabel, "bf_only_note").text()
     assert "Only the bright-field (BF)" in note and "not used" in note
-    choices = [widget.target_combo.itemText(i) for i in range(widget.target_combo.count())]
+    choices = [widget.cells.target_combo.itemText(i) for i in range(widget.cells.target_combo.count())]
     assert choices == ["export  (5 cells, BF)"]  # fluorescence layers are not offered
 
 
@@ -220,7 +220,7 @@ def test_two_exports_classify_only_the_chosen_one(widget, viewer, qtbot, fake_co
     old_bf, _ = _add_stack(viewer, name="training")
     _new_bf, _ = _add_stack(viewer, values=[10.0, 90.0], name="new export")
     # the newest export is offered first and chosen
-    assert widget.target_combo.currentData() == ("new export :: BF",)
+    assert widget.cells.target_combo.currentData() == ("new export :: BF",)
     _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     assert len(widget.results) == 2 and widget.results.layers == ["new export :: BF"]
@@ -273,7 +273,7 @@ def test_classify_set_of_plain_2d_layers(widget, viewer, qtbot, fake_core, model
         viewer.add_image(np.full((6, 7), v, dtype=np.uint16), name=f"cell{i}")
         for i, v in enumerate([80, 20, 60])
     ]
-    assert widget.target_combo.currentData() == ("cell0", "cell1", "cell2")
+    assert widget.cells.target_combo.currentData() == ("cell0", "cell1", "cell2")
     _choose_model(widget, qtbot, model_file)
     _run(widget, qtbot)
     for layer, expected in zip(layers, [0.8, 0.2, 0.6], strict=True):
@@ -308,7 +308,7 @@ def test_an_export_without_bf_says_classification_needs_bf(
             metadata={"deparray": {"channel": channel}},
         )
     _choose_model(widget, qtbot, model_file)
-    assert widget.target_combo.count() == 0
+    assert widget.cells.target_combo.count() == 0
     assert "no bright-field (BF)" in widget.status_label.text()
     assert widget.run() is None
     assert "'run7' has no bright-field (BF) images, only DAPI, CK" in errors[-1]
@@ -484,7 +484,7 @@ def test_csv_write_failure_keeps_old_file(
 def test_cancel_keeps_partial_results_out(widget, viewer, qtbot, fake_core, model_file):
     bf_layer, _ = _add_stack(viewer, values=[float(v) for v in range(10)])
     _choose_model(widget, qtbot, model_file)
-    widget.batch_spin.setValue(2)  # five batches
+    widget.cells.batch_spin.setValue(2)  # five batches
     fake_core.release.clear()  # hold the first batch until we cancel
     worker = widget.run()
     assert worker is not None
@@ -511,7 +511,7 @@ def test_progress_reaches_the_widget_and_activity_dock(
 ):
     _add_stack(viewer, values=[float(v) for v in range(7)])
     _choose_model(widget, qtbot, model_file)
-    widget.batch_spin.setValue(3)
+    widget.cells.batch_spin.setValue(3)
     seen = []
     fake_core.release.clear()  # hold the first batch until we listen
     worker = widget.run()
@@ -774,8 +774,8 @@ def test_every_control_explains_itself(widget):
     controls = [
         widget.model_box.edit,
         widget.model_box.browse_button,
-        widget.target_combo,
-        widget.batch_spin,
+        widget.cells.target_combo,
+        widget.cells.batch_spin,
         widget.run_button,
         widget.cancel_button,
         widget.results_box.threshold_slider,

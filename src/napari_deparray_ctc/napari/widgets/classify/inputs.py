@@ -17,6 +17,7 @@ __all__ = [
     "CONFIG_DIR_ENV",
     "ClassifyInputs",
     "Target",
+    "choose_target",
     "classify_targets",
     "config_dir",
     "exports_without_bf",
@@ -75,6 +76,42 @@ def classify_targets(layers: Sequence[Any]) -> list[Target]:
             )
         )
     return targets
+
+
+def choose_target(
+    targets: Sequence[Target],
+    previous: tuple[str, ...] | None,
+    offered_before: Collection[tuple[str, ...]],
+    user_choice: tuple[str, ...] | None,
+) -> tuple[str, ...] | None:
+    """Which "Cells" entry to select after the list changed (the one rule).
+
+    A choice the user made stays while its layers are there. Otherwise a newly opened export
+    becomes the choice; otherwise the previous entry stays, unless it is plain layers while
+    an export is open; otherwise the newest export (or the plain layers). Plain layers, the
+    plugin's own among them, never take a choice over by themselves.
+
+    Parameters
+    ----------
+    targets
+        The entries now offered (:func:`classify_targets`).
+    previous
+        The entry selected before the change.
+    offered_before
+        The entries offered before the change.
+    user_choice
+        The entry the user picked (``None``: none, or it was chosen automatically).
+    """
+    offered = [t.layer_names for t in targets]
+    exports = [t.layer_names for t in targets if not t.plain]
+    new_exports = [names for names in exports if names not in offered_before]
+    if user_choice is not None and user_choice in offered:
+        return user_choice
+    if new_exports and offered_before:
+        return new_exports[0]
+    if previous is not None and previous in offered and (not exports or previous in exports):
+        return previous
+    return exports[0] if exports else (offered[0] if offered else None)
 
 
 def exports_without_bf(layers: Sequence[Any]) -> str | None:

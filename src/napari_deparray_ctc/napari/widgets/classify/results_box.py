@@ -163,6 +163,7 @@ class ResultsBox(QWidget):
 
         bar.rangeChanged.connect(apply)
         apply()
+        QTimer.singleShot(0, apply)  # once the layout has settled
 
     def set_threshold(self, threshold: float) -> None:
         """Move the threshold slider (relabels at once, no rerun)."""
@@ -193,8 +194,10 @@ class ResultsBox(QWidget):
             return
         self.update_samples()
         counts, annotated = results.counts(), results.annotation_counts()
+        # calls on cells unlike the training cells rest on another instrument's calibration
+        mark = "NOT CALIBRATED for this instrument · " if results.calibration_warning else ""
         self.counts_label.setText(
-            f"CTC {counts['CTC']} · WBC {counts['WBC']} at threshold {results.threshold:.3f} "
+            f"{mark}CTC {counts['CTC']} · WBC {counts['WBC']} at threshold {results.threshold:.3f} "
             f"(model: {results.model_threshold:.3f}) · annotated "
             f"{annotated['CTC'] + annotated['WBC']} of {len(results)}"
         )
@@ -218,6 +221,8 @@ class ResultsBox(QWidget):
         ]
         if len(rows) > 12:
             lines.append(f"… and {len(rows) - 12} more samples (Export CSV, or classify --summary)")
+        if results.calibration_warning:
+            lines.insert(0, "<b>Not calibrated for this instrument</b>: counts and intervals below may be far off.")
         self.samples_label.setText("<br>".join(lines))
 
     def _on_annotation(self, event: Any) -> None:

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import cell_image, is_stack
-from napari_deparray_ctc.napari.layer_info import LayerInfo, mark_plugin_overlay
+from napari_deparray_ctc.napari.layer_info import OVERLAY_KEY, LayerInfo
 from napari_deparray_ctc.napari.widgets.common import notify
 from napari_deparray_ctc.napari.workers import LayerCells, saliency_job, suggest_job
 
@@ -216,8 +216,8 @@ class ReviewTools(QWidget):
                 opacity=0.6,
                 contrast_limits=(0.0, 1.0),
                 scale=scale,
+                metadata={OVERLAY_KEY: "saliency"},  # never offered as cells to classify
             )
-            mark_plugin_overlay(overlay, "saliency")  # never offered as cells to classify
             self.viewer.layers.selection.active = layer  # keep the cell layer selected
         overlay.metadata["saliency_of"] = cell_id
 

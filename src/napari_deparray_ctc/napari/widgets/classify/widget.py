@@ -12,22 +12,19 @@ import os
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 
 from napari_deparray_ctc.napari.results import ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
+from napari_deparray_ctc.napari.widgets.classify.calibrate_box import CalibrateBox
+from napari_deparray_ctc.napari.widgets.classify.cells_choice import CellsChoice
 from napari_deparray_ctc.napari.widgets.classify.inputs import (
     ClassifyInputs,
-    classify_targets,
     exports_without_bf,
     last_model_path,
 )
@@ -42,12 +39,6 @@ BF_ONLY_NOTE = (
     "Only the bright-field (BF) channel is classified; fluorescence layers (DAPI, PE, APC...) "
     "are not used. Plain 2-D image layers from other readers count as one BF cell each."
 )
-
-
-def _is_image_layer(layer: Any) -> bool:
-    from napari.layers import Image
-
-    return isinstance(layer, Image)
 
 
 class ClassifyWidget(QWidget):
@@ -65,7 +56,6 @@ class ClassifyWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.run_owner = self.session.classify
         self.device: str | None = None  # torch device for the next run (None: automatic)
-        self._user_choice: Any = None  # the "Cells" entry the user picked, kept until gone
         self._build_ui()
         self._add_callbacks()
         self.refresh_targets()
@@ -85,27 +75,8 @@ class ClassifyWidget(QWidget):
         self.model_box = ModelBox(self.session)
         layout.addWidget(section("Model", self.model_box))
 
-        cells = QWidget()
-        form = QFormLayout(cells)
-        self.target_combo = QComboBox()
-        self.target_combo.setToolTip(
-            "Which cells to classify: one export (its BF layer), or the plain image layers "
-            "opened with other readers. Only these cells are classified."
-        )
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 4096)
-        self.batch_spin.setValue(ClassifyInputs().batch_size)
-        self.batch_spin.setToolTip("Cells per forward pass: larger is faster, uses more memory")
-        self.adapt_check = QCheckBox("Adapt to this export")
-        self.adapt_check.setToolTip(
-            "Re-estimate the network's normalisation (BatchNorm) statistics on these cells "
-            "before classifying them: absorbs another instrument's contrast and noise without "
-            "labels. Best on exports of a few hundred cells or more."
-        )
-        form.addRow("Cells", self.target_combo)
-        form.addRow("Batch size", self.batch_spin)
-        form.addRow(self.adapt_check)
-        layout.addWidget(section("Cells", cells))
+        self.cells = CellsChoice(self.viewer)
+        layout.addWidget(section("Cells", self.cells))
 
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
@@ -125,14 +96,16 @@ class ClassifyWidget(QWidget):
         self.results_box = ResultsBox(self.session, self.run_owner.store_predictions)
         layout.addWidget(section("Results", self.results_box), 1)
         self.table = self.results_box.table  # the row a user activates jumps to the cell
-        self.review_tools = ReviewTools(self.session, self.model_box, self.current_layer_names)
+        self.review_tools = ReviewTools(self.session, self.model_box, self.cells.layer_names)
+        self.calibrate_box = CalibrateBox(self.session, self.cells.layer_names, self.run)
         layout.addWidget(section("Review", self.review_tools))
+        layout.addWidget(section("Calibrate to this instrument", self.calibrate_box))
 
     def _add_callbacks(self) -> None:
         events = self.viewer.layers.events
         run = self.run_owner.events
         self._followed = [
-            *((e, self.refresh_targets) for e in (events.inserted, events.removed, events.moved)),
+            *((e, self.refresh_targets) for e in (events.inserted, events.removed)),
             (self.session.events.shown, self._on_shown),
             (self.session.events.suggested, self._on_suggested),
             (run.started, self._on_started),
@@ -145,7 +118,6 @@ class ClassifyWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.table.rowActivated.connect(self.show_cell)
-        self.target_combo.activated.connect(self._on_user_chose)
 
     def closeEvent(self, event: Any) -> None:
         """Stop following the viewer and the session (a running classification goes on and
@@ -155,6 +127,8 @@ class ClassifyWidget(QWidget):
         self._followed = []
         self.model_box.close_box()
         self.review_tools.close_tools()
+        self.calibrate_box.close_box()
+        self.cells.close_box()
         super().closeEvent(event)
 
     @property
@@ -169,64 +143,20 @@ class ClassifyWidget(QWidget):
     # -- the cells ------------------------------------------------------------------------
 
     def refresh_targets(self, *_: Any) -> None:
-        """Refill the "Cells" list. A choice the user made stays until its layers are gone;
-        until then, the newest export is the choice. The plugin's own layers (saliency) and
-        other plain layers never take over a choice."""
-        previous = self.target_combo.currentData()
-        old = {self.target_combo.itemData(i) for i in range(self.target_combo.count())}
-        layers = [ly for ly in self.viewer.layers if _is_image_layer(ly)]
-        targets = classify_targets(layers)
-        self.target_combo.blockSignals(True)
-        self.target_combo.clear()
-        for target in targets:
-            self.target_combo.addItem(target.label, target.layer_names)
-        self.target_combo.blockSignals(False)
-        exports = [t.layer_names for t in targets if not t.plain]
-        new_exports = [names for names in exports if names not in old]
-        if self._user_choice is not None and self.target_combo.findData(self._user_choice) >= 0:
-            wanted = self._user_choice
-        elif new_exports and old:
-            wanted = new_exports[0]  # a newly opened export, while the user chose nothing
-        elif (
-            previous is not None
-            and self.target_combo.findData(previous) >= 0
-            and (not exports or previous in exports)
-        ):
-            wanted = previous
-        else:
-            self._user_choice = None
-            wanted = exports[0] if exports else (targets[0].layer_names if targets else None)
-        index = self.target_combo.findData(wanted) if wanted is not None else -1
-        self.target_combo.setCurrentIndex(max(index, 0) if targets else -1)
-        lacking = None if targets else exports_without_bf(self.viewer.layers)
-        if lacking and hasattr(self, "status_label"):
+        """Refill the "Cells" list; say why when nothing can be classified."""
+        if not self.cells.refresh() and (lacking := exports_without_bf(self.viewer.layers)):
             self.status_label.setText(lacking)
-
-    def _on_user_chose(self, index: int) -> None:
-        self._user_choice = self.target_combo.itemData(index)
 
     def choose_layers(self, names: Any) -> None:
         """Classify these layers next (one export's BF layer, or plain layers)."""
-        names = tuple(names)
-        index = self.target_combo.findData(names)
-        if index < 0:
-            self.target_combo.addItem(", ".join(names), names)
-            index = self.target_combo.count() - 1
-        self.target_combo.setCurrentIndex(index)
-        self._user_choice = names
-
-    def current_layer_names(self) -> tuple[str, ...] | None:
-        """The layers the "Cells" choice names (``None``: none)."""
-        names = self.target_combo.currentData()
-        return tuple(names) if names else None
+        self.cells.choose(names)
 
     def inputs(self) -> ClassifyInputs:
         """The inputs the next run would use."""
-        names = self.target_combo.currentData()
         return ClassifyInputs(
             model_path=self.model_box.path,
-            layer_names=tuple(names) if names else None,
-            batch_size=int(self.batch_spin.value()),
+            layer_names=self.cells.layer_names(),
+            batch_size=int(self.cells.batch_spin.value()),
             device=self.device,
         )
 
@@ -251,7 +181,7 @@ class ClassifyWidget(QWidget):
         """Classify the chosen cells in a background worker (``None``: refused, with why)."""
         return self.run_owner.start(
             self.inputs(),
-            adapt=self.adapt_check.isChecked(),
+            adapt=self.cells.adapt_check.isChecked(),
             layers_lacking_bf=exports_without_bf(self.viewer.layers),
         )
 
@@ -266,7 +196,7 @@ class ClassifyWidget(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.model_box.set_enabled(not running)
-        self.target_combo.setEnabled(not running)
+        self.cells.set_enabled(not running)
         self.progress_bar.setVisible(running)
 
     def _on_started(self, event: Any) -> None:
