@@ -25,8 +25,10 @@ CPU-time figures are steadier on a machine shared with other work). Run::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,7 +91,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the figures (every repeat) to this JSON file")
     args = parser.parse_args(argv)
+    report: dict = {
+        "command": "python benchmarks/bench_reader.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "cells": args.cells,
+        "size": args.size,
+        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+        "tifffile": tifffile.__version__,
+        "layouts": {},
+    }
 
     with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
         root = Path(tmp)
@@ -117,9 +130,17 @@ def main(argv: list[str] | None = None) -> None:
                         reader_read(folder)
                     cpu[name].append(time.process_time() - c0)
                     wall[name].append(time.perf_counter() - w0)
+            report["layouts"][layout] = {"wall_s": wall, "cpu_s": cpu}
             for label, times in (("wall", wall), ("cpu", cpu)):
                 best = {k: args.cells / min(v) for k, v in times.items()}
                 median = {k: args.cells / statistics.median(v) for k, v in times.items()}
+                report["layouts"][layout][f"ratio_{label}"] = {
+                    "best": best["reader"] / best["bare"],
+                    "median": median["reader"] / median["bare"],
+                    "per_repeat": [
+                        b / r for b, r in zip(times["bare"], times["reader"], strict=True)
+                    ],
+                }
                 print(
                     f"{layout:>10} {label:>4}: bare tifffile {best['bare']:6.0f} cells/s "
                     f"(median {median['bare']:.0f}) | read_export {best['reader']:6.0f} cells/s "
@@ -127,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{best['reader'] / best['bare']:.2f}, median "
                     f"{median['reader'] / median['bare']:.2f}"
                 )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

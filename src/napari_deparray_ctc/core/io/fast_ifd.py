@@ -85,25 +85,46 @@ def _single_item(byteorder: str, item: str) -> struct.Struct:
     return struct.Struct(byteorder + item)
 
 
+def _ifd_bytes(tif: tifffile.TiffFile, offset: int) -> bytes | None:
+    """The IFD at ``offset`` (entry count, entries, next-IFD offset): as the survey that
+    :func:`~.common.open_tiff` ran read it, or read now; ``None`` when cut short."""
+    survey = getattr(tif, "deparray_survey", None)
+    kept = survey.main_blocks.get(offset) if survey is not None else None
+    if kept is not None:
+        return kept
+    handle = tif.filehandle
+    fmt = tif.tiff
+    handle.seek(offset)
+    head = handle.read(fmt.tagnosize)
+    (count,) = struct.unpack(fmt.tagnoformat, head)
+    if count > _MAX_ENTRIES:
+        return None
+    block = handle.read(fmt.tagsize * count + fmt.offsetsize)
+    if len(block) < fmt.tagsize * count + fmt.offsetsize:
+        return None
+    return head + block
+
+
 def _scan_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[dict[int, Any], int] | None:
     """The wanted tags of the IFD at ``offset``, and the offset of the next IFD.
 
     Returns ``(values, next_ifd_offset)``: a tag's value is a tuple of numbers, or a string for
     ASCII tags. ``None`` when anything is unusual.
     """
-    handle = tif.filehandle
     fmt = tif.tiff  # classic TIFF or BigTIFF: entry sizes, byte order, offset format
     try:
-        handle.seek(offset)
-        (count,) = struct.unpack(fmt.tagnoformat, handle.read(fmt.tagnosize))
-        if count > _MAX_ENTRIES:
+        ifd = _ifd_bytes(tif, offset)
+        if ifd is None:
             return None
-        block = handle.read(fmt.tagsize * count + fmt.offsetsize)
-        if len(block) < fmt.tagsize * count + fmt.offsetsize:
+        (count,) = struct.unpack_from(fmt.tagnoformat, ifd)
+        start = fmt.tagnosize
+        end = start + fmt.tagsize * count
+        if count > _MAX_ENTRIES or len(ifd) < end + fmt.offsetsize:
             return None
         values: dict[int, Any] = {}
-        entries = struct.iter_unpack(fmt.tagheaderformat, block[: fmt.tagsize * count])
-        for code, kind, n_items, raw in entries:
+        byteorder, threshold = fmt.byteorder, fmt.tagoffsetthreshold
+        handle = None
+        for code, kind, n_items, raw in struct.iter_unpack(fmt.tagheaderformat, ifd[start:end]):
             if code not in _WANTED:
                 continue
             item = _TYPE_ITEMS.get(kind)
@@ -114,8 +135,9 @@ def _scan_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[dict[int, Any], int]
                 return None
             # a value that fits in the entry is stored in it; a longer one elsewhere, at the
             # offset the entry holds instead (4 bytes in classic TIFF, 8 in BigTIFF)
-            if size > fmt.tagoffsetthreshold:
+            if size > threshold:
                 (position,) = struct.unpack(fmt.offsetformat, raw)
+                handle = handle or tif.filehandle
                 handle.seek(position)
                 raw = handle.read(size)
                 if len(raw) < size:
@@ -125,13 +147,11 @@ def _scan_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[dict[int, Any], int]
             if kind == _ASCII:  # NUL-terminated; the first of repeated tags wins
                 values.setdefault(code, raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
             elif n_items == 1:
-                values[code] = _single_item(fmt.byteorder, item).unpack(raw)
+                values[code] = _single_item(byteorder, item).unpack(raw)
             else:
-                values[code] = struct.unpack(f"{fmt.byteorder}{n_items}{item}", raw)
-        position = fmt.tagsize * count  # the next-IFD offset follows the entries
-        (next_offset,) = struct.unpack(
-            fmt.offsetformat, block[position : position + fmt.offsetsize]
-        )
+                values[code] = struct.unpack(f"{byteorder}{n_items}{item}", raw)
+        # the next-IFD offset follows the entries
+        (next_offset,) = struct.unpack_from(fmt.offsetformat, ifd, end)
         return values, next_offset
     except (struct.error, OSError, ValueError):
         return None
@@ -139,13 +159,13 @@ def _scan_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[dict[int, Any], int]
 
 def _next_ifd_offset(tif: tifffile.TiffFile, offset: int) -> int | None:
     """Offset of the IFD after the one at ``offset`` (0 at the last page), or ``None``."""
-    handle = tif.filehandle
     fmt = tif.tiff
     try:
-        handle.seek(offset)
-        (count,) = struct.unpack(fmt.tagnoformat, handle.read(fmt.tagnosize))
-        handle.seek(offset + fmt.tagnosize + count * fmt.tagsize)
-        return struct.unpack(fmt.offsetformat, handle.read(fmt.offsetsize))[0]
+        ifd = _ifd_bytes(tif, offset)
+        if ifd is None:
+            return None
+        (count,) = struct.unpack_from(fmt.tagnoformat, ifd)
+        return struct.unpack_from(fmt.offsetformat, ifd, fmt.tagnosize + count * fmt.tagsize)[0]
     except (struct.error, OSError, ValueError):
         return None
 

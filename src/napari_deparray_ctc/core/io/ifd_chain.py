@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
 
@@ -37,6 +37,11 @@ _SUB_IFDS = 330
 _OFFSET_TYPES = {4: ("I", 4), 13: ("I", 4), 16: ("Q", 8), 18: ("Q", 8)}
 #: entries per IFD beyond which tifffile itself stops (a damaged count)
 _MAX_ENTRIES = 4096
+#: bytes read at each IFD in one call: its count and entries (and next offset) for IFDs of up
+#: to ~40 entries; a longer IFD gets a second read for the rest
+_FIRST_READ = 512
+#: main-chain IFDs whose bytes the survey keeps for the fast page list (bounded memory)
+KEPT_IFDS = 256
 
 _KINDS = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -151,11 +156,16 @@ class ChainSurvey:
         IFDs reached through ``SubIFDs`` tags (reduced resolutions, child images).
     complete
         False when the walk stopped at its ``max_ifds`` budget before the end.
+    main_blocks
+        The bytes of the first main-chain IFDs, by offset (entry count, entries and the
+        next-IFD offset, as read by the walk; at most :data:`KEPT_IFDS` of them): the fast
+        page list (:mod:`.fast_ifd`) parses them instead of reading them a second time.
     """
 
     main_ifds: int
     sub_ifds: int
     complete: bool = True
+    main_blocks: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,7 @@ def survey_ifd_chains(
     visited: set[int] = set()
     chains: list[tuple[int, str]] = [(first, "the page chain")]  # chain starts still to walk
     main = sub = used_bytes = 0
+    blocks: dict[int, bytes] = {}
     while chains:
         offset, chain = chains.pop()
         steps = 0
@@ -267,25 +278,32 @@ def survey_ifd_chains(
                 break  # reached from another chain too (pyramid levels listed and chained)
             in_chain.add(offset)
             visited.add(offset)
-            head = _read(descriptor, offset, fmt.countsize)
-            if len(head) < fmt.countsize:
+            # one read for the count and (usually) every entry; a long IFD gets a second one
+            ifd = _read(descriptor, offset, _FIRST_READ)
+            if len(ifd) < fmt.countsize:
                 break  # the file shrank: tifffile reports it
-            count = fmt.number(head, 0, fmt.countsize)
+            count = fmt.number(ifd, 0, fmt.countsize)
             if count > _MAX_ENTRIES:
                 break  # a damaged entry count: tifffile reports it
             length = count * fmt.entrysize + fmt.offsetsize
-            block = _read(descriptor, offset + fmt.countsize, length)
-            if len(block) < length:
+            whole = fmt.countsize + length
+            if len(ifd) < whole and len(ifd) == _FIRST_READ:
+                ifd += _read(descriptor, offset + _FIRST_READ, whole - _FIRST_READ)
+            if len(ifd) < whole:
                 break  # truncated inside the IFD: tifffile reports it
-            used_bytes += fmt.countsize + length
+            ifd = ifd[:whole]
+            block = ifd[fmt.countsize :]
+            used_bytes += whole
             if chain == "the page chain":
                 main += 1
+                if main <= KEPT_IFDS:
+                    blocks[offset] = ifd
             else:
                 sub += 1
             if used_bytes > size:
                 raise _overlapping(path, main + sub, size)
             if max_ifds is not None and main + sub >= max_ifds:
-                return ChainSurvey(main, sub, complete=False)
+                return ChainSurvey(main, sub, complete=False, main_blocks=blocks)
             _queue_sub_ifds(descriptor, fmt, block, count, size, sub_code, chains)
             following = fmt.number(block, count * fmt.entrysize, fmt.offsetsize)
             if offset < following < offset + fmt.countsize + length:
@@ -298,7 +316,7 @@ def survey_ifd_chains(
                 )
             offset = following
             steps += 1
-    return ChainSurvey(main, sub)
+    return ChainSurvey(main, sub, main_blocks=blocks)
 
 
 def _queue_sub_ifds(
