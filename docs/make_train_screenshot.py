@@ -4,7 +4,9 @@ Opens a labelled synthetic export with the plugin's reader, docks the widget, st
 training and saves a screenshot of the whole window once a few epochs are on the plot.
 Needs a display; on a headless machine::
 
-    xvfb-run -a -s "-screen 0 1500x1000x24" python docs/make_train_screenshot.py
+    xvfb-run -a -s "-screen 0 1366x768x24" python docs/make_train_screenshot.py
+
+The window is a laptop's 1366×768, the dock napari's default width (what an analyst sees).
 """
 
 from __future__ import annotations
@@ -23,24 +25,22 @@ def main() -> int:
     import napari
     from napari_deparray_ctc.core.gl_guard import avoid_gl_llvm_clash
     from napari_deparray_ctc.core.synth import write_export
-    from napari_deparray_ctc.napari.widgets.train.widget import TrainWidget
 
     tmp = Path(tempfile.mkdtemp(prefix="train-screenshot-"))
     export = write_export(
         tmp / "export", 200, ctc_fraction=0.35, seed=3, layout="classdirs", n_samples=2
     )
     viewer = napari.Viewer(title="napari-deparray-ctc: Train classifier")
-    viewer.window._qt_window.resize(1500, 1000)
+    viewer.window._qt_window.resize(1366, 768)
     layers = viewer.open(str(export), plugin="napari-deparray-ctc")
     avoid_gl_llvm_clash()
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train classifier", area="right")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Train classifier")
     widget.warmup.join()
     viewer.layers.selection.active = layers[0]
     viewer.dims.set_current_step(0, 7)
-    widget.epochs_spin.setValue(8)
-    widget.size_spin.setValue(48)
-    widget.out_edit.setText(str(tmp / "model.pt"))
+    widget.settings.epochs_spin.setValue(8)
+    widget.settings.size_spin.setValue(48)
+    widget.settings.out_edit.setText(str(tmp / "model.pt"))
 
     loop = QEventLoop()
     done = {"shot": False}
@@ -59,6 +59,9 @@ def main() -> int:
 
         for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
             toast.close()  # e.g. napari's note about the Qt backend: not part of the picture
+        scroll = getattr(widget, "scroll_area", None)
+        if scroll is not None:  # the live plot, as an analyst scrolls to it while training
+            scroll.ensureWidgetVisible(widget.plot, 0, 0)
         QTimer.singleShot(300, grab)
 
     def grab() -> None:

@@ -165,10 +165,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_docks_cut_nothing_at_the_default_dock_width(tmp_path: Path, tiny_model: Path) -> None:
-    """Issue 22, points 3 and 4: at 1366×768, with napari's default dock width, no button,
-    check box or one-line label of either dock is cut, before and after a run; the results
-    table shows its cell ids whole, needs no sideways scrolling, and keeps room for
-    rows when *Train classifier* docks under *Classify cells*."""
+    """Issue 22, points 3, 4 and 5: at 1366×768, with napari's default dock width, no button,
+    check box or one-line label of either dock is cut, before and after a run; the first Run
+    without a model guides, with a button that docks *Train classifier*; the results table
+    shows its cell ids whole, needs no sideways scrolling, and keeps room for rows when
+    *Train classifier* docks under *Classify cells*."""
     out = _run_in_window(
         tmp_path,
         f"""
@@ -184,6 +185,12 @@ def test_docks_cut_nothing_at_the_default_dock_width(tmp_path: Path, tiny_model:
         out["dock_width"] = dock.width()
         out["cut_fresh"] = cut_widgets(dock)
         shot(window, "classify_fresh")
+        classify.run()  # the analyst's first Run, before any model exists
+        settle(0.5)
+        out["first_run"] = classify.status_label.text()
+        out["guide_shown"] = classify.guide.isVisible()
+        out["cut_first_run"] = cut_widgets(dock)
+        shot(window, "classify_first_run")
         classify.set_model_path({str(tiny_model)!r})
         wait_for(lambda: not classify.model_box.is_checking)
         settle(0.3)
@@ -200,9 +207,11 @@ def test_docks_cut_nothing_at_the_default_dock_width(tmp_path: Path, tiny_model:
         out["id_width"] = table.columnWidth(COL_ID)
         out["id_text"] = max(table.fontMetrics().horizontalAdvance(t) for t in ids)
         out["sideways"] = table.horizontalScrollBar().maximum()
-        train_dock, train = viewer.window.add_plugin_dock_widget(
-            "napari-deparray-ctc", "Train classifier")
+        out["guide_after_run"] = classify.guide.isVisible()
+        classify.open_train_button.click()  # what the guidance offers: dock Train classifier
         settle(1.0)
+        train_dock = next(
+            d for d in window.findChildren(type(dock)) if "Train classifier" in d.name)
         out["cut_both"] = cut_widgets(dock) + cut_widgets(train_dock)
         out["classify_height"] = dock.height()
         viewport = classify.scroll_area.viewport()
@@ -215,7 +224,11 @@ def test_docks_cut_nothing_at_the_default_dock_width(tmp_path: Path, tiny_model:
         """,
     )
     assert out["dock_width"] < 420, out  # napari's default, not widened by the plugin
-    for key in ("cut_fresh", "cut_model", "cut_results", "cut_both"):
+    # point 5: the first Run without a model guides (what to do, a button), in words
+    assert out["first_run"].startswith("No classifier yet"), out
+    assert "Train classifier" in out["first_run"] and "c for CTC" in out["first_run"], out
+    assert out["guide_shown"] and not out["guide_after_run"], out
+    for key in ("cut_fresh", "cut_first_run", "cut_model", "cut_results", "cut_both"):
         assert out[key] == [], (key, out[key])
     assert out["status"].startswith("Classified 24 cells"), out
     assert out["layer_column_hidden"], out  # one export: its name is not repeated per row

@@ -14,11 +14,13 @@ body scrolls vertically only and everything in it fits its width:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QPoint, QSize, Qt, QUrl, Signal
+from qtpy.QtCore import QEvent, QPoint, QSize, Qt, QTimer, QUrl, Signal
 from qtpy.QtGui import QDesktopServices
 from qtpy.QtWidgets import (
     QApplication,
@@ -36,6 +38,7 @@ from qtpy.QtWidgets import (
 __all__ = [
     "DOCK_WIDTH",
     "KEEP_ROOM",
+    "ROOM_HEIGHT",
     "ElidedLabel",
     "Section",
     "fit_width",
@@ -54,7 +57,14 @@ COMBO_CHARS = 12
 #: in never gets shorter than that (e.g. when another dock joins it in the same column)
 KEEP_ROOM = "deparray_keep_room"
 #: the dock's title bar and margins around such a widget
-_ROOM_MARGIN = 60
+_ROOM_MARGIN = 40
+#: the height the dock has for such a widget (set by the dock on every resize: its height
+#: less :data:`ROOM_ABOVE`); the widget may make it its preferred height
+ROOM_HEIGHT = "deparray_room_height"
+#: what stays visible above such a widget (e.g. the threshold and the counts over the table)
+ROOM_ABOVE = 150
+#: when a scroll is applied again while a dock's layout settles (milliseconds)
+SETTLE_MS = (0, 150, 500)
 _ZWSP = "\u200b"  # zero-width space: where a long path or name may wrap
 
 
@@ -137,10 +147,36 @@ class _DockScrollArea(QScrollArea):
         body = self.widget()
         if body is not None:  # what was added since it was shown
             fit_width(body)
-        in_view = [w for w in self._kept() if self._in_view(w, event.oldSize().height())]
+        kept = self._kept()
+        in_view = [w for w in kept if self._in_view(w, event.oldSize().height())]
         super().resizeEvent(event)
-        for widget in in_view:  # e.g. the results table, when another dock makes this shorter
-            self.ensureWidgetVisible(widget, 0, 0)
+        room = max(0, self.viewport().height() - ROOM_ABOVE)
+        for widget in kept:  # as tall as the dock allows (its minimum at least)
+            if widget.property(ROOM_HEIGHT) != room:
+                widget.setProperty(ROOM_HEIGHT, room)
+                widget.updateGeometry()
+        if in_view:  # e.g. the results table, when another dock makes this one shorter
+            self.keep_in_view(in_view)
+
+    def keep_in_view(self, widgets: list[QWidget], seconds: float = 1.0) -> None:
+        """Scroll so that ``widgets`` are whole on screen, now and while the layout settles
+        (for ``seconds``: texts and sizes set after a resize move things a few times)."""
+        bar = self.verticalScrollBar()
+        until = time.monotonic() + seconds
+
+        def show(*_: Any) -> None:
+            if time.monotonic() > until:
+                with contextlib.suppress(TypeError, RuntimeError):
+                    bar.rangeChanged.disconnect(show)
+                return
+            with contextlib.suppress(RuntimeError):  # deleted meanwhile
+                for widget in widgets:
+                    self.ensureWidgetVisible(widget, 0, 0)
+
+        bar.rangeChanged.connect(show)
+        show()
+        for delay_ms in SETTLE_MS:  # layouts that settle without changing the range
+            QTimer.singleShot(delay_ms, show)
 
     def _kept(self) -> list[QWidget]:
         body = self.widget()

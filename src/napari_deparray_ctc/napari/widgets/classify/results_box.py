@@ -32,6 +32,7 @@ from superqt import QLabeledDoubleSlider
 from napari_deparray_ctc.napari.widgets.classify.table import ResultsTable
 from napari_deparray_ctc.napari.widgets.common import (
     KEEP_ROOM,
+    SETTLE_MS,
     notify,
     path_label,
     set_path_label,
@@ -163,7 +164,8 @@ class ResultsBox(QWidget):
 
         bar.rangeChanged.connect(apply)
         apply()
-        QTimer.singleShot(0, apply)  # once the layout has settled
+        for delay_ms in SETTLE_MS:  # layouts that settle without changing the range
+            QTimer.singleShot(delay_ms, apply)
 
     def set_threshold(self, threshold: float) -> None:
         """Move the threshold slider (relabels at once, no rerun)."""
@@ -222,7 +224,10 @@ class ResultsBox(QWidget):
         if len(rows) > 12:
             lines.append(f"… and {len(rows) - 12} more samples (Export CSV, or classify --summary)")
         if results.calibration_warning:
-            lines.insert(0, "<b>Not calibrated for this instrument</b>: counts and intervals below may be far off.")
+            lines.insert(
+                0,
+                "<b>Not calibrated for this instrument</b>: counts and intervals below may be far off.",
+            )
         self.samples_label.setText("<br>".join(lines))
 
     def _on_annotation(self, event: Any) -> None:

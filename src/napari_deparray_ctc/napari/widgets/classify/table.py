@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtCore import QEvent, QSize, Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deparray_ctc.core.constants import is_class_label
+from napari_deparray_ctc.napari.widgets.common import ROOM_HEIGHT
 
 __all__ = ["COLUMNS", "ResultsTable"]
 
@@ -40,8 +41,9 @@ REVIEW_KEYS: dict[int, str | None] = {
     int(Qt.Key.Key_Backspace): None,
 }
 CALL_COLOURS = {"CTC": "#ff6b6b", "WBC": "#7fb3ff"}
-#: rows the table always has room for, even with another dock beside it
-MIN_VISIBLE_ROWS = 8
+#: rows the table always has room for, even with other docks in its column (with all three
+#: docks on the right of a 1366×768 screen, more would push the window past the screen)
+MIN_VISIBLE_ROWS = 6
 #: the widest the layer column starts (its tooltip and the cell id's name the rest)
 LAYER_COLUMN_MAX = 110
 
@@ -185,6 +187,13 @@ class ResultsTable(QTableWidget):
             self.setUpdatesEnabled(True)
             self.blockSignals(False)
             self._updating = False
+
+    def sizeHint(self) -> QSize:
+        """As tall as the dock has room for (``ROOM_HEIGHT``, set by the dock), and at least
+        :data:`MIN_VISIBLE_ROWS` rows (Qt's default is 192 px, whatever the screen)."""
+        hint = super().sizeHint()
+        room = int(self.property(ROOM_HEIGHT) or 0)
+        return QSize(hint.width(), max(self.height_for_rows(MIN_VISIBLE_ROWS), room))
 
     def height_for_rows(self, rows: int) -> int:
         """Pixels the table needs to show ``rows`` rows under its header."""
