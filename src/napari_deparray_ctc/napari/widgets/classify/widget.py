@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_deparray_ctc.napari.classify_run import NO_MODEL_GUIDANCE
 from napari_deparray_ctc.napari.results import ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify.calibrate_box import CalibrateBox
@@ -92,6 +93,23 @@ class ClassifyWidget(QWidget):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
+        # the first run without a model: what to do next, one click away (not an error)
+        self.guide = QWidget()
+        guide_row = QHBoxLayout(self.guide)
+        guide_row.setContentsMargins(0, 0, 0, 0)
+        self.open_train_button = QPushButton("Open Train classifier")
+        self.open_train_button.setToolTip(
+            "Dock 'Train classifier': annotate a few cells with c (CTC) and w (WBC), train, "
+            "then 'Use this model'"
+        )
+        self.open_train_button.clicked.connect(self._open_train)
+        open_model = QPushButton("Open a model…")
+        open_model.setToolTip("Choose a model file (.pt) written by 'Train classifier'")
+        open_model.clicked.connect(self.model_box.browse_button.click)
+        guide_row.addWidget(self.open_train_button)
+        guide_row.addWidget(open_model)
+        self.guide.setVisible(False)
+        layout.addWidget(self.guide)
 
         self.results_box = ResultsBox(self.session, self.run_owner.store_predictions)
         layout.addWidget(section("Results", self.results_box), 1)
@@ -213,9 +231,19 @@ class ClassifyWidget(QWidget):
     def _on_progress(self, event: Any) -> None:
         self.progress_bar.setValue(int(event.done))
 
+    def _open_train(self) -> None:
+        window = getattr(self.viewer, "window", None)
+        if window is not None:
+            window.add_plugin_dock_widget("napari-deparray-ctc", "Train classifier")
+
     def _on_finished(self, event: Any) -> None:
         self._set_running(False)
         self.status_label.setText(event.message)
+        first_run = event.message == NO_MODEL_GUIDANCE
+        self.guide.setVisible(first_run)
+        if first_run:  # guidance, not an error
+            notify("info", event.message)
+            return
         if event.error:
             notify("error", event.message)
             return
