@@ -158,9 +158,10 @@ class ResultsBox(QWidget):
                 with contextlib.suppress(TypeError, RuntimeError):
                     bar.rangeChanged.disconnect(apply)
                 return
-            section = self.parentWidget().parentWidget() or self  # the "Results" section
-            bar.setValue(section.mapTo(scroll.widget(), QPoint(0, 0)).y())
-            scroll.ensureWidgetVisible(self.table, 0, 0)  # a short dock: the table first
+            with contextlib.suppress(RuntimeError):  # the dock was closed meanwhile
+                section = self.parentWidget().parentWidget() or self  # the "Results" section
+                bar.setValue(section.mapTo(scroll.widget(), QPoint(0, 0)).y())
+                scroll.ensureWidgetVisible(self.table, 0, 0)  # a short dock: the table first
 
         bar.rangeChanged.connect(apply)
         apply()
