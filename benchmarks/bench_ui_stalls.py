@@ -11,7 +11,13 @@ session is probed in turn, as a user meets it:
 4. the first classification of the session, then a second one;
 5. a short training run (the widget's default torch threads).
 
-Every phase runs twice, each time in a fresh process: once as the plugin runs
+A second fresh session runs the user's own sequence (issue 19), at a user's pace: dock
+"Train classifier", one second later dock "Classify cells", one second later type a model path
+in it (key by key, then Enter), and click *Run* half a second later, while the model file is
+still being checked. The stall of each step is the largest gap from that action to the next
+(the last one: until the classification's results are shown).
+
+Every sequence runs twice, each time in a fresh process: once as the plugin runs
 (``preload``: torch's libraries mapped with the interpreter lock released, see
 ``core/runtime.py``) and once without that preload (``DEPARRAY_CTC_PRELOAD=0``), and the two
 are printed side by side.
@@ -43,6 +49,88 @@ PHASES = (
     "second classification",
     "training (2 epochs)",
 )
+USER_PHASES = (
+    "user: dock Train classifier",
+    "user: dock Classify cells",
+    "user: type the model path",
+    "user: Run 0.5 s later (first classification)",
+)
+
+
+def save_model_file(model: Path) -> None:
+    """An untrained ResNet18 model file, written by another process (torch stays unloaded)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from napari_deparray_ctc.core.model.loaded import build_network, save_model;"
+            "save_model(sys.argv[1], build_network('resnet18'), {'arch': 'resnet18', "
+            "'threshold': 0.5, 'image_size': 64})",
+            str(model),
+        ],
+        check=True,
+    )
+
+
+def _user_child(args: argparse.Namespace) -> dict[str, float]:
+    """The user's sequence in a fresh session: dock Train, dock Classify, type, Run."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    import napari
+    from napari_deparray_ctc.core.synth import write_export
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ui-user-"))
+    os.environ.setdefault("DEPARRAY_CTC_CONFIG_DIR", str(tmp / "settings"))
+    export = write_export(
+        tmp / "export", args.cells, ctc_fraction=0.3, seed=0, layout="stack", n_samples=2
+    )
+    model = tmp / "model.pt"
+    save_model_file(model)
+    viewer = napari.Viewer(show=os.environ.get("QT_QPA_PLATFORM") != "offscreen")
+    viewer.open(str(export), plugin="napari-deparray-ctc")
+    probe(1.0)
+    stalls: dict[str, float] = {}
+    box: dict = {}
+
+    def step(name: str, action, then_seconds: float | None = None, until=None) -> None:
+        from qtpy.QtCore import QTimer
+
+        results: list[float] = []
+
+        def run_and_probe() -> None:
+            action()
+            results.append(probe(seconds=then_seconds, until=until))
+
+        QTimer.singleShot(0, run_and_probe)
+        outer = probe(until=lambda: bool(results))
+        stalls[name] = max(outer, results[0] if results else 0.0)
+
+    def dock(name: str, key: str) -> None:
+        box[key] = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", name)[1]
+
+    step("user: dock Train classifier", lambda: dock("Train classifier", "train"), 1.0)
+    step("user: dock Classify cells", lambda: dock("Classify cells", "classify"), 1.0)
+    classify = box["classify"]
+
+    def type_path() -> None:
+        edit = classify.model_box.edit
+        edit.setFocus()
+        edit.clear()
+        QTest.keyClicks(edit, str(model))
+        QTest.keyClick(edit, Qt.Key.Key_Return)
+
+    step("user: type the model path", type_path, 0.5)
+    step(
+        "user: Run 0.5 s later (first classification)",
+        classify.run_button.click,
+        until=lambda: not classify.is_running and classify.results is not None,
+    )
+    if classify.results is None:
+        raise SystemExit(f"classification failed: {classify.status_label.text()}")
+    stalls["user: model checked before Run"] = float(not classify.model_box.is_checking)
+    viewer.close()
+    return stalls
 
 
 def probe(seconds: float | None = None, until=None, interval_ms: int = 10) -> float:
@@ -112,20 +200,14 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
         )
         train_box["widget"] = widget
 
-    timed("dock Train classifier", dock_train, lambda: not train_box["widget"].warmup.is_alive())
+    def imported() -> bool:
+        warmup = getattr(train_box["widget"], "warmup", None)
+        return warmup is None or not warmup.is_alive()
+
+    timed("dock Train classifier", dock_train, imported)
     classify_box: dict = {}
     model = tmp / "model.pt"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from napari_deparray_ctc.core.model.loaded import build_network, save_model;"
-            "save_model(sys.argv[1], build_network('resnet18'), {'arch': 'resnet18', "
-            "'threshold': 0.5, 'image_size': 64})",
-            str(model),
-        ],
-        check=True,
-    )
+    save_model_file(model)
 
     def dock_classify() -> None:
         _dock, widget = viewer.window.add_plugin_dock_widget(
@@ -162,33 +244,73 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=1, help="fresh sessions per setting (1)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sequences",
+        default="phases,user",
+        help="comma-separated: phases (the phases above), user (the user's sequence)",
+    )
+    parser.add_argument(
+        "--settings", default="preload,no preload", help="comma-separated: preload, no preload"
+    )
+    parser.add_argument("--child", choices=("phases", "user"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(_child(args)), flush=True)
+        result = _child(args) if args.child == "phases" else _user_child(args)
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
 
-    figures: dict[str, list[dict[str, float]]] = {"preload": [], "no preload": []}
+    sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    figures: dict[str, dict[str, list[dict[str, float]]]] = {
+        seq: {setting: [] for setting in settings} for seq in sequences
+    }
     for _ in range(args.repeats):
-        for setting in figures:
-            env = {**os.environ, "DEPARRAY_CTC_PRELOAD": "1" if setting == "preload" else "0"}
-            command = [sys.executable, __file__, "--child", "--cells", str(args.cells)]
-            command += ["--idle-seconds", str(args.idle_seconds)]
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if done.returncode or line is None:
-                print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
-                return 1
-            figures[setting].append(json.loads(line[7:]))
+        for sequence in sequences:
+            for setting in settings:
+                env = {**os.environ, "DEPARRAY_CTC_PRELOAD": "1" if setting == "preload" else "0"}
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    sequence,
+                    "--cells",
+                    str(args.cells),
+                ]
+                command += ["--idle-seconds", str(args.idle_seconds)]
+                done = subprocess.run(
+                    command, env=env, capture_output=True, text=True, timeout=1800
+                )
+                line = next(
+                    (ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None
+                )
+                if done.returncode or line is None:
+                    print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+                    return 1
+                figures[sequence][setting].append(json.loads(line[7:]))
+                print(sequence, setting, line[7:], flush=True)
     print(
-        f"largest UI stall (ms), {args.cells} cells, {os.cpu_count()} CPUs, worst of {args.repeats} session(s)"
+        f"largest UI stall (ms), {args.cells} cells, {os.cpu_count()} CPUs, "
+        f"{args.repeats} session(s) each: median [min-max]"
     )
-    print(f"{'phase':<38}{'preload':>10}{'no preload':>12}")
-    for phase in PHASES:
-        worst = {k: max(run[phase] for run in v) for k, v in figures.items()}
-        print(f"{phase:<38}{worst['preload']:>10.0f}{worst['no preload']:>12.0f}")
+    print(f"{'phase':<48}" + "".join(f"{s:>22}" for s in settings))
+    for sequence in sequences:
+        for phase in PHASES if sequence == "phases" else USER_PHASES:
+            cells = []
+            for setting in settings:
+                values = [run[phase] for run in figures[sequence][setting]]
+                cells.append(
+                    f"{np.median(values):.0f} [{min(values):.0f}-{max(values):.0f}]".rjust(22)
+                )
+            print(f"{phase:<48}" + "".join(cells))
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        report = {
+            "command": "python benchmarks/bench_ui_stalls.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "figures": figures,
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib.util
 import os
 import sys
 import threading
 from collections.abc import Iterator
 
-__all__ = ["PRELOAD_ENV", "preload_torch_libraries", "torch_threads", "warm_up_torch"]
+__all__ = [
+    "PRELOAD_ENV",
+    "collections_paused",
+    "preload_torch_libraries",
+    "torch_threads",
+    "warm_up_torch",
+]
 
 #: set to ``0`` to skip the preload (to measure what it saves)
 PRELOAD_ENV = "DEPARRAY_CTC_PRELOAD"
@@ -104,16 +111,55 @@ def load_torch_in_this_thread() -> None:
 
     avoid_gl_llvm_clash()
     preload_torch_libraries()
-    import torch  # noqa: F401
+    if "torch" not in sys.modules:
+        with collections_paused():
+            import torch  # noqa: F401
+
+
+_GC_LOCK = threading.Lock()
+_GC_PAUSES = 0  # blocks open now (threads may nest them)
+_GC_WAS_ENABLED = True
+
+
+@contextlib.contextmanager
+def collections_paused() -> Iterator[None]:
+    """No garbage collection inside the block; what it created is then kept as old objects.
+
+    Importing torch (and torchvision) creates about a million Python objects. Each cyclic
+    garbage collection during the import, and the first one after it, walks all of them while
+    holding the interpreter lock: 80-200 ms each on the development machine, during which
+    napari's window is frozen (``benchmarks/bench_ui_stalls.py``). Inside this block the
+    collector is off; at its end the new objects are moved to the oldest generation without
+    being walked (``gc.freeze()`` then ``gc.unfreeze()``), so the next full collection comes
+    no sooner than it would have without the import. Nothing is kept alive: garbage made
+    during the block is collected by that later full collection.
+    """
+    global _GC_PAUSES, _GC_WAS_ENABLED
+    with _GC_LOCK:
+        if _GC_PAUSES == 0:
+            _GC_WAS_ENABLED = gc.isenabled()
+            gc.disable()
+        _GC_PAUSES += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_PAUSES -= 1
+            if _GC_PAUSES == 0:
+                gc.freeze()  # every tracked object to the permanent generation, not walked
+                gc.unfreeze()  # ...and back, into the oldest generation
+                if _GC_WAS_ENABLED:
+                    gc.enable()
 
 
 def _import_classifier() -> None:
     try:
-        load_torch_in_this_thread()
-        import torchvision.models  # noqa: F401
+        with collections_paused():
+            load_torch_in_this_thread()
+            import torchvision.models  # noqa: F401
 
-        import napari_deparray_ctc.core.inference.classify
-        import napari_deparray_ctc.core.training.train  # noqa: F401
+            import napari_deparray_ctc.core.inference.classify
+            import napari_deparray_ctc.core.training.train  # noqa: F401
     except Exception:  # a broken install is reported, with its reason, when work starts
         pass
 

@@ -25,12 +25,15 @@ def check_model_file(path: str) -> tuple[dict | None, str | None]:
     load it again.
     """
     from napari_deparray_ctc.core.errors import DeparrayError
-    from napari_deparray_ctc.core.runtime import load_torch_in_this_thread
-    from napari_deparray_ctc.napari.workers import cached_model
+    from napari_deparray_ctc.core.runtime import collections_paused, load_torch_in_this_thread
 
-    load_torch_in_this_thread()
     try:
-        return dict(cached_model(path).metadata), None
+        # no garbage collection over torch's million new objects while the UI waits (runtime)
+        with collections_paused():
+            load_torch_in_this_thread()
+            from napari_deparray_ctc.napari.workers import cached_model
+
+            return dict(cached_model(path).metadata), None
     except DeparrayError as exc:
         return None, str(exc)
     except OSError as exc:  # vanished between the choice and the check
