@@ -16,10 +16,9 @@ import logging
 import threading
 from typing import Any
 
-from napari.utils.events import EmitterGroup, Event
-
 from napari_deparray_ctc.napari.cells import cell_count
 from napari_deparray_ctc.napari.layer_info import LayerInfo
+from napari_deparray_ctc.napari.runs import RunOwner
 from napari_deparray_ctc.napari.workers import LayerCells, calibrate_job
 
 __all__ = ["CalibrateRun", "site_name"]
@@ -32,7 +31,7 @@ def site_name(layer: Any) -> str:
     return str(layer.name).split(" :: ")[0]
 
 
-class CalibrateRun:
+class CalibrateRun(RunOwner):
     """Site calibrations of one viewer (one at a time).
 
     Parameters
@@ -42,15 +41,8 @@ class CalibrateRun:
     """
 
     def __init__(self, session: Any) -> None:
-        self.session = session
-        self.events = EmitterGroup(source=self, started=Event, finished=Event)
-        self.worker: Any = None
+        super().__init__(session)
         self._stop = threading.Event()
-
-    @property
-    def is_running(self) -> bool:
-        """Whether a calibration is in progress."""
-        return self.worker is not None
 
     def label_counts(self, layer: Any) -> dict[str, int]:
         """``{"CTC", "WBC", "unlabelled"}`` among the cells of ``layer``."""
@@ -138,6 +130,3 @@ class CalibrateRun:
             message=f"Calibration failed: {reason or 'an unexpected problem'}.",
             error=True,
         )
-
-    def _on_finished(self) -> None:
-        self.worker = None

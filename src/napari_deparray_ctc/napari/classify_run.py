@@ -21,12 +21,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from napari.utils.events import EmitterGroup, Event
-
 from napari_deparray_ctc.core.constants import background_threads
 from napari_deparray_ctc.napari.cells import cell_count, ensure_deparray_metadata
 from napari_deparray_ctc.napari.layer_info import LayerInfo
 from napari_deparray_ctc.napari.results import CellResult, ClassificationResults
+from napari_deparray_ctc.napari.runs import RunOwner
 from napari_deparray_ctc.napari.workers import ClassifyJob, ClassifyWorker, LayerCells
 
 __all__ = ["NO_MODEL_GUIDANCE", "ClassifyRun"]
@@ -41,7 +40,7 @@ NO_MODEL_GUIDANCE = (
 )
 
 
-class ClassifyRun:
+class ClassifyRun(RunOwner):
     """The classification runs of one viewer (one at a time).
 
     Parameters
@@ -50,21 +49,12 @@ class ClassifyRun:
         The viewer's :class:`~napari_deparray_ctc.napari.session.Session`.
     """
 
+    EVENTS = ("started", "stage", "progress", "finished")
+
     def __init__(self, session: Any) -> None:
-        self.session = session
-        self.events = EmitterGroup(
-            source=self, started=Event, stage=Event, progress=Event, finished=Event
-        )
-        self.worker: ClassifyWorker | None = None
-        self.last_outcome: Any = None
+        super().__init__(session)
         self._layers: dict[str, Any] = {}
         self._model_path = ""
-        self.activity: Any = None
-
-    @property
-    def is_running(self) -> bool:
-        """Whether a classification is in progress."""
-        return self.worker is not None
 
     @property
     def layers(self) -> dict[str, Any]:
@@ -124,7 +114,7 @@ class ClassifyRun:
         # bar may process Qt events, and a quick worker's reports with them
         self.worker = worker
         self.events.started(total=job.n_cells)
-        self._open_activity(job.n_cells)
+        self._open_activity(job.n_cells, "Classifying cells")
         self.session.runs.start(
             worker,
             f"classifying {job.n_cells} cells",
@@ -171,16 +161,6 @@ class ClassifyRun:
 
     # -- following ------------------------------------------------------------------------
 
-    def _open_activity(self, total: int) -> None:
-        from napari.utils import progress
-
-        self.activity = progress(total=total, desc="Classifying cells")
-
-    def _close_activity(self) -> None:
-        if self.activity is not None:
-            self.activity.close()
-            self.activity = None
-
     # napari's activity bar may process Qt events when it changes (and with them the worker's
     # later reports): the run's own listeners are told first, the activity bar last
 
@@ -202,10 +182,6 @@ class ClassifyRun:
             "are in napari's console log.",
             error=True,
         )
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self._close_activity()
 
     def _on_returned(self, outcome: Any) -> None:
         self.last_outcome = outcome

@@ -37,6 +37,7 @@ __all__ = [
     "BackgroundRuns",
     "GuardedFunctionWorker",
     "GuardedRunMixin",
+    "RunOwner",
     "is_deleted_qt_object",
 ]
 
@@ -267,3 +268,43 @@ class BackgroundRuns:
             LOG.warning("still running after the window closed: %s", ", ".join(late))
         self._runs.clear()
         return late
+
+
+class RunOwner:
+    """What the owner of one kind of run shares (classify, train, calibrate): its session,
+    its events, the running worker (one at a time) and the last outcome.
+
+    Subclasses name their events in :attr:`EVENTS`.
+    """
+
+    EVENTS: tuple[str, ...] = ("started", "finished")
+
+    def __init__(self, session: Any) -> None:
+        from napari.utils.events import EmitterGroup, Event
+
+        self.session = session
+        self.events = EmitterGroup(source=self, **{name: Event for name in self.EVENTS})
+        self.worker: Any = None
+        self.last_outcome: Any = None
+        self.activity: Any = None  # napari's activity-dock progress bar of the run
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a run is in progress."""
+        return self.worker is not None
+
+    def _open_activity(self, total: int, description: str) -> None:
+        from napari.utils import progress
+
+        self.activity = progress(total=total, desc=description)
+
+    def _close_activity(self) -> None:
+        if self.activity is not None:
+            with contextlib.suppress(Exception):  # the activity dock only mirrors the run
+                self.activity.close()
+            self.activity = None
+
+    def _on_finished(self) -> None:
+        """The worker's thread ended (its outcome was reported before)."""
+        self.worker = None
+        self._close_activity()

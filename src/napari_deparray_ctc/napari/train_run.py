@@ -29,9 +29,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from napari.utils.events import EmitterGroup, Event
-
 from napari_deparray_ctc.napari.cells import cells_for_training
+from napari_deparray_ctc.napari.runs import RunOwner
 from napari_deparray_ctc.napari.widgets.train.texts import format_seconds
 from napari_deparray_ctc.napari.workers import TrainJob, TrainWorker
 
@@ -40,7 +39,7 @@ __all__ = ["TrainRun"]
 LOG = logging.getLogger(__name__)
 
 
-class TrainRun:
+class TrainRun(RunOwner):
     """The training runs of one viewer (one at a time).
 
     Parameters
@@ -49,20 +48,11 @@ class TrainRun:
         The viewer's :class:`~napari_deparray_ctc.napari.session.Session`.
     """
 
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.events = EmitterGroup(
-            source=self, started=Event, stage=Event, progress=Event, finished=Event
-        )
-        self.worker: TrainWorker | None = None
-        self.last_outcome: Any = None
-        self.activity: Any = None
-        self._timing: tuple[float, int] | None = None
+    EVENTS = ("started", "stage", "progress", "finished")
 
-    @property
-    def is_running(self) -> bool:
-        """``True`` while a training runs."""
-        return self.worker is not None
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self._timing: tuple[float, int] | None = None
 
     # -- the inputs -----------------------------------------------------------------------
 
@@ -151,10 +141,8 @@ class TrainRun:
         self.worker = worker
         self.last_outcome = None
         self._timing = None
-        from napari.utils import progress
-
         self.events.started(inputs=inputs, n_cells=len(data))
-        self.activity = progress(total=0, desc="Training classifier: starting")
+        self._open_activity(0, "Training classifier: starting")
         self.session.runs.start(
             worker,
             f"training a classifier on {len(data)} cells",
@@ -212,13 +200,6 @@ class TrainRun:
         self.events.finished(
             outcome=None, message=f"Training failed: {text}.", error=True, notify=True
         )
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        if self.activity is not None:
-            with contextlib.suppress(Exception):
-                self.activity.close()
-            self.activity = None
 
 
 def _overall_steps(report: Any) -> tuple[int, int]:

@@ -6,29 +6,24 @@ Modules:
 - ``sidecars``: annotation sidecars: location, merge, read-only fallback
 - ``cell_table``: the one per-cell CSV (CLI, Export CSV, the napari writer)
 
-The names below are imported on first use (PEP 562), so importing one torch-free
+The names below are imported on first use (``core.faces``), so importing one torch-free
 module of this package never imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
+from napari_deparray_ctc.core.faces import lazy_face
 
-_FACE = {
-    "canonical_label": "labels",
-    "read_labels_csv": "labels",
-    "write_labels_csv": "labels",
-    "AnnotationStore": "sidecars",
-    "apply_sidecar": "sidecars",
-    "write_cell_table": "cell_table",
-    "read_cell_table": "cell_table",
-    "cell_rows": "cell_table",
-}
-
-__all__ = sorted(_FACE)
-
-
-def __getattr__(name: str):
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        "canonical_label": "labels",
+        "read_labels_csv": "labels",
+        "write_labels_csv": "labels",
+        "AnnotationStore": "sidecars",
+        "apply_sidecar": "sidecars",
+        "write_cell_table": "cell_table",
+        "read_cell_table": "cell_table",
+        "cell_rows": "cell_table",
+    },
+)

@@ -5,24 +5,19 @@ Modules:
 - ``metrics``: scikit-learn metrics, PR curves, thresholds
 - ``report``: the self-contained HTML report
 
-The names below are imported on first use (PEP 562), so importing one torch-free
+The names below are imported on first use (``core.faces``), so importing one torch-free
 module of this package never imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
+from napari_deparray_ctc.core.faces import lazy_face
 
-_FACE = {
-    "classification_metrics": "metrics",
-    "build_report": "report",
-    "write_report": "report",
-}
-
-__all__ = sorted(_FACE)
-
-
-def __getattr__(name: str):
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        "classification_metrics": "metrics",
+        "build_report": "report",
+        "write_report": "report",
+    },
+)

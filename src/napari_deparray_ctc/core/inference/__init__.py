@@ -9,28 +9,23 @@ Modules:
 - ``shift``: the training cells' feature summary and the shift warning
 - ``suggest``: the cells to label next
 
-The names below are imported on first use (PEP 562), so importing one torch-free
+The names below are imported on first use (``core.faces``), so importing one torch-free
 module of this package never imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
+from napari_deparray_ctc.core.faces import lazy_face
 
-_FACE = {
-    "Predictions": "classify",
-    "evaluate": "classify",
-    "prepare_batch": "preprocess",
-    "saliency_maps": "explain",
-    "shift_check": "shift",
-    "suggest_cells": "suggest",
-    "sample_counts": "counts",
-}
-
-__all__ = sorted(_FACE)
-
-
-def __getattr__(name: str):
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        "Predictions": "classify",
+        "evaluate": "classify",
+        "prepare_batch": "preprocess",
+        "saliency_maps": "explain",
+        "shift_check": "shift",
+        "suggest_cells": "suggest",
+        "sample_counts": "counts",
+    },
+)

@@ -13,37 +13,32 @@ Modules:
 - ``calibration``: Platt calibration and the decision threshold
 - ``distributed``: DistributedDataParallel under torchrun
 
-The names below are imported on first use (PEP 562), so importing one torch-free
+The names below are imported on first use (``core.faces``), so importing one torch-free
 module of this package never imports torch.
 """
 
 from __future__ import annotations
 
-import importlib
+from napari_deparray_ctc.core.faces import lazy_face
 
-_FACE = {
-    "TrainConfig": "train",
-    "TrainProgress": "outcome",
-    "TrainResult": "outcome",
-    "cross_validate": "train",
-    "TrainingSet": "training_set",
-    "training_set_from_cells": "training_set",
-    "load_training_set": "training_set",
-    "check_training_set": "training_set",
-    "MIN_PER_CLASS": "training_set",
-    "MIN_TOTAL": "training_set",
-    "kfold_splits": "splits",
-    "split_train_val": "splits",
-    "PreparedData": "samples",
-    "SampleBank": "samples",
-    "prepare_tensors": "samples",
-    "BLEND_ALPHA_RANGE": "samples",
-}
-
-__all__ = sorted(_FACE)
-
-
-def __getattr__(name: str):
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_face(
+    __name__,
+    {
+        "TrainConfig": "train",
+        "TrainProgress": "outcome",
+        "TrainResult": "outcome",
+        "cross_validate": "train",
+        "TrainingSet": "training_set",
+        "training_set_from_cells": "training_set",
+        "load_training_set": "training_set",
+        "check_training_set": "training_set",
+        "MIN_PER_CLASS": "training_set",
+        "MIN_TOTAL": "training_set",
+        "kfold_splits": "splits",
+        "split_train_val": "splits",
+        "PreparedData": "samples",
+        "SampleBank": "samples",
+        "prepare_tensors": "samples",
+        "BLEND_ALPHA_RANGE": "samples",
+    },
+)

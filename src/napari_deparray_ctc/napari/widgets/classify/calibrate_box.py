@@ -15,10 +15,9 @@ from typing import Any
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_deparray_ctc.core.constants import is_class_label
-from napari_deparray_ctc.napari.layer_info import LayerInfo
+from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.widgets.common import notify
-from napari_deparray_ctc.napari.workers import LayerCells, suggest_job
+from napari_deparray_ctc.napari.workers import suggest_job, suggestion_job_args
 
 __all__ = ["NOT_CALIBRATED", "SUGGESTED_FOR_CALIBRATION", "CalibrateBox"]
 
@@ -85,21 +84,17 @@ class CalibrateBox(QWidget):
         layout.addWidget(self.status)
         self.suggest_button.clicked.connect(self.suggest)
         self.calibrate_button.clicked.connect(self.calibrate)
-        self._followed = [
+        self._followed = Follows(
             (session.events.results, self.update),
             (session.events.annotation, self.update),
             (self.run.events.started, self._on_started),
             (self.run.events.finished, self._on_finished),
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        )
         self.update()
 
     def close_box(self) -> None:
         """Stop following the session (the dock is closing)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
 
     def layer(self) -> Any | None:
         """The BF layer of the "Cells" choice (``None`` when none)."""
@@ -140,20 +135,9 @@ class CalibrateBox(QWidget):
         if layer is None or not model.path or model.problem:
             notify("error", "Suggest cells: choose a usable model and the cells first.")
             return None
-        info = LayerInfo.of(layer)
-        ids = info.cell_ids
-        exclude = [c for c, label in zip(ids, info.labels, strict=False) if is_class_label(label)]
-        cells = LayerCells(layer.name, layer.data, False, list(range(len(ids))), ids)
+        args = suggestion_job_args(layer, model.path, SUGGESTED_FOR_CALIBRATION, "calibration")
         runs = self.session.runs
-        worker = runs.function_worker(
-            suggest_job,
-            model.path,
-            cells,
-            exclude,
-            SUGGESTED_FOR_CALIBRATION,
-            "calibration",
-            info.pixel_size_um,
-        )
+        worker = runs.function_worker(suggest_job, *args)
         self.suggest_button.setEnabled(False)
         self.status.setText("Looking for the cells that best inform a calibration…")
         self._suggesting = worker

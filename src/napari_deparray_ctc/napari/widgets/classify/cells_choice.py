@@ -12,6 +12,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QSpinBox, QWidget
 
+from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.widgets.classify.inputs import (
     ClassifyInputs,
     choose_target,
@@ -61,18 +62,14 @@ class CellsChoice(QWidget):
         form.addRow(self.adapt_check)
         self.target_combo.activated.connect(self._on_user_chose)
         events = viewer.layers.events
-        self._followed = [
-            (e, self.refresh) for e in (events.inserted, events.removed, events.moved)
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        self._followed = Follows(
+            *((e, self.refresh) for e in (events.inserted, events.removed, events.moved))
+        )
         self.refresh()
 
     def close_box(self) -> None:
         """Stop following the viewer's layers (the dock is closing)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
 
     def refresh(self, *_: Any) -> bool:
         """Refill the list (see :func:`choose_target`); ``False`` when nothing can be

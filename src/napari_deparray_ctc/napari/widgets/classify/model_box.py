@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deparray_ctc.core.constants import MODEL_FILE_FILTER
+from napari_deparray_ctc.napari.follow import Follows
 
 __all__ = ["ModelBox", "describe_metadata"]
 
@@ -63,12 +64,10 @@ class ModelBox(QWidget):
         layout.addWidget(self.info)
         self.edit.editingFinished.connect(lambda: self.set_path(self.edit.text().strip()))
         self.browse_button.clicked.connect(self._browse)
-        self._followed = [
+        self._followed = Follows(
             (self.choice.events.path, self._on_choice_path),
             (self.choice.events.checked, self._on_checked),
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        )
         if self.choice.path:
             self.edit.setText(self.choice.path)
             self._show(self.choice.metadata, self.choice.problem, self.choice.is_checking)
@@ -130,9 +129,7 @@ class ModelBox(QWidget):
 
     def close_box(self) -> None:
         """Stop following the session's model choice (the dock is closing)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
 
     def set_enabled(self, enabled: bool) -> None:
         """Lock the choice while a run uses it."""

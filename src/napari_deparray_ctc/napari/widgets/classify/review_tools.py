@@ -27,11 +27,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import cell_image, is_stack
+from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.layer_info import OVERLAY_KEY, LayerInfo
 from napari_deparray_ctc.napari.widgets.common import notify
-from napari_deparray_ctc.napari.workers import LayerCells, saliency_job, suggest_job
+from napari_deparray_ctc.napari.workers import saliency_job, suggest_job, suggestion_job_args
 
 __all__ = ["SALIENCY_LAYER", "ReviewTools"]
 
@@ -94,18 +94,14 @@ class ReviewTools(QWidget):
         layout.addWidget(self.status)
         self.suggest_button.clicked.connect(self.suggest)
         self.saliency_check.toggled.connect(self._on_saliency_toggled)
-        self._followed = [
+        self._followed = Follows(
             (self.viewer.dims.events.current_step, self._refresh_saliency),
             (self.viewer.layers.selection.events.active, self._refresh_saliency),
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        )
 
     def close_tools(self) -> None:
         """Stop following the viewer (the dock is closing)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
 
     # -- suggestions ------------------------------------------------------------------
 
@@ -117,14 +113,9 @@ class ReviewTools(QWidget):
             notify("error", "Suggest next cells: choose a usable model and the cells first.")
             return None
         layer = self.viewer.layers[names[0]]
-        info = LayerInfo.of(layer)
-        ids = info.cell_ids
-        exclude = [c for c, label in zip(ids, info.labels, strict=False) if is_class_label(label)]
-        cells = LayerCells(layer.name, layer.data, False, list(range(len(ids))), ids)
+        args = suggestion_job_args(layer, path, int(self.suggest_spin.value()), "labelling")
         runs = self.session.runs
-        worker = runs.function_worker(
-            suggest_job, path, cells, exclude, int(self.suggest_spin.value())
-        )
+        worker = runs.function_worker(suggest_job, *args)
         self.suggest_button.setEnabled(False)
         self.status.setText("Looking for the most useful cells to label…")
         self._suggesting = worker

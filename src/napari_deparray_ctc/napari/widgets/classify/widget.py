@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deparray_ctc.napari.classify_run import NO_MODEL_GUIDANCE
+from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.results import ClassificationResults
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify.calibrate_box import CalibrateBox
@@ -122,7 +123,7 @@ class ClassifyWidget(QWidget):
     def _add_callbacks(self) -> None:
         events = self.viewer.layers.events
         run = self.run_owner.events
-        self._followed = [
+        self._followed = Follows(
             *((e, self.refresh_targets) for e in (events.inserted, events.removed)),
             (self.session.events.shown, self._on_shown),
             (self.session.events.suggested, self._on_suggested),
@@ -130,9 +131,7 @@ class ClassifyWidget(QWidget):
             (run.stage, self._on_stage),
             (run.progress, self._on_progress),
             (run.finished, self._on_finished),
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        )
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.table.rowActivated.connect(self.show_cell)
@@ -140,9 +139,7 @@ class ClassifyWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         """Stop following the viewer and the session (a running classification goes on and
         its results land in the session)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
         self.model_box.close_box()
         self.review_tools.close_tools()
         self.calibrate_box.close_box()

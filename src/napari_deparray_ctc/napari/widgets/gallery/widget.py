@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deparray_ctc.napari.cells import layer_channel
+from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.gallery import (
     SORT_KEYS,
     channel_layers,
@@ -127,16 +128,14 @@ class GalleryWidget(QWidget):
 
     def _add_callbacks(self) -> None:
         events, session = self.viewer.layers.events, self.session.events
-        self._followed = [
+        self._followed = Follows(
             (events.inserted, self.refresh_exports),
             (events.removed, self.refresh_exports),
             (session.annotation, self._on_annotation),
             (session.results, self._on_results),
             (session.shown, self._on_shown),
             (session.suggested, self._on_suggested),
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        )
         self.export_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
         self.sort_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
         self.tile_spin.valueChanged.connect(lambda *_: self.refresh())
@@ -154,9 +153,7 @@ class GalleryWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:
         """Stop following the viewer and the session (the dock is closing)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
         super().closeEvent(event)
 
     # -- content ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from napari_deparray_ctc.napari.cells import (
     layer_channel,
     pair_channel_layers,
 )
+from napari_deparray_ctc.napari.follow import Follows
 
 __all__ = ["CHOOSE_DAPI", "NO_DAPI", "CellsBox"]
 
@@ -85,18 +86,14 @@ class CellsBox(QWidget):
         self.advance_check.toggled.connect(lambda on: setattr(session, "advance", bool(on)))
         self.annotations_edit.editingFinished.connect(self._on_annotations_file_edited)
         events = viewer.layers.events
-        self._followed = [
+        self._followed = Follows(
             (session.events.annotation, self.update_summary),
             *((event, self.refresh) for event in (events.inserted, events.removed, events.moved)),
-        ]
-        for emitter, callback in self._followed:
-            emitter.connect(callback)
+        )
 
     def close_box(self) -> None:
         """Stop following the session and the viewer's layers (the dock is closing)."""
-        for emitter, callback in self._followed:
-            emitter.disconnect(callback)
-        self._followed = []
+        self._followed.close()
 
     def layer(self, name: str | None) -> Any | None:
         """The layer called ``name`` (``None`` for the placeholders or a vanished layer)."""

@@ -14,6 +14,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_deparray_ctc.core.runtime import warm_up_torch
+from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.session import annotations_path_for_layer, session_for
 from napari_deparray_ctc.napari.widgets.common import notify, scrollable_body, section
 from napari_deparray_ctc.napari.widgets.train.cells_box import CHOOSE_DAPI, NO_DAPI, CellsBox
@@ -35,14 +36,12 @@ class TrainWidget(QWidget):
         self.run = self.session.train
         self.last_message = ""
         self._build_ui()
-        self._connections = [
+        self._followed = Follows(
             (self.run.events.started, self._on_started),
             (self.run.events.stage, self._on_stage),
             (self.run.events.progress, self._on_progress),
             (self.run.events.finished, self._on_finished),
-        ]
-        for emitter, callback in self._connections:
-            emitter.connect(callback)
+        )
         self._add_callbacks()
         self.cells.refresh()
         self._set_running(self.run.is_running)
@@ -249,8 +248,6 @@ class TrainWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         """Stop following the session when the dock closes (a running training goes on and
         keeps its model; closing the window stops it as Stop does)."""
-        for emitter, callback in self._connections:
-            emitter.disconnect(callback)
-        self._connections = []
+        self._followed.close()
         self.cells.close_box()
         super().closeEvent(event)
