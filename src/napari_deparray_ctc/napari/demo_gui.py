@@ -77,7 +77,7 @@ def setup_demo(
     _dock, classify = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify cells")
     _dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train classifier")
     viewer.window.add_plugin_dock_widget(PLUGIN, "Cell gallery")
-    train.out_edit.setText(str(demo / "model.pt"))
+    train.settings.out_edit.setText(str(demo / "model.pt"))
     bf = next(
         (layer for layer in layers if layer.metadata.get("deparray", {}).get("channel") == "BF"),
         None,
