@@ -90,6 +90,9 @@ def main() -> int:
     _close_notifications(viewer)
     viewer.reset_view()
     settle(1.0)
+    if scroll is not None:  # the table whole, as an analyst scrolls to it
+        scroll.ensureWidgetVisible(widget.table, 0, 0)
+        settle(0.5)
     viewer.window._qt_window.grab().save(str(OUT))
     print(f"wrote {OUT}")
     viewer.close()

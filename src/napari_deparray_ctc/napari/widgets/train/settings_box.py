@@ -65,8 +65,8 @@ def validation_text(folds: int) -> str:
     """How training validates, as the widget runs it (``TrainConfig.folds`` networks)."""
     if folds > 1:
         return (
-            f"{folds}-fold cross-fitting: every annotated cell is scored by one of {folds} "
-            "networks that did not see it"
+            f"Cross-fitting, up to {folds} folds (at most one per sample): every annotated "
+            "cell is scored by a network that did not see it"
         )
     return "One split: a share of the annotated cells (whole samples when known) is held out."
 
@@ -74,8 +74,9 @@ def validation_text(folds: int) -> str:
 def validation_fraction_tip(folds: int) -> str:
     """The validation fraction's tooltip: when it counts, and whether it counts now."""
     when = (
-        f"Not used now: training cross-fits {folds} folds, so every annotated cell is "
-        "validated by a network that did not see it. "
+        f"Not used now: training cross-fits up to {folds} folds (no more than the samples, "
+        "or the cells of the rarer class), so every annotated cell is validated by a network "
+        "that did not see it. "
         if folds > 1
         else ""
     )
@@ -150,11 +151,13 @@ class SettingsBox(QWidget):
         self.val_spin.setToolTip(validation_fraction_tip(self.folds))
         self.val_spin.setParent(self)
         self.val_spin.hide()
-        self.validation_label = QLabel(validation_text(self.folds))
+        self.validation_label = QLabel(f"<b>Validation</b>: {validation_text(self.folds)}")
         self.validation_label.setWordWrap(True)
         self.validation_label.setObjectName("validation_label")
         self.validation_label.setToolTip(
-            f"{_tip('folds')}\n\nThe widget trains {self.folds} folds (TrainConfig's default)."
+            f"{_tip('folds')}\n\nThe widget trains up to {self.folds} folds (TrainConfig's "
+            "default): no more than the samples (patients) the cells come from, or the cells "
+            "of the rarer class."
         )
         self.seed_spin = _spin("seed")
         self.start_from_check = QCheckBox("Start from the current model")
@@ -185,7 +188,8 @@ class SettingsBox(QWidget):
         form.addRow("Image size", self.size_spin)
         form.addRow("Augmentation", augment_row)
         form.addRow("DAPI strategy", self.dapi_strategy_combo)
-        form.addRow("Validation", self.validation_label)
+        # a row of its own: a wrapped label in a form's field column gets too little height
+        form.addRow(self.validation_label)
         form.addRow("Seed", self.seed_spin)
         form.addRow(self.start_from_check)
         form.addRow("Model file", out_row)
@@ -196,7 +200,6 @@ class SettingsBox(QWidget):
             self.size_spin,
             self.dapi_strategy_combo,
             self.seed_spin,
-            self.validation_label,
         ):
             form.labelForField(widget).setToolTip(widget.toolTip())
         form.labelForField(out_row).setToolTip(self.out_edit.toolTip())
