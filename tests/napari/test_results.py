@@ -109,9 +109,10 @@ def test_failed_csv_write_keeps_the_old_file(results, tmp_path, monkeypatch):
     out = tmp_path / "calls.csv"
     out.write_text("precious\n")
 
-    # a failure while writing rows: the csv module raises inside atomic_write
+    # a failure while writing rows (the one CSV writer fails on a row) inside atomic_write
     monkeypatch.setattr(
-        "csv.DictWriter.writerow", lambda self, row: (_ for _ in ()).throw(OSError("disk full"))
+        "napari_deparray_ctc.core.annotations.csv_safe.escape_cell",
+        lambda value: (_ for _ in ()).throw(OSError("disk full")),
     )
     with pytest.raises(OSError, match="disk full"):
         results.to_csv(out)

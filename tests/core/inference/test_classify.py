@@ -83,7 +83,8 @@ def test_stored_threshold_is_used(model, tmp_path):
     save_model(path, model.network, {**model.metadata, "threshold": threshold})
     result = classify(images, path, device="cpu")
     assert result.threshold == pytest.approx(threshold)
-    np.testing.assert_allclose(result.p_ctc, p, rtol=0, atol=1e-6)
+    # the model file stores float16 weights (half the size): probabilities agree to 1e-3
+    np.testing.assert_allclose(result.p_ctc, p, rtol=0, atol=1e-3)
     expected = ["CTC" if v >= threshold else "WBC" for v in result.p_ctc]
     assert result.labels == expected
     assert 0 < expected.count("CTC") < 12

@@ -278,3 +278,7 @@ def test_a_site_calibration_that_does_not_beat_the_model_s_own_says_so(model):
     figures = again.site_profile["figures"]
     assert figures["log_loss_site_loo"] > figures["log_loss_model"]
     assert "does not beat the model's own" in again.site_profile["warning"]
+    # and it is never a worse calibration: the model's own calibration and threshold stay
+    assert figures["kept_model_calibration"] is True
+    assert again.calibration == tuned.calibration
+    assert again.threshold == pytest.approx(tuned.threshold)

@@ -154,9 +154,15 @@ def run(args: argparse.Namespace) -> int:
         f"({counts['CTC']} CTC, {counts['WBC']} WBC) of {profile['n_cells']}"
         + (", BatchNorm statistics re-estimated on the site's cells" if args.adapt else "")
     )
+    if figures.get("kept_model_calibration"):
+        how = "the model's own calibration kept"
+    elif calibration:
+        sign = "-" if calibration["b"] < 0 else "+"
+        how = f"P(CTC) = sigmoid({calibration['a']:.3f} x logit {sign} {abs(calibration['b']):.3f})"
+    else:
+        how = "no calibration"
     print(
-        f"  P(CTC) = sigmoid({calibration['a']:.3f} x logit {'-' if calibration['b'] < 0 else '+'}"
-        f" {abs(calibration['b']):.3f}); threshold {site.threshold:.3f} (the model's: "
+        f"  {how}; threshold {site.threshold:.3f} (the model's: "
         f"{float(model_meta.get('threshold', 0.5)):.3f})"
     )
     print(

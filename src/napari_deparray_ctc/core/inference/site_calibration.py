@@ -393,13 +393,22 @@ def calibrate_to_site(
         "called_ctc_site": int(np.sum(p_all >= threshold)),
     }
     warnings_: list[str] = []
-    if figures["log_loss_site_loo"] > figures["log_loss_model"]:
+    kept_model_calibration = figures["log_loss_site_loo"] > figures["log_loss_model"]
+    if kept_model_calibration:
+        # never a worse calibration: the site fit lost on cells it did not see
+        calibration = dict(old_calibration) if old_calibration else None
+        threshold = float(loaded.threshold)
+        p_all = apply_calibration(calibration, z_all)
+        share = float(np.mean(p_all))
+        figures["called_ctc_site"] = int(np.sum(p_all >= threshold))
         warnings_.append(
-            "On these labelled cells the site calibration does not beat the model's own "
+            "On these labelled cells a site calibration does not beat the model's own "
             f"(log-loss {figures['log_loss_site_loo']:.3f} left-one-out against "
-            f"{figures['log_loss_model']:.3f}): the site model may call worse than the "
-            "model. Label more cells (deparray-ctc suggest --for calibration) before using it."
+            f"{figures['log_loss_model']:.3f}), so the site model keeps the model's "
+            "calibration and threshold. Label more cells (deparray-ctc suggest --for "
+            "calibration) and calibrate again."
         )
+    figures["kept_model_calibration"] = bool(kept_model_calibration)
     if auc is not None and auc < 0.7:
         warnings_.append(
             f"At this site the network separates the labelled CTCs from the WBCs poorly "
@@ -450,7 +459,11 @@ def calibrate_to_site(
     }
     metadata = {
         **source_meta,
-        "calibration": {**calibration, "n_cells": int(labelled.sum())},
+        "calibration": (
+            source_meta.get("calibration")
+            if kept_model_calibration
+            else {**calibration, "n_cells": int(labelled.sum())}
+        ),
         "threshold": float(min(max(threshold, 0.0), 1.0)),
         "site_profile": profile,
     }

@@ -212,7 +212,9 @@ def test_widget_says_only_bf_is_used(widget, viewer):
     _add_stack(viewer)
     note = widget.findChild(cw.QLabel, "bf_only_note").text()
     assert "Only the bright-field (BF)" in note and "not used" in note
-    choices = [widget.cells.target_combo.itemText(i) for i in range(widget.cells.target_combo.count())]
+    choices = [
+        widget.cells.target_combo.itemText(i) for i in range(widget.cells.target_combo.count())
+    ]
     assert choices == ["export  (5 cells, BF)"]  # fluorescence layers are not offered
 
 
@@ -555,7 +557,9 @@ def test_missing_model_and_classifier_errors(
 ):
     _add_stack(viewer)
     assert widget.run() is None
-    assert "Choose a model file" in errors[-1]
+    # no model yet: the widget guides (issue 22), it does not fail in red
+    assert "Choose a model file" in widget.status_label.text()
+    assert widget.guide.isVisibleTo(widget) and not errors
     _choose_model(widget, qtbot, tmp_path / "gone.pt")
     assert "does not exist" in widget.model_box.info.text()
     assert widget.run() is None

@@ -60,7 +60,10 @@ def test_bf_and_dapi_are_paired_by_cell_id(viewer_widget) -> None:
     assert pairing.n_paired == 20
     assert pairing.cell_ids == deparray_meta(layers["DAPI"])["cell_ids"]
     assert "20 of 20 BF cells paired" in widget.cells.pairing_label.text()
-    assert "10 CTC" in widget.cells.counts_label.text() and "10 WBC" in widget.cells.counts_label.text()
+    assert (
+        "10 CTC" in widget.cells.counts_label.text()
+        and "10 WBC" in widget.cells.counts_label.text()
+    )
     # the default model file goes beside the export
     assert Path(widget.settings.out_edit.text()).parent == Path(layers["BF"].source.path)
 
