@@ -134,7 +134,10 @@ class ReviewTools(QWidget):
     def _on_suggested(self, ids: list[str]) -> None:
         self.suggested = list(ids)
         if not ids:
-            self.status.setText("Every cell is annotated already: nothing to suggest.")
+            self.status.setText(
+                "Every cell of this export is annotated already. Next: train on them in "
+                "'Train classifier', or open another export and suggest cells there."
+            )
             return
         self.status.setText(
             f"{len(ids)} cells to label next (uncertain and diverse), at the top of the table: "

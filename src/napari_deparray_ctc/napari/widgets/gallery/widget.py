@@ -35,6 +35,7 @@ from napari_deparray_ctc.napari.gallery import (
     SORT_KEYS,
     channel_layers,
     gallery_cells,
+    legend_text,
     sort_cells,
     tile_image,
 )
@@ -112,6 +113,9 @@ class GalleryWidget(QWidget):
         self.tiles.setMinimumHeight(200)
         self.tiles.installEventFilter(self)
         layout.addWidget(self.tiles, 1)
+        self.legend = QLabel("")  # what a tile shows, in words (its panels and colours)
+        self.legend.setWordWrap(True)
+        layout.addWidget(self.legend)
         row = QHBoxLayout()
         self.previous_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
@@ -217,6 +221,7 @@ class GalleryWidget(QWidget):
         layers = channel_layers(list(self.viewer.layers), bf) if bf is not None else []
         model = self.session.model_path
         with_maps = self.saliency_check.isChecked() and bool(model)
+        self.legend.setText(legend_text(layers, saliency=with_maps) if layers else "")
         if layers:
             panels = len(layers) + (1 if with_maps else 0)
             self.tiles.setIconSize(QSize((size + 2) * panels, size))
