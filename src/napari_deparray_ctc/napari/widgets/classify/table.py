@@ -15,67 +15,33 @@ from qtpy.QtCore import QEvent, QSize, Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QHeaderView,
-    QStyledItemDelegate,
     QTableWidget,
     QTableWidgetItem,
 )
 
 from napari_deparray_ctc.core.constants import is_class_label
+from napari_deparray_ctc.napari.widgets.classify.table_items import (
+    CALL_COLOURS,
+    COL_ANNOTATION,
+    COL_CALL,
+    COL_ID,
+    COL_LAYER,
+    COL_ORDER,
+    COL_P,
+    COL_UNCERTAINTY,
+    COLUMNS,
+    LAYER_COLUMN_MAX,
+    MIN_VISIBLE_ROWS,
+    REVIEW_KEYS,
+    ROW_ROLE,
+    SORT_ROLE,
+    AnnotationDelegate,
+    SortableItem,
+)
 from napari_deparray_ctc.napari.widgets.common import ROOM_HEIGHT
 
 __all__ = ["COLUMNS", "ResultsTable"]
-
-#: visible columns
-COLUMNS = ("cell id", "layer", "P(CTC)", "call", "annotation")
-COL_ID, COL_LAYER, COL_P, COL_CALL, COL_ANNOTATION, COL_UNCERTAINTY, COL_ORDER = range(7)
-#: item data role holding the result row index (column 0) or a numeric sort key
-ROW_ROLE = Qt.ItemDataRole.UserRole
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-ANNOTATION_CHOICES = ("", "CTC", "WBC")
-REVIEW_KEYS: dict[int, str | None] = {
-    int(Qt.Key.Key_C): "CTC",
-    int(Qt.Key.Key_W): "WBC",
-    int(Qt.Key.Key_Delete): None,
-    int(Qt.Key.Key_Backspace): None,
-}
-CALL_COLOURS = {"CTC": "#ff6b6b", "WBC": "#7fb3ff"}
-#: rows the table always has room for, even with other docks in its column (with all three
-#: docks on the right of a 1366×768 screen, more would push the window past the screen)
-MIN_VISIBLE_ROWS = 6
-#: the widest the layer column starts (its tooltip and the cell id's name the rest)
-LAYER_COLUMN_MAX = 110
-
-
-class _SortableItem(QTableWidgetItem):
-    """Table item that sorts by a numeric key (``SORT_ROLE``) instead of its text."""
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        mine, theirs = self.data(SORT_ROLE), other.data(SORT_ROLE)
-        if mine is None or theirs is None:
-            return super().__lt__(other)
-        return float(mine) < float(theirs)
-
-
-class _AnnotationDelegate(QStyledItemDelegate):
-    """Edits the annotation column with a combo box: blank / CTC / WBC."""
-
-    def createEditor(self, parent, option, index):
-        combo = QComboBox(parent)
-        combo.addItems(list(ANNOTATION_CHOICES))
-        combo.activated.connect(lambda _i, c=combo: self._commit(c))
-        return combo
-
-    def _commit(self, editor: QComboBox) -> None:
-        self.commitData.emit(editor)
-        self.closeEditor.emit(editor)
-
-    def setEditorData(self, editor, index):
-        editor.setCurrentText(index.data() or "")
-
-    def setModelData(self, editor, model, index):
-        model.setData(index, editor.currentText())
 
 
 class ResultsTable(QTableWidget):
@@ -102,7 +68,7 @@ class ResultsTable(QTableWidget):
             | QAbstractItemView.EditTrigger.SelectedClicked
             | QAbstractItemView.EditTrigger.EditKeyPressed
         )
-        self.setItemDelegateForColumn(COL_ANNOTATION, _AnnotationDelegate(self))
+        self.setItemDelegateForColumn(COL_ANNOTATION, AnnotationDelegate(self))
         self.verticalHeader().setVisible(False)
         # compact rows: a dock on a laptop shows about a dozen of them
         self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
@@ -153,14 +119,14 @@ class ResultsTable(QTableWidget):
                 )
                 layer_item = QTableWidgetItem(row.layer.split(" :: ")[0])
                 layer_item.setToolTip(row.layer)
-                p_item = _SortableItem(f"{row.p_ctc:.3f}")
+                p_item = SortableItem(f"{row.p_ctc:.3f}")
                 p_item.setData(SORT_ROLE, float(row.p_ctc))
                 p_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 call_item = QTableWidgetItem()
                 annotation_item = QTableWidgetItem(row.annotation or "")
                 annotation_item.setToolTip("Double-click, or press C / W / Del")
-                uncertainty_item = _SortableItem()
-                order_item = _SortableItem(str(i))
+                uncertainty_item = SortableItem()
+                order_item = SortableItem(str(i))
                 order_item.setData(SORT_ROLE, i)
                 for column, item in enumerate(
                     (
