@@ -75,6 +75,10 @@ _ALLOWED = {
         "completion marker inside a private staging folder that is then moved into place with "
         "one os.replace of the whole folder (the sample cache, not a user file)"
     ),
+    ("ifd_chain.py", "open"): (
+        "os.open with O_RDONLY | O_NONBLOCK, to look at a file without blocking on a pipe or "
+        "device before tifffile opens it; nothing is written"
+    ),
     ("sidecars.py", "open"): (
         "os.open of the export folder, read-only, to hold the advisory lock of a save; "
         "nothing is written through it"
