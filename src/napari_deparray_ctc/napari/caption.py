@@ -21,7 +21,8 @@ import weakref
 from typing import Any
 
 from napari_deparray_ctc.core.constants import is_class_label
-from napari_deparray_ctc.napari.cells import cell_count, deparray_meta
+from napari_deparray_ctc.napari.cells import cell_count
+from napari_deparray_ctc.napari.layer_info import LayerInfo
 
 __all__ = ["KEYS_HINT", "CellCaption", "bf_partner", "caption_text"]
 
@@ -39,17 +40,16 @@ def _text_overlay(viewer: Any) -> Any:
 
 def bf_partner(layers: Any, layer: Any) -> Any:
     """The BF layer of the export ``layer`` belongs to (``None``: it is BF, or has none)."""
-    channel = (deparray_meta(layer) or {}).get("channel")
-    if channel is None or channel == "BF":
+    info = LayerInfo.of(layer)
+    if info.channel is None or info.channel == "BF":
         return None
-    ids = list((deparray_meta(layer) or {}).get("cell_ids") or [])
     stem = str(getattr(layer, "name", "")).split(" :: ")[0]
     for other in layers:
-        meta = deparray_meta(other) or {}
+        theirs = LayerInfo.of(other)
         if (
             other is not layer
-            and meta.get("channel") == "BF"
-            and list(meta.get("cell_ids") or []) == ids
+            and theirs.channel == "BF"
+            and theirs.cell_ids == info.cell_ids
             and str(other.name).split(" :: ")[0] == stem
         ):
             return other
@@ -62,11 +62,9 @@ def caption_text(session: Any) -> str:
     if current is None:
         return ""
     layer, index, cell_id = current
-    meta = deparray_meta(layer) or {}
     n = cell_count(layer)
     where = cell_id if n == 1 else f"{cell_id} ({index + 1} of {n}, slider {index})"
-    labels = meta.get("labels") or []
-    label = labels[index] if index < len(labels) else None
+    label = LayerInfo.of(layer).label_of(index)
     parts = [f"annotated {label}" if is_class_label(label) else "not annotated"]
     results = session.results
     rows = results.indices_of(cell_id) if results is not None else []

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_deparray_ctc.core.constants import is_class_label
+from napari_deparray_ctc.napari.layer_info import LayerInfo
 
 __all__ = [
     "LABELS",
@@ -219,14 +220,14 @@ def cells_for_training(pairing: CellPairing) -> tuple[list[Any], int]:
     """
     from napari_deparray_ctc.core.io import Cell
 
-    bf_meta = deparray_meta(pairing.bf_layer) or {}
+    bf = LayerInfo.of(pairing.bf_layer)
     n = len(pairing.cell_ids)
-    bf_labels = list(bf_meta.get("labels") or [None] * n)
-    groups = list(bf_meta.get("groups") or [None] * n)
-    paths = list(bf_meta.get("paths") or [None] * n)
+    bf_labels = bf.labels or [None] * n
+    groups = bf.groups or [None] * n
+    paths = bf.paths or [None] * n
     dapi_labels: list[Any] = []
     if pairing.dapi_layer is not None:
-        dapi_labels = list((deparray_meta(pairing.dapi_layer) or {}).get("labels") or [])
+        dapi_labels = LayerInfo.of(pairing.dapi_layer).labels
     chosen: list[tuple[int, int | None, str, str]] = []
     n_unlabelled = 0
     for bf_index, dapi_index, cell_id in zip(
@@ -329,11 +330,11 @@ def find_partner_layers(layers: Sequence[Any], layer: Any, channel: str) -> list
     meta = deparray_meta(layer)
     if not meta:
         return []
-    ids = set(meta.get("cell_ids") or [])
+    ids = set(LayerInfo.of(layer).cell_ids)
     return [
         other
         for other in layers
         if other is not layer
         and layer_channel(other) == channel
-        and ids & set((deparray_meta(other) or {}).get("cell_ids") or [])
+        and ids & set(LayerInfo.of(other).cell_ids)
     ]

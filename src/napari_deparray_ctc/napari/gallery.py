@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_deparray_ctc.core.constants import is_class_label
 from napari_deparray_ctc.napari.cells import (
     cell_image,
-    deparray_meta,
     find_partner_layers,
     layer_channel,
 )
+from napari_deparray_ctc.napari.layer_info import LayerInfo
 
 __all__ = [
     "SORT_KEYS",
@@ -85,13 +84,11 @@ def channel_layers(layers: Sequence[Any], bf_layer: Any) -> list[Any]:
 
 def gallery_cells(bf_layer: Any, results: Any = None) -> list[GalleryCell]:
     """The cells of ``bf_layer`` with their annotation and, when classified, their call."""
-    meta = deparray_meta(bf_layer) or {}
-    labels = meta.get("labels") or []
+    info = LayerInfo.of(bf_layer)
     cells = []
-    for index, cell_id in enumerate(meta.get("cell_ids") or []):
-        cell = GalleryCell(str(cell_id), index)
-        label = labels[index] if index < len(labels) else None
-        cell.annotation = label if is_class_label(label) else None
+    for index, cell_id in enumerate(info.cell_ids):
+        cell = GalleryCell(cell_id, index)
+        cell.annotation = info.label_of(index)
         rows = results.indices_of(str(cell_id)) if results is not None else []
         if rows:
             row = rows[0]

@@ -19,12 +19,12 @@ from qtpy.QtWidgets import (
 
 from napari_deparray_ctc.napari.cells import (
     CellPairing,
-    deparray_meta,
     find_partner_layers,
     layer_channel,
     pair_channel_layers,
 )
 from napari_deparray_ctc.napari.follow import Follows
+from napari_deparray_ctc.napari.layer_info import LayerInfo
 
 __all__ = ["CHOOSE_DAPI", "NO_DAPI", "CellsBox"]
 
@@ -194,7 +194,7 @@ class CellsBox(QWidget):
             self.pairing_label.setText(
                 f"{pairing.n_paired} of {n} BF cells paired with DAPI by cell id."
             )
-        labels = (deparray_meta(pairing.bf_layer) or {}).get("labels") or []
+        labels = LayerInfo.of(pairing.bf_layer).labels
         n_ctc = sum(v == "CTC" for v in labels)
         n_wbc = sum(v == "WBC" for v in labels)
         self.counts_label.setText(
