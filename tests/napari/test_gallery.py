@@ -114,7 +114,7 @@ def test_gallery_widget_click_and_keys(viewer_with_export, qtbot) -> None:
     icon_size = gallery.tiles.iconSize()
     assert icon_size.width() > 1.9 * icon_size.height()
     # and the dock says, in words, what the panels and colours are (issue 22)
-    assert "BF (grey)" in gallery.legend.text() and "DAPI" in gallery.legend.text()
+    assert "BF (grey)" in gallery.tiles.toolTip() and "DAPI" in gallery.tiles.toolTip()
 
     # a click selects the cell everywhere: the slider moves to it
     item = gallery.tiles.item(2)

@@ -113,9 +113,6 @@ class GalleryWidget(QWidget):
         self.tiles.setMinimumHeight(200)
         self.tiles.installEventFilter(self)
         layout.addWidget(self.tiles, 1)
-        self.legend = QLabel("")  # what a tile shows, in words (its panels and colours)
-        self.legend.setWordWrap(True)
-        layout.addWidget(self.legend)
         row = QHBoxLayout()
         self.previous_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
@@ -221,7 +218,9 @@ class GalleryWidget(QWidget):
         layers = channel_layers(list(self.viewer.layers), bf) if bf is not None else []
         model = self.session.model_path
         with_maps = self.saliency_check.isChecked() and bool(model)
-        self.legend.setText(legend_text(layers, saliency=with_maps) if layers else "")
+        # each panel names its channel in its colour; the legend in words is the tiles' tooltip
+        # (a label here would push three stacked docks past a 768 px screen)
+        self.tiles.setToolTip(legend_text(layers, saliency=with_maps) if layers else "")
         if layers:
             panels = len(layers) + (1 if with_maps else 0)
             self.tiles.setIconSize(QSize((size + 2) * panels, size))
