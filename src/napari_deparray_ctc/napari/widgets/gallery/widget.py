@@ -11,17 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QSize, Qt
-from qtpy.QtGui import QColor, QCursor, QIcon, QImage, QPixmap
+from qtpy.QtCore import QSize
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListView,
-    QListWidget,
     QListWidgetItem,
     QPushButton,
     QSpinBox,
@@ -40,18 +36,9 @@ from napari_deparray_ctc.napari.gallery import (
     tile_image,
 )
 from napari_deparray_ctc.napari.session import session_for
+from napari_deparray_ctc.napari.widgets.gallery import tiles as tile_view
 
 __all__ = ["GalleryWidget"]
-
-_KEYS = {int(Qt.Key.Key_C): "CTC", int(Qt.Key.Key_W): "WBC", int(Qt.Key.Key_U): None}
-_BACKGROUND = {"CTC": QColor(120, 40, 40), "WBC": QColor(40, 60, 110), None: QColor(0, 0, 0, 0)}
-_ID_ROLE = Qt.ItemDataRole.UserRole
-
-
-def _icon(rgb) -> QIcon:
-    height, width, _ = rgb.shape
-    image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
-    return QIcon(QPixmap.fromImage(image))
 
 
 class GalleryWidget(QWidget):
@@ -102,16 +89,7 @@ class GalleryWidget(QWidget):
         )
         hint.setWordWrap(True)
         layout.addWidget(hint)
-        self.tiles = QListWidget()
-        self.tiles.setViewMode(QListView.ViewMode.IconMode)
-        self.tiles.setResizeMode(QListView.ResizeMode.Adjust)
-        self.tiles.setMovement(QListView.Movement.Static)
-        self.tiles.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.tiles.setWordWrap(True)
-        self.tiles.setSpacing(4)
-        self.tiles.setMouseTracking(True)
-        self.tiles.setMinimumHeight(200)
-        self.tiles.installEventFilter(self)
+        self.tiles = tile_view.mosaic(event_filter=self)
         layout.addWidget(self.tiles, 1)
         row = QHBoxLayout()
         self.previous_button = QPushButton("◀ Previous")
@@ -231,12 +209,7 @@ class GalleryWidget(QWidget):
                 missing.append(cell)
                 saliency = np.zeros((4, 4), np.float32)  # drawn once the map is ready
             tile = tile_image(layers, cell.index, size, saliency=saliency)
-            item = QListWidgetItem(_icon(tile), cell.caption)
-            item.setData(_ID_ROLE, cell.cell_id)
-            item.setBackground(_BACKGROUND[cell.annotation])
-            item.setToolTip(
-                f"{cell.caption}\nchannels: {', '.join(layer_channel(ly) or '?' for ly in layers)}"
-            )
+            item = tile_view.tile_item(tile, cell, layers)
             self.tiles.addItem(item)
             self._items[cell.cell_id] = item
         self.page_label.setText(
@@ -286,12 +259,11 @@ class GalleryWidget(QWidget):
     # -- interaction -----------------------------------------------------------------------
 
     def _on_clicked(self, item: QListWidgetItem) -> None:
-        self.session.show_cell(item.data(_ID_ROLE))
+        self.session.show_cell(item.data(tile_view.ID_ROLE))
 
     def item_under_cursor(self) -> QListWidgetItem | None:
         """The tile under the mouse, else the selected tile."""
-        item = self.tiles.itemAt(self.tiles.viewport().mapFromGlobal(QCursor.pos()))
-        return item or self.tiles.currentItem()
+        return tile_view.item_under_cursor(self.tiles)
 
     def annotate(self, cell_id: str, label: str | None) -> None:
         """Annotate a cell (through the session: every layer, the sidecar, every widget)."""
@@ -299,14 +271,9 @@ class GalleryWidget(QWidget):
 
     def eventFilter(self, watched: Any, event: Any) -> bool:
         """c / w / u annotate the tile under the cursor."""
-        if (
-            watched is self.tiles
-            and event.type() == QEvent.Type.KeyPress
-            and int(event.key()) in _KEYS
-        ):
-            item = self.item_under_cursor()
-            if item is not None:
-                self.annotate(item.data(_ID_ROLE), _KEYS[int(event.key())])
+        key = tile_view.annotation_key(self.tiles, watched, event)
+        if key is not None:
+            self.annotate(*key)
             return True
         return super().eventFilter(watched, event)
 
@@ -317,8 +284,7 @@ class GalleryWidget(QWidget):
         for cell in self.order:
             if cell.cell_id == event.cell_id:
                 cell.annotation = event.label
-                item.setText(cell.caption)
-                item.setBackground(_BACKGROUND[cell.annotation])
+                tile_view.show_annotation(item, cell)
                 break
 
     def _on_shown(self, event: Any) -> None:
