@@ -198,6 +198,24 @@ class Session:
             self._calibrate = CalibrateRun(self)
         return self._calibrate
 
+    def start_suggestion(
+        self, layer: Any, n: int, purpose: str, name: str, **callbacks: Any
+    ) -> Any | None:
+        """Suggest ``n`` of ``layer``'s cells not yet annotated (``core.inference.suggest``,
+        ``purpose`` "labelling" or "calibration") with the chosen model, in a background run;
+        ``callbacks`` as for :meth:`BackgroundRuns.start`. Returns the worker (``None``: the
+        window is closing)."""
+        from napari_deparray_ctc.napari.workers import LayerCells, suggest_job
+
+        info = LayerInfo.of(layer)
+        ids = info.cell_ids
+        exclude = [c for c, label in zip(ids, info.labels, strict=False) if is_class_label(label)]
+        cells = LayerCells(layer.name, layer.data, False, list(range(len(ids))), ids)
+        worker = self.runs.function_worker(
+            suggest_job, self.model.path, cells, exclude, n, purpose, info.pixel_size_um
+        )
+        return self.runs.start(worker, name, **callbacks)
+
     def suggest(self, cell_ids: list[str]) -> None:
         """Show these cells first wherever cells are listed (``events.suggested``)."""
         self.events.suggested(cell_ids=list(cell_ids))

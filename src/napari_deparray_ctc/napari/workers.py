@@ -56,7 +56,6 @@ __all__ = [
     "saliency_job",
     "shift_note",
     "suggest_job",
-    "suggestion_job_args",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -348,19 +347,6 @@ def suggest_job(
         pixel_sizes=sizes,
         purpose=purpose,
     )
-
-
-def suggestion_job_args(layer: Any, model_path: str, n: int, purpose: str) -> tuple:
-    """The arguments of :func:`suggest_job` for a cell layer: its cells read from the layer's
-    array, the annotated ones left out, the export's pixel size."""
-    from napari_deparray_ctc.core.constants import is_class_label
-    from napari_deparray_ctc.napari.layer_info import LayerInfo
-
-    info = LayerInfo.of(layer)
-    ids = info.cell_ids
-    exclude = [c for c, label in zip(ids, info.labels, strict=False) if is_class_label(label)]
-    cells = LayerCells(layer.name, layer.data, False, list(range(len(ids))), ids)
-    return model_path, cells, exclude, n, purpose, info.pixel_size_um
 
 
 def saliency_job(model_path: str, images: list[np.ndarray]) -> list[np.ndarray]:

@@ -17,7 +17,6 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.widgets.common import notify
-from napari_deparray_ctc.napari.workers import suggest_job, suggestion_job_args
 
 __all__ = ["NOT_CALIBRATED", "SUGGESTED_FOR_CALIBRATION", "CalibrateBox"]
 
@@ -52,7 +51,6 @@ class CalibrateBox(QWidget):
         self.run = session.calibrate
         self.layer_names = layer_names
         self.rerun = rerun
-        self._suggesting: Any = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.note = QLabel(
@@ -135,14 +133,12 @@ class CalibrateBox(QWidget):
         if layer is None or not model.path or model.problem:
             notify("error", "Suggest cells: choose a usable model and the cells first.")
             return None
-        args = suggestion_job_args(layer, model.path, SUGGESTED_FOR_CALIBRATION, "calibration")
-        runs = self.session.runs
-        worker = runs.function_worker(suggest_job, *args)
         self.suggest_button.setEnabled(False)
         self.status.setText("Looking for the cells that best inform a calibration…")
-        self._suggesting = worker
-        return runs.start(
-            worker,
+        return self.session.start_suggestion(
+            layer,
+            SUGGESTED_FOR_CALIBRATION,
+            "calibration",
             "suggesting cells for a calibration",
             returned=self._on_suggested,
             errored=lambda exc: self._fail(f"Suggesting cells failed: {exc}"),
@@ -160,7 +156,6 @@ class CalibrateBox(QWidget):
         )
 
     def _on_suggest_finished(self) -> None:
-        self._suggesting = None
         self.suggest_button.setEnabled(True)
 
     def calibrate(self) -> Any | None:

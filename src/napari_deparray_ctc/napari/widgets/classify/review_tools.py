@@ -31,7 +31,7 @@ from napari_deparray_ctc.napari.cells import cell_image, is_stack
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.layer_info import OVERLAY_KEY, LayerInfo
 from napari_deparray_ctc.napari.widgets.common import notify
-from napari_deparray_ctc.napari.workers import saliency_job, suggest_job, suggestion_job_args
+from napari_deparray_ctc.napari.workers import saliency_job
 
 __all__ = ["SALIENCY_LAYER", "ReviewTools"]
 
@@ -112,20 +112,18 @@ class ReviewTools(QWidget):
         if not names or not path or self.model_box.problem:
             notify("error", "Suggest next cells: choose a usable model and the cells first.")
             return None
-        layer = self.viewer.layers[names[0]]
-        args = suggestion_job_args(layer, path, int(self.suggest_spin.value()), "labelling")
-        runs = self.session.runs
-        worker = runs.function_worker(suggest_job, *args)
         self.suggest_button.setEnabled(False)
         self.status.setText("Looking for the most useful cells to label…")
-        self._suggesting = worker
-        return runs.start(
-            worker,
+        self._suggesting = self.session.start_suggestion(
+            self.viewer.layers[names[0]],
+            int(self.suggest_spin.value()),
+            "labelling",
             "suggesting cells to label",
             returned=self._on_suggested,
             errored=lambda exc: self._fail(f"Suggesting cells failed: {exc}"),
             finished=self._on_suggest_finished,
         )
+        return self._suggesting
 
     def _on_suggest_finished(self) -> None:
         self._suggesting = None
