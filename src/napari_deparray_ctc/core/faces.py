@@ -7,23 +7,33 @@ importing the package (or one torch-free module of it) then imports nothing heav
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["lazy_face"]
 
 
-def lazy_face(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], list[str]]:
-    """``(__getattr__, __all__)`` for a package whose ``names`` live in its modules.
+def lazy_face(package: str, listing: str) -> tuple[Callable[[str], Any], list[str]]:
+    """``(__getattr__, __all__)`` for a package whose names live in its modules.
 
     Parameters
     ----------
     package
         The package's ``__name__``.
-    names
-        ``{name: module}``: each name and the module of the package that defines it.
+    listing
+        One line per module of the package: ``module: name name …``, the names it defines
+        that the package's face offers. Blank lines are ignored.
+
+    Examples
+    --------
+    >>> getattr_, names = lazy_face("json", "decoder: JSONDecoder JSONDecodeError")
+    >>> names
+    ['JSONDecodeError', 'JSONDecoder']
     """
-    table = dict(names)
+    table = {}
+    for line in listing.strip().splitlines():
+        module, _, names = line.partition(":")
+        table.update(dict.fromkeys(names.split(), module.strip()))
 
     def __getattr__(name: str) -> Any:
         if name in table:
