@@ -5,29 +5,23 @@ body scrolls vertically only and everything in it fits its width:
 
 * :func:`scrollable_body` fits what it holds to the dock's width when it is shown (combo boxes
   no wider than a few words, form labels above their field when a row does not fit);
-* :class:`ElidedLabel` is a one-line label that ends with "…" when it does not fit, and shows
-  the whole text as its tooltip;
-* :func:`path_label` shows a file's full path, wrapped anywhere, selectable, with a link that
-  opens its folder;
 * :func:`section` folds a part of the dock away (its content is hidden, never clipped).
+
+Labels that name files are in :mod:`.labels`, form fields in :mod:`.forms`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QPoint, QSize, Qt, QTimer, QUrl, Signal
-from qtpy.QtGui import QDesktopServices
+from qtpy.QtCore import QEvent, QPoint, QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
     QFormLayout,
     QFrame,
-    QLabel,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -39,14 +33,11 @@ __all__ = [
     "DOCK_WIDTH",
     "KEEP_ROOM",
     "ROOM_HEIGHT",
-    "ElidedLabel",
     "Section",
     "fit_width",
     "notify",
-    "path_label",
     "scrollable_body",
     "section",
-    "wrap_anywhere",
 ]
 
 #: the width a dock asks for (napari's own layer controls are about as wide)
@@ -65,7 +56,6 @@ ROOM_HEIGHT = "deparray_room_height"
 ROOM_ABOVE = 150
 #: when a scroll is applied again while a dock's layout settles (milliseconds)
 SETTLE_MS = (0, 150, 500)
-_ZWSP = "\u200b"  # zero-width space: where a long path or name may wrap
 
 
 def notify(kind: str, message: str) -> None:
@@ -81,16 +71,6 @@ def notify(kind: str, message: str) -> None:
         "warning": notifications.show_warning,
         "error": notifications.show_error,
     }[kind](message)
-
-
-def wrap_anywhere(text: str) -> str:
-    """``text`` with invisible break points after ``/ \\ _ - .`` so a label can wrap a path."""
-    out = []
-    for char in str(text):
-        out.append(char)
-        if char in "/\\_-.":
-            out.append(_ZWSP)
-    return "".join(out)
 
 
 def _fit_combo(combo: QComboBox) -> None:
@@ -298,92 +278,3 @@ def section(title: str, content: QWidget, expanded: bool = True, tooltip: str = 
     else:
         box.collapse()
     return box
-
-
-class ElidedLabel(QLabel):
-    """A one-line label that ends with "…" when it is too narrow; the tooltip shows it all.
-
-    ``text()`` is what is shown (elided or not); :meth:`full_text` is the whole text.
-    """
-
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._full = ""
-        self._tooltip = ""
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.setMinimumWidth(40)
-        self.setText(text)
-
-    def full_text(self) -> str:
-        """The whole text, however narrow the label is."""
-        return self._full
-
-    def setText(self, text: str) -> None:
-        self._full = str(text)
-        self._elide()
-
-    def setToolTip(self, tip: str) -> None:
-        self._tooltip = str(tip)
-        self._elide()
-
-    def sizeHint(self) -> QSize:
-        hint = super().sizeHint()
-        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, hint.height())
-
-    def minimumSizeHint(self) -> QSize:
-        return QSize(40, super().minimumSizeHint().height())
-
-    def resizeEvent(self, event: Any) -> None:
-        super().resizeEvent(event)
-        self._elide()
-
-    def _elide(self) -> None:
-        width = max(self.width() - 2, 10)
-        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle, width)
-        QLabel.setText(self, shown)
-        tip = self._tooltip
-        if shown != self._full:
-            tip = f"{self._full}\n\n{tip}" if tip else self._full
-        QLabel.setToolTip(self, tip)
-
-
-def path_label(prefix: str = "", path: str | os.PathLike | None = None) -> QLabel:
-    """A label naming a file in full: wrapped anywhere, selectable, its folder a link.
-
-    Update it with :func:`set_path_label`.
-    """
-    label = QLabel()
-    label.setWordWrap(True)
-    label.setTextFormat(Qt.TextFormat.RichText)
-    label.setTextInteractionFlags(
-        Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.LinksAccessibleByMouse
-    )
-    label.linkActivated.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
-    label.setProperty("_deparray_prefix", prefix)
-    set_path_label(label, path)
-    return label
-
-
-def set_path_label(
-    label: QLabel, path: str | os.PathLike | None, prefix: str | None = None
-) -> None:
-    """Show ``path`` in a :func:`path_label` (``None``: hide it)."""
-    if prefix is not None:
-        label.setProperty("_deparray_prefix", prefix)
-    prefix = str(label.property("_deparray_prefix") or "")
-    if not path:
-        label.setText("")
-        label.setToolTip("")
-        label.setVisible(False)
-        return
-    full = os.path.abspath(os.fspath(path))
-    folder = Path(full).parent
-    from html import escape
-
-    link = QUrl.fromLocalFile(str(folder)).toString()
-    label.setText(
-        f"{escape(prefix)}{' ' if prefix else ''}{escape(wrap_anywhere(full))} "
-        f"(<a href='{escape(link)}'>open folder</a>)"
-    )
-    label.setToolTip(f"{full}\n\nSelect the text to copy it; the link opens the folder.")
-    label.setVisible(True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QSpinBox, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.widgets.classify.inputs import (
@@ -18,6 +18,7 @@ from napari_deparray_ctc.napari.widgets.classify.inputs import (
     choose_target,
     classify_targets,
 )
+from napari_deparray_ctc.napari.widgets.forms import check_box, spin_box
 
 __all__ = ["CellsChoice"]
 
@@ -47,15 +48,17 @@ class CellsChoice(QWidget):
             "Which cells to classify: one export (its BF layer), or the plain image layers "
             "opened with other readers. Only these cells are classified."
         )
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 4096)
-        self.batch_spin.setValue(ClassifyInputs().batch_size)
-        self.batch_spin.setToolTip("Cells per forward pass: larger is faster, uses more memory")
-        self.adapt_check = QCheckBox("Adapt to this export")
-        self.adapt_check.setToolTip(
+        self.batch_spin = spin_box(
+            1,
+            4096,
+            ClassifyInputs().batch_size,
+            "Cells per forward pass: larger is faster, uses more memory",
+        )
+        self.adapt_check = check_box(
+            "Adapt to this export",
             "Re-estimate the network's normalisation (BatchNorm) statistics on these cells "
             "before classifying them: absorbs another instrument's contrast and noise without "
-            "labels. Best on exports of a few hundred cells or more."
+            "labels. Best on exports of a few hundred cells or more.",
         )
         form.addRow("Cells", self.target_combo)
         form.addRow("Batch size", self.batch_spin)

@@ -17,7 +17,6 @@ from typing import Any
 
 from qtpy.QtCore import QPoint, Qt, QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -30,14 +29,9 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider
 
 from napari_deparray_ctc.napari.widgets.classify.table import ResultsTable
-from napari_deparray_ctc.napari.widgets.common import (
-    KEEP_ROOM,
-    SETTLE_MS,
-    notify,
-    path_label,
-    set_path_label,
-    wrap_anywhere,
-)
+from napari_deparray_ctc.napari.widgets.common import KEEP_ROOM, SETTLE_MS, notify
+from napari_deparray_ctc.napari.widgets.forms import check_box
+from napari_deparray_ctc.napari.widgets.labels import path_label, set_path_label, wrap_anywhere
 
 __all__ = ["ResultsBox"]
 
@@ -93,10 +87,10 @@ class ResultsBox(QWidget):
             "the probabilities and the model's validation error rates"
         )
         box.addWidget(self.samples_label)
-        self.review_checkbox = QCheckBox("Review queue: most doubtful first")
-        self.review_checkbox.setToolTip(
+        self.review_checkbox = check_box(
+            "Review queue: most doubtful first",
             "Order the table by |P(CTC) - threshold|, so the cells nearest the threshold come "
-            "first. Keys in the table: C = CTC, W = WBC, Del = clear."
+            "first. Keys in the table: C = CTC, W = WBC, Del = clear.",
         )
         box.addWidget(self.review_checkbox)
         self.table = ResultsTable()

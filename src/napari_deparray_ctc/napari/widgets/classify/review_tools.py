@@ -18,11 +18,9 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QCheckBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -31,6 +29,7 @@ from napari_deparray_ctc.napari.cells import cell_image, is_stack
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.layer_info import OVERLAY_KEY, LayerInfo
 from napari_deparray_ctc.napari.widgets.common import notify
+from napari_deparray_ctc.napari.widgets.forms import check_box, spin_box
 from napari_deparray_ctc.napari.workers import saliency_job
 
 __all__ = ["SALIENCY_LAYER", "ReviewTools"]
@@ -76,17 +75,14 @@ class ReviewTools(QWidget):
             "they are unlike each other (not near-duplicates), among the cells not yet "
             "annotated. They go to the top of the table and fill the gallery."
         )
-        self.suggest_spin = QSpinBox()
-        self.suggest_spin.setRange(1, 500)
-        self.suggest_spin.setValue(20)
-        self.suggest_spin.setToolTip("How many cells to suggest")
+        self.suggest_spin = spin_box(1, 500, 20, "How many cells to suggest")
         row.addWidget(self.suggest_button, 1)
         row.addWidget(self.suggest_spin)
         layout.addLayout(row)
-        self.saliency_check = QCheckBox("Show saliency on the current cell")
-        self.saliency_check.setToolTip(
+        self.saliency_check = check_box(
+            "Show saliency on the current cell",
             "Overlay a heat map of the bright-field pixels that made the model's call "
-            "(integrated gradients), on the cell on screen; it follows the slider"
+            "(integrated gradients), on the cell on screen; it follows the slider",
         )
         layout.addWidget(self.saliency_check)
         self.status = QLabel("")

@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QSize
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QListWidgetItem,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -36,6 +34,7 @@ from napari_deparray_ctc.napari.gallery import (
     tile_image,
 )
 from napari_deparray_ctc.napari.session import session_for
+from napari_deparray_ctc.napari.widgets.forms import add_rows, check_box, spin_box
 from napari_deparray_ctc.napari.widgets.gallery import tiles as tile_view
 
 __all__ = ["GalleryWidget"]
@@ -69,20 +68,19 @@ class GalleryWidget(QWidget):
             "P(CTC): the likeliest CTCs first; doubt: the cells nearest the threshold first "
             "(the review queue); annotation: CTC, then WBC, then not annotated"
         )
-        self.tile_spin = QSpinBox()
-        self.tile_spin.setRange(24, 160)
-        self.tile_spin.setValue(56)
-        self.tile_spin.setSuffix(" px")
-        self.tile_spin.setToolTip("Size of each channel's picture in a tile")
-        self.saliency_check = QCheckBox("Show saliency")
-        self.saliency_check.setToolTip(
+        self.tile_spin = spin_box(24, 160, 56, "Size of each channel's picture in a tile", " px")
+        self.saliency_check = check_box(
+            "Show saliency",
             "Add to each tile a heat map of the bright-field pixels that made the model's call "
-            "(integrated gradients, with the model chosen in 'Classify cells')"
+            "(integrated gradients, with the model chosen in 'Classify cells')",
         )
-        form.addRow("Export", self.export_combo)
-        form.addRow("Sort by", self.sort_combo)
-        form.addRow("Tile size", self.tile_spin)
-        form.addRow(self.saliency_check)
+        add_rows(
+            form,
+            ("Export", self.export_combo),
+            ("Sort by", self.sort_combo),
+            ("Tile size", self.tile_spin),
+            self.saliency_check,
+        )
         layout.addLayout(form)
         hint = QLabel(
             "Click a tile to show the cell; hover a tile and press c = CTC, w = WBC, u = clear."
@@ -95,10 +93,7 @@ class GalleryWidget(QWidget):
         self.previous_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
         self.page_label = QLabel("")
-        self.page_size_spin = QSpinBox()
-        self.page_size_spin.setRange(12, 500)
-        self.page_size_spin.setValue(60)
-        self.page_size_spin.setToolTip("Cells per page")
+        self.page_size_spin = spin_box(12, 500, 60, "Cells per page")
         row.addWidget(self.previous_button)
         row.addWidget(self.page_label, 1)
         row.addWidget(self.page_size_spin)

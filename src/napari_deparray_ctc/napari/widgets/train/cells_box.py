@@ -6,14 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QPushButton,
     QWidget,
 )
 
@@ -25,6 +21,7 @@ from napari_deparray_ctc.napari.cells import (
 )
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.layer_info import LayerInfo
+from napari_deparray_ctc.napari.widgets.forms import check_box, file_row, line_edit
 
 __all__ = ["CHOOSE_DAPI", "NO_DAPI", "CellsBox"]
 
@@ -64,23 +61,22 @@ class CellsBox(QWidget):
         )
         keys.setWordWrap(True)
         form.addRow(keys)
-        self.advance_check = QCheckBox("Go to the next cell after c / w / u")
-        self.advance_check.setToolTip("Move the slider to the next cell after each annotation")
-        form.addRow(self.advance_check)
-        self.annotations_edit = QLineEdit()
-        self.annotations_edit.setPlaceholderText("beside the export (automatic)")
-        self.annotations_edit.setToolTip(
-            "Annotations are saved here; empty = the export's own file "
-            "(deparray_annotations.csv in the folder, or <file>.annotations.csv)"
+        self.advance_check = check_box(
+            "Go to the next cell after c / w / u",
+            "Move the slider to the next cell after each annotation",
         )
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.setToolTip("Choose the annotations file")
-        browse.clicked.connect(self._browse_annotations)
-        row = QHBoxLayout()
-        row.addWidget(self.annotations_edit)
-        row.addWidget(browse)
-        form.addRow("Annotations file", row)
+        form.addRow(self.advance_check)
+        self.annotations_edit = line_edit(
+            "beside the export (automatic)",
+            "Annotations are saved here; empty = the export's own file "
+            "(deparray_annotations.csv in the folder, or <file>.annotations.csv)",
+        )
+        form.addRow(
+            "Annotations file",
+            file_row(
+                self.annotations_edit, "Choose the annotations file", self._browse_annotations
+            ),
+        )
         self.bf_combo.currentTextChanged.connect(self._on_bf_changed)
         self.dapi_combo.currentTextChanged.connect(self._on_dapi_changed)
         self.advance_check.toggled.connect(lambda on: setattr(session, "advance", bool(on)))

@@ -14,16 +14,14 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_deparray_ctc.core.constants import AUGMENT_FAMILIES, MODEL_FILE_FILTER
+from napari_deparray_ctc.napari.widgets.forms import add_rows, check_box, file_row, line_edit
 from napari_deparray_ctc.napari.widgets.train.inputs import field_spec
 
 __all__ = ["DEFAULT_MODEL_NAME", "SettingsBox", "validation_fraction_tip", "validation_text"]
@@ -160,40 +158,36 @@ class SettingsBox(QWidget):
             "of the rarer class."
         )
         self.seed_spin = _spin("seed")
-        self.start_from_check = QCheckBox("Start from the current model")
-        self.start_from_check.setToolTip(
+        self.start_from_check = check_box(
+            "Start from the current model",
             "Fine-tune the model chosen in 'Classify cells' on these cells (adapts a model to "
-            "your hospital's cells) instead of starting from scratch"
+            "your hospital's cells) instead of starting from scratch",
         )
-        self.out_edit = QLineEdit()
-        self.out_edit.setPlaceholderText(DEFAULT_MODEL_NAME)
-        self.out_edit.setToolTip(
+        self.out_edit = line_edit(
+            DEFAULT_MODEL_NAME,
             "The model file to write (.pt). It is written as <name>.in-progress.pt while "
-            "training and renamed when done."
+            "training and renamed when done.",
         )
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.setToolTip("Choose the model file")
-        browse.clicked.connect(self._browse_out)
-        out_row = QHBoxLayout()
-        out_row.addWidget(self.out_edit)
-        out_row.addWidget(browse)
-        self.overwrite_check = QCheckBox("Overwrite even if worse")
-        self.overwrite_check.setToolTip(
+        out_row = file_row(self.out_edit, "Choose the model file", self._browse_out)
+        self.overwrite_check = check_box(
+            "Overwrite even if worse",
             "Replace the existing model file even when it scored better on a validation set "
-            "large enough to compare"
+            "large enough to compare",
         )
-        form.addRow("Architecture", self.arch_combo)
-        form.addRow("Epochs", self.epochs_spin)
-        form.addRow("Image size", self.size_spin)
-        form.addRow("Augmentation", augment_row)
-        form.addRow("DAPI strategy", self.dapi_strategy_combo)
-        # a row of its own: a wrapped label in a form's field column gets too little height
-        form.addRow(self.validation_label)
-        form.addRow("Seed", self.seed_spin)
-        form.addRow(self.start_from_check)
-        form.addRow("Model file", out_row)
-        form.addRow(self.overwrite_check)
+        add_rows(
+            form,
+            ("Architecture", self.arch_combo),
+            ("Epochs", self.epochs_spin),
+            ("Image size", self.size_spin),
+            ("Augmentation", augment_row),
+            ("DAPI strategy", self.dapi_strategy_combo),
+            # a row of its own: a wrapped label in a form's field column gets too little height
+            self.validation_label,
+            ("Seed", self.seed_spin),
+            self.start_from_check,
+            ("Model file", out_row),
+            self.overwrite_check,
+        )
         for widget in (
             self.arch_combo,
             self.epochs_spin,
