@@ -8,7 +8,8 @@ edited or the C / W / Delete keys are pressed on a row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from qtpy.QtCore import QEvent, QSize, Qt, Signal
@@ -31,13 +32,13 @@ from napari_deparray_ctc.napari.widgets.classify.table_items import (
     COL_P,
     COL_UNCERTAINTY,
     COLUMNS,
-    LAYER_COLUMN_MAX,
     MIN_VISIBLE_ROWS,
     REVIEW_KEYS,
     ROW_ROLE,
     SORT_ROLE,
     AnnotationDelegate,
-    SortableItem,
+    fit_columns,
+    row_items,
 )
 from napari_deparray_ctc.napari.widgets.common import ROOM_HEIGHT
 
@@ -79,7 +80,7 @@ class ResultsTable(QTableWidget):
         header.setMinimumSectionSize(24)
         for column in (COL_ID, COL_LAYER, COL_P, COL_CALL):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
-        self._fit_columns(["cell0000"], ["export"])
+        fit_columns(self, ["cell0000"], ["export"])
         self.setColumnHidden(COL_LAYER, True)  # shown when a run holds several exports
         self.setSortingEnabled(True)
         self.setMinimumHeight(self.height_for_rows(MIN_VISIBLE_ROWS))
@@ -101,8 +102,8 @@ class ResultsTable(QTableWidget):
         self.blockSignals(True)  # itemChanged would fire once per item: thousands of calls
         # columns are sized once per fill, from the texts (a column sized to its contents
         # measures every row again after each setItem: O(rows^2), 1 s for 500 cells)
-        self._fit_columns(
-            [row.cell_id for row in results.rows], [row.layer for row in results.rows]
+        fit_columns(
+            self, [row.cell_id for row in results.rows], [row.layer for row in results.rows]
         )
         self.setUpdatesEnabled(False)
         try:
@@ -110,41 +111,13 @@ class ResultsTable(QTableWidget):
             self.clearContents()
             self.setRowCount(len(results))
             self._call_items, self._annotation_items, self._uncertainty_items = [], [], []
-            fixed = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
             for i, row in enumerate(results.rows):
-                id_item = QTableWidgetItem(row.cell_id)
-                id_item.setData(ROW_ROLE, i)
-                id_item.setToolTip(
-                    f"{row.layer} [{row.index}]" + (f"\n{row.path}" if row.path else "")
-                )
-                layer_item = QTableWidgetItem(row.layer.split(" :: ")[0])
-                layer_item.setToolTip(row.layer)
-                p_item = SortableItem(f"{row.p_ctc:.3f}")
-                p_item.setData(SORT_ROLE, float(row.p_ctc))
-                p_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                call_item = QTableWidgetItem()
-                annotation_item = QTableWidgetItem(row.annotation or "")
-                annotation_item.setToolTip("Double-click, or press C / W / Del")
-                uncertainty_item = SortableItem()
-                order_item = SortableItem(str(i))
-                order_item.setData(SORT_ROLE, i)
-                for column, item in enumerate(
-                    (
-                        id_item,
-                        layer_item,
-                        p_item,
-                        call_item,
-                        annotation_item,
-                        uncertainty_item,
-                        order_item,
-                    )
-                ):
-                    editable = column == COL_ANNOTATION
-                    item.setFlags(fixed | Qt.ItemFlag.ItemIsEditable if editable else fixed)
+                items = row_items(i, row)
+                for column, item in enumerate(items):
                     self.setItem(i, column, item)
-                self._call_items.append(call_item)
-                self._annotation_items.append(annotation_item)
-                self._uncertainty_items.append(uncertainty_item)
+                self._call_items.append(items[COL_CALL])
+                self._annotation_items.append(items[COL_ANNOTATION])
+                self._uncertainty_items.append(items[COL_UNCERTAINTY])
             self.set_calls(range(len(results)))
             self._set_uncertainties()
             self.setSortingEnabled(True)
@@ -167,38 +140,30 @@ class ResultsTable(QTableWidget):
         row = self.verticalHeader().defaultSectionSize()
         return header + rows * row + 2 * self.frameWidth() + 2
 
-    def _fit_columns(self, cell_ids: Sequence[str], layers: Sequence[str]) -> None:
-        """Size the columns to their texts (once per fill); one export: no layer column."""
-        fm = self.fontMetrics()
-        header_fm = self.horizontalHeader().fontMetrics()
-        pad, sort_arrow = 14, 14
-
-        def width(column: int, texts: Sequence[str]) -> int:
-            title = self.horizontalHeaderItem(column)
-            head = header_fm.horizontalAdvance(title.text() if title else "") + sort_arrow
-            sample = texts if len(texts) <= 2000 else [max(texts, key=len)]
-            return max([head, *(fm.horizontalAdvance(t) for t in sample)]) + pad
-
-        self.setColumnWidth(COL_ID, width(COL_ID, list(cell_ids)))
-        self.setColumnWidth(COL_P, width(COL_P, ["0.000"]))
-        self.setColumnWidth(COL_CALL, width(COL_CALL, ["CTC", "WBC"]))
-        names = sorted({str(layer).split(" :: ")[0] for layer in layers})
-        self.setColumnHidden(COL_LAYER, len(names) <= 1)
-        self.setColumnWidth(COL_LAYER, min(width(COL_LAYER, names), LAYER_COLUMN_MAX))
+    @contextlib.contextmanager
+    def _quiet_edit(self, sorting_after: bool | None = True) -> Iterator[None]:
+        """Edit items without signals, resorting or reacting to our own changes; sorting is
+        then switched on (``sorting_after``), or left as it was (``None``)."""
+        updating, sorting = self._updating, self.isSortingEnabled()
+        self._updating = True
+        blocked = self.blockSignals(True)
+        self.setSortingEnabled(False)
+        try:
+            yield
+        finally:
+            self.setSortingEnabled(sorting if sorting_after is None else sorting_after)
+            self.blockSignals(blocked)
+            self._updating = updating
 
     def set_calls(self, rows: Sequence[int] | range) -> None:
         """Refresh the call column of ``rows`` (after a threshold change)."""
-        sorting = self.isSortingEnabled()
-        blocked = self.blockSignals(True)
-        self.setSortingEnabled(False)
-        for i in rows:
-            call = self.results.call(i)
-            item = self._call_items[i]
-            item.setText(call)
-            item.setForeground(QColor(CALL_COLOURS[call]))
+        with self._quiet_edit(sorting_after=None):
+            for i in rows:
+                call = self.results.call(i)
+                item = self._call_items[i]
+                item.setText(call)
+                item.setForeground(QColor(CALL_COLOURS[call]))
         self._uncertainty_stale = True
-        self.setSortingEnabled(sorting)
-        self.blockSignals(blocked)
 
     def _set_uncertainties(self) -> None:
         blocked = self.blockSignals(True)
@@ -213,16 +178,9 @@ class ResultsTable(QTableWidget):
         """Refresh the annotation column (all rows, or ``rows``) from the results."""
         if self.results is None:
             return
-        self._updating = True
-        blocked = self.blockSignals(True)
-        self.setSortingEnabled(False)
-        try:
+        with self._quiet_edit():
             for i in range(len(self.results)) if rows is None else rows:
                 self._annotation_items[i].setText(self.results.rows[i].annotation or "")
-        finally:
-            self.setSortingEnabled(True)
-            self.blockSignals(blocked)
-            self._updating = False
 
     def order_for_review(self, review: bool) -> None:
         """Most doubtful first (``|P(CTC) - threshold|``), or back to the run's order."""
@@ -231,17 +189,10 @@ class ResultsTable(QTableWidget):
         self._updating = True
         try:
             if not review:  # the run's order again (suggestions may have moved rows)
-                blocked = self.blockSignals(True)
-                self.setSortingEnabled(False)
-                for table_row in range(self.rowCount()):
-                    row = self.result_row_at(table_row)
-                    self.item(table_row, COL_ORDER).setData(SORT_ROLE, row)
-                self.setSortingEnabled(True)
-                self.blockSignals(blocked)
+                self._set_order({})
             if review and self._uncertainty_stale:
-                self.setSortingEnabled(False)
-                self._set_uncertainties()
-                self.setSortingEnabled(True)
+                with self._quiet_edit():
+                    self._set_uncertainties()
             self.sortItems(COL_UNCERTAINTY if review else COL_ORDER, Qt.SortOrder.AscendingOrder)
             if review and self.rowCount():
                 self.selectRow(0)
@@ -258,18 +209,17 @@ class ResultsTable(QTableWidget):
         for position, cell_id in enumerate(cell_ids):
             for row in self.results.indices_of(cell_id):
                 rank.setdefault(row, position - len(cell_ids))
-        self._updating = True
-        blocked = self.blockSignals(True)
-        self.setSortingEnabled(False)
-        try:
+        with self._quiet_edit():
+            self._set_order(rank)
+            self.setSortingEnabled(True)
+            self.sortItems(COL_ORDER, Qt.SortOrder.AscendingOrder)
+
+    def _set_order(self, rank: dict[int, int]) -> None:
+        """The run order's sort keys: a result row's ``rank``, else its own index."""
+        with self._quiet_edit():
             for table_row in range(self.rowCount()):
                 row = self.result_row_at(table_row)
                 self.item(table_row, COL_ORDER).setData(SORT_ROLE, rank.get(row, row))
-            self.setSortingEnabled(True)
-            self.sortItems(COL_ORDER, Qt.SortOrder.AscendingOrder)
-        finally:
-            self.blockSignals(blocked)
-            self._updating = False
 
     # -- reading ----------------------------------------------------------------------
 
