@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUBTYPES", "draw_biology", "draw_sample_biology"]
+__all__ = ["LEUKOCYTES", "SUBTYPES", "draw_biology", "draw_sample_biology"]
 
 #: Subtypes per class and their relative frequencies among that class.
 SUBTYPES: dict[str, dict[str, float]] = {
@@ -34,6 +34,75 @@ def _truncated_lognormal(
         if lo <= value <= hi:
             return float(value)
     return float(np.clip(median, lo, hi))
+
+
+#: How each leukocyte subtype's parameters are drawn, in drawing order (the order fixes the
+#: cells a seed gives). A spec is a constant, or ``(kind, *arguments)``: ``tnormal`` (mean,
+#: sd, low, high), ``uniform`` (low, high), ``chance`` (p: 1 with that probability, else 0),
+#: ``integers`` (low, high exclusive), ``lognormal`` (median, sigma).
+LEUKOCYTES: dict[str, dict[str, Any]] = {
+    "lymphocyte": {
+        "diameter_um": ("tnormal", 9.0, 1.1, 7.0, 13.0),
+        "nc_ratio": ("uniform", 0.72, 0.88),
+        "irregularity": ("uniform", 0.005, 0.03),
+        "nucleus_irregularity": ("uniform", 0.01, 0.04),
+        "n_blebs": ("chance", 0.05),
+        "ploidy": 2.0,
+        "n_nucleoli": ("chance", 0.15),
+        "ri_cytoplasm": ("uniform", 0.026, 0.036),
+        "granules": ("integers", 0, 12),
+        "vacuoles": ("integers", 0, 3),
+        "ck": ("lognormal", 0.02, 0.5),
+        "cd45": ("lognormal", 1.0, 0.3),
+    },
+    "neutrophil": {
+        "diameter_um": ("tnormal", 10.8, 1.0, 8.5, 14.0),
+        "nc_ratio": ("uniform", 0.5, 0.65),
+        "irregularity": ("uniform", 0.01, 0.045),
+        "nucleus_irregularity": ("uniform", 0.02, 0.06),
+        "n_blebs": ("chance", 0.15),
+        "ploidy": 2.0,
+        "n_lobes": ("integers", 3, 6),
+        "n_nucleoli": 0,
+        "ri_cytoplasm": ("uniform", 0.028, 0.038),
+        "granules": ("integers", 50, 120),
+        "vacuoles": ("integers", 0, 3),
+        "ck": ("lognormal", 0.035, 0.5),
+        "cd45": ("lognormal", 0.45, 0.35),
+    },
+    "monocyte": {
+        "diameter_um": ("tnormal", 12.6, 1.5, 10.0, 17.0),
+        "nc_ratio": ("uniform", 0.55, 0.72),
+        "irregularity": ("uniform", 0.015, 0.06),
+        "nucleus_irregularity": ("uniform", 0.02, 0.07),
+        "n_blebs": ("integers", 0, 3),
+        "ploidy": 2.0,
+        "n_nucleoli": ("chance", 0.3),
+        "ri_cytoplasm": ("uniform", 0.024, 0.034),
+        "granules": ("integers", 10, 40),
+        "vacuoles": ("integers", 2, 10),
+        "ck": ("lognormal", 0.06, 0.6),
+        "cd45": ("lognormal", 0.7, 0.3),
+    },
+}
+
+
+def _draw(rng: np.random.Generator, spec: Any) -> Any:
+    """One parameter drawn as ``spec`` says (see :data:`LEUKOCYTES`)."""
+    if not isinstance(spec, tuple):
+        return spec
+    kind, *args = spec
+    if kind == "tnormal":
+        return _truncated_normal(rng, *args)
+    if kind == "uniform":
+        return rng.uniform(*args)
+    if kind == "chance":
+        return int(rng.random() < args[0])
+    if kind == "integers":
+        return int(rng.integers(*args))
+    if kind == "lognormal":
+        return rng.lognormal(math.log(args[0]), args[1])
+    raise ValueError(f"unknown kind of draw {kind!r}")
 
 
 def draw_sample_biology(
@@ -66,52 +135,8 @@ def draw_biology(
     """Latent parameters of one cell of ``subtype`` (the table in docs/synthetic_data.md)."""
     p: dict[str, Any] = {"subtype": subtype}
     ellipticity = abs(rng.normal(0, 0.035))
-    if subtype == "lymphocyte":
-        p.update(
-            diameter_um=_truncated_normal(rng, 9.0, 1.1, 7.0, 13.0),
-            nc_ratio=rng.uniform(0.72, 0.88),
-            irregularity=rng.uniform(0.005, 0.03),
-            nucleus_irregularity=rng.uniform(0.01, 0.04),
-            n_blebs=int(rng.random() < 0.05),
-            ploidy=2.0,
-            n_nucleoli=int(rng.random() < 0.15),
-            ri_cytoplasm=rng.uniform(0.026, 0.036),
-            granules=int(rng.integers(0, 12)),
-            vacuoles=int(rng.integers(0, 3)),
-            ck=rng.lognormal(math.log(0.02), 0.5),
-            cd45=rng.lognormal(math.log(1.0), 0.3),
-        )
-    elif subtype == "neutrophil":
-        p.update(
-            diameter_um=_truncated_normal(rng, 10.8, 1.0, 8.5, 14.0),
-            nc_ratio=rng.uniform(0.5, 0.65),
-            irregularity=rng.uniform(0.01, 0.045),
-            nucleus_irregularity=rng.uniform(0.02, 0.06),
-            n_blebs=int(rng.random() < 0.15),
-            ploidy=2.0,
-            n_lobes=int(rng.integers(3, 6)),
-            n_nucleoli=0,
-            ri_cytoplasm=rng.uniform(0.028, 0.038),
-            granules=int(rng.integers(50, 120)),
-            vacuoles=int(rng.integers(0, 3)),
-            ck=rng.lognormal(math.log(0.035), 0.5),
-            cd45=rng.lognormal(math.log(0.45), 0.35),
-        )
-    elif subtype == "monocyte":
-        p.update(
-            diameter_um=_truncated_normal(rng, 12.6, 1.5, 10.0, 17.0),
-            nc_ratio=rng.uniform(0.55, 0.72),
-            irregularity=rng.uniform(0.015, 0.06),
-            nucleus_irregularity=rng.uniform(0.02, 0.07),
-            n_blebs=int(rng.integers(0, 3)),
-            ploidy=2.0,
-            n_nucleoli=int(rng.random() < 0.3),
-            ri_cytoplasm=rng.uniform(0.024, 0.034),
-            granules=int(rng.integers(10, 40)),
-            vacuoles=int(rng.integers(2, 10)),
-            ck=rng.lognormal(math.log(0.06), 0.6),
-            cd45=rng.lognormal(math.log(0.7), 0.3),
-        )
+    if subtype in LEUKOCYTES:
+        p.update({name: _draw(rng, spec) for name, spec in LEUKOCYTES[subtype].items()})
     elif subtype in ("ctc", "ctc_binucleate"):
         atypia = min(1.0, float(rng.beta(2.0, 2.0)) * sample_bio.get("atypia_factor", 1.0))
         median = 16.0 if subtype == "ctc_binucleate" else 13.5
