@@ -194,14 +194,15 @@ def test_permission_errors_become_clear_skips(tiffs, planes_factory, monkeypatch
     """Same as above without needing a non-root user: opening one file is denied."""
     tiffs.per_channel("c1", planes_factory(channels=("BF",)), folder="e")
     locked = tiffs.per_channel("c2", planes_factory(channels=("BF",)), folder="e")["BF"]
-    real_tiff_file = tifffile.TiffFile
+    real_open = os.open
 
     def guarded(path, *args, **kwargs):
-        if os.fspath(path) == str(locked):
+        # the reader opens each file once, with os.open, and hands the descriptor to tifffile
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(locked):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_tiff_file(path, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(tifffile, "TiffFile", guarded)
+    monkeypatch.setattr(os, "open", guarded)
     export = read_export(tiffs.base / "e")
     assert export.cell_ids == ["c1"]
     assert export.skipped == [(str(locked), "permission denied (cannot open the file)")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import re
@@ -21,7 +22,11 @@ from napari_deparray_ctc.core.channels import (
 )
 from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
 from napari_deparray_ctc.core.errors import DeparrayReadError
-from napari_deparray_ctc.core.io.ifd_chain import open_regular, survey_tiff
+from napari_deparray_ctc.core.io.ifd_chain import (
+    open_regular,
+    open_regular_sized,
+    survey_ifd_chains,
+)
 
 MAX_PIXELS_PER_PLANE: int = 4096 * 4096
 """Largest plane (height × width) read; larger images are refused from their header."""
@@ -219,19 +224,35 @@ def quiet_tifffile(function: Callable) -> Callable:
     return wrapper
 
 
+class NameNotResolvedError(Exception):
+    """tifffile is about to look for files beside a TIFF opened under its unresolved name.
+
+    :func:`open_tiff` names the file by its absolute path, not by the path with symbolic links
+    resolved (``os.path.realpath`` costs as much as reading a small page). Only tifffile's
+    series of multi-file formats (OME, Micro-Manager) look for files beside it:
+    :func:`require_resolved_name` raises this before those are read, and the caller opens
+    the file again with ``resolve_links=True``.
+    """
+
+
 @quiet_tifffile
-def open_tiff(path: str) -> tifffile.TiffFile:
+def open_tiff(path: str, resolve_links: bool = False) -> tifffile.TiffFile:
     """Open a TIFF with tifffile, after checking that doing so cannot block or never end.
 
     The file must be a regular file (a named pipe, socket or device is refused without being
     opened in a blocking way) and its chains of image directories must end (see
-    :mod:`.ifd_chain`). The survey is kept as ``tif.deparray_survey`` (main and sub-IFD
-    counts) so that later walks over the pages can be bounded by it.
+    :mod:`.ifd_chain`). The file is opened once: tifffile reads the very descriptor that was
+    checked and surveyed. The survey is kept as ``tif.deparray_survey`` (main and sub-IFD
+    counts) so that later walks over the pages can be bounded by it. Close the file with
+    :func:`close_tiff` (tifffile does not close a file object it was given).
 
     Parameters
     ----------
     path
         The file.
+    resolve_links
+        Name the file by its real path (symbolic links resolved), as tifffile does when it
+        opens a path itself; see :class:`NameNotResolvedError`.
 
     Returns
     -------
@@ -242,13 +263,40 @@ def open_tiff(path: str) -> tifffile.TiffFile:
     DeparrayReadError
         Naming the file and the reason in words.
     """
+    handle = None
     try:
-        survey = survey_tiff(path)
-        tif = tifffile.TiffFile(path)
+        descriptor, size = open_regular_sized(path)
+        try:
+            survey = survey_ifd_chains(path, descriptor, size)
+            raw = io.FileIO(descriptor, "r", closefd=True)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        # what tifffile names the file, and where it looks for files beside it
+        raw.name = os.path.realpath(path) if resolve_links else os.path.abspath(path)
+        handle = io.BufferedReader(raw)
+        tif = tifffile.TiffFile(handle)
     except Exception as exc:
+        if handle is not None:
+            handle.close()
         raise error_from_exception(path, exc) from None
     tif.deparray_survey = survey
+    tif.deparray_handle = handle
     return tif
+
+
+def require_resolved_name(tif: tifffile.TiffFile, path: str) -> None:
+    """Raise :class:`NameNotResolvedError` when ``tif`` is not named by its real path."""
+    if tif.filehandle.path != os.path.realpath(path):
+        raise NameNotResolvedError(path)
+
+
+def close_tiff(tif: tifffile.TiffFile) -> None:
+    """Close a file that :func:`open_tiff` opened (tifffile's handle and the file itself)."""
+    tif.close()
+    handle = getattr(tif, "deparray_handle", None)
+    if handle is not None:
+        handle.close()
 
 
 def page_limit(tif: tifffile.TiffFile) -> int:

@@ -12,7 +12,6 @@ also words any error precisely.
 
 from __future__ import annotations
 
-import functools
 import struct
 from typing import Any
 
@@ -80,14 +79,18 @@ _MAX_PAGES = 1_000_000
 _MAX_TAG_BYTES = 16 * 1024**2  # largest tag value read (a strip offset array, say)
 
 
-@functools.lru_cache(maxsize=64)
-def _single_item(byteorder: str, item: str) -> struct.Struct:
-    return struct.Struct(byteorder + item)
+#: (byte order, field type) -> the struct of one value of that type
+_SINGLE_ITEMS = {
+    (order, kind): struct.Struct(order + item)
+    for order in "<>"
+    for kind, item in _TYPE_ITEMS.items()
+}
 
 
 def _ifd_bytes(tif: tifffile.TiffFile, offset: int) -> bytes | None:
     """The IFD at ``offset`` (entry count, entries, next-IFD offset): as the survey that
-    :func:`~.common.open_tiff` ran read it, or read now; ``None`` when cut short."""
+    :func:`~.common.open_tiff` ran read it (with the bytes that followed it in that read), or
+    read now; ``None`` when cut short."""
     survey = getattr(tif, "deparray_survey", None)
     kept = survey.main_blocks.get(offset) if survey is not None else None
     if kept is not None:
@@ -137,9 +140,12 @@ def _scan_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[dict[int, Any], int]
             # offset the entry holds instead (4 bytes in classic TIFF, 8 in BigTIFF)
             if size > threshold:
                 (position,) = struct.unpack(fmt.offsetformat, raw)
-                handle = handle or tif.filehandle
-                handle.seek(position)
-                raw = handle.read(size)
+                if offset <= position and position + size <= offset + len(ifd):
+                    raw = ifd[position - offset : position - offset + size]  # read already
+                else:
+                    handle = handle or tif.filehandle
+                    handle.seek(position)
+                    raw = handle.read(size)
                 if len(raw) < size:
                     return None
             else:
@@ -147,7 +153,7 @@ def _scan_ifd(tif: tifffile.TiffFile, offset: int) -> tuple[dict[int, Any], int]
             if kind == _ASCII:  # NUL-terminated; the first of repeated tags wins
                 values.setdefault(code, raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
             elif n_items == 1:
-                values[code] = _single_item(byteorder, item).unpack(raw)
+                values[code] = _SINGLE_ITEMS[byteorder, kind].unpack(raw)
             else:
                 values[code] = struct.unpack(f"{byteorder}{n_items}{item}", raw)
         # the next-IFD offset follows the entries

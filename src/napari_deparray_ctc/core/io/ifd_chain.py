@@ -28,6 +28,7 @@ __all__ = [
     "NotARegularFileError",
     "not_regular_reason",
     "open_regular",
+    "open_regular_sized",
     "survey_ifd_chains",
     "survey_tiff",
 ]
@@ -42,6 +43,9 @@ _MAX_ENTRIES = 4096
 _FIRST_READ = 512
 #: main-chain IFDs whose bytes the survey keeps for the fast page list (bounded memory)
 KEPT_IFDS = 256
+#: bytes read at the start of the file in one call: the header and, in a small file, every IFD
+#: (a 64 × 64 px cell image is about 8 kB), so that those need no read of their own
+_HEAD_READ = 16384
 
 _KINDS = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -131,17 +135,22 @@ def open_regular(path: str) -> int:
     DeparrayReadError
         When it is a named pipe, a socket or a device (or a link to one).
     """
+    return open_regular_sized(path)[0]
+
+
+def open_regular_sized(path: str) -> tuple[int, int]:
+    """:func:`open_regular`, also returning the file's size (from the same ``fstat``)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     descriptor = os.open(path, flags)
     try:
-        mode = os.fstat(descriptor).st_mode
+        info = os.fstat(descriptor)
     except OSError:
         os.close(descriptor)
         raise
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         os.close(descriptor)
-        raise NotARegularFileError(path, _reason(path, mode))
-    return descriptor
+        raise NotARegularFileError(path, _reason(path, info.st_mode))
+    return descriptor, info.st_size
 
 
 @dataclass(frozen=True)
@@ -158,8 +167,9 @@ class ChainSurvey:
         False when the walk stopped at its ``max_ifds`` budget before the end.
     main_blocks
         The bytes of the first main-chain IFDs, by offset (entry count, entries and the
-        next-IFD offset, as read by the walk; at most :data:`KEPT_IFDS` of them): the fast
-        page list (:mod:`.fast_ifd`) parses them instead of reading them a second time.
+        next-IFD offset, then whatever else the same read returned, which often holds the
+        IFD's longer tag values; at most :data:`KEPT_IFDS` of them): the fast page list
+        (:mod:`.fast_ifd`) parses them instead of reading them a second time.
     """
 
     main_ifds: int
@@ -192,9 +202,24 @@ def _read(descriptor: int, offset: int, length: int) -> bytes:
     return os.read(descriptor, length)
 
 
-def _format(descriptor: int) -> tuple[_Format, int] | None:
+class _Reader:
+    """Reads of one file for the survey: served from its first :data:`_HEAD_READ` bytes (read
+    once) where they lie there, else read from the file (:func:`_read`)."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.head = _read(descriptor, 0, _HEAD_READ)
+        self.whole = len(self.head) < _HEAD_READ  # the head is the whole file
+
+    def __call__(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if end <= len(self.head) or self.whole:
+            return self.head[offset:end]
+        return _read(self.descriptor, offset, length)
+
+
+def _format(head: bytes) -> tuple[_Format, int] | None:
     """The file's byte order and sizes, and the offset of its first IFD; ``None`` if not a TIFF."""
-    head = _read(descriptor, 0, 16)
     if len(head) < 8 or head[:2] not in (b"II", b"MM"):
         return None
     order = "<" if head[:2] == b"II" else ">"
@@ -256,7 +281,10 @@ def survey_ifd_chains(
     Offsets beyond the end of the file, damaged entry counts and files that are not TIFFs
     end the walk quietly: tifffile (and the checks after it) word those precisely.
     """
-    found = _format(descriptor) if size >= 8 else None
+    if size < 8:
+        return ChainSurvey(0, 0)
+    read = _Reader(descriptor)
+    found = _format(read.head)
     if found is None:
         return ChainSurvey(0, 0)
     fmt, first = found
@@ -279,7 +307,7 @@ def survey_ifd_chains(
             in_chain.add(offset)
             visited.add(offset)
             # one read for the count and (usually) every entry; a long IFD gets a second one
-            ifd = _read(descriptor, offset, _FIRST_READ)
+            ifd = read(offset, _FIRST_READ)
             if len(ifd) < fmt.countsize:
                 break  # the file shrank: tifffile reports it
             count = fmt.number(ifd, 0, fmt.countsize)
@@ -288,23 +316,24 @@ def survey_ifd_chains(
             length = count * fmt.entrysize + fmt.offsetsize
             whole = fmt.countsize + length
             if len(ifd) < whole and len(ifd) == _FIRST_READ:
-                ifd += _read(descriptor, offset + _FIRST_READ, whole - _FIRST_READ)
+                ifd += read(offset + _FIRST_READ, whole - _FIRST_READ)
             if len(ifd) < whole:
                 break  # truncated inside the IFD: tifffile reports it
+            read_here = ifd  # the IFD and the bytes after it (often its tags' longer values)
             ifd = ifd[:whole]
             block = ifd[fmt.countsize :]
             used_bytes += whole
             if chain == "the page chain":
                 main += 1
                 if main <= KEPT_IFDS:
-                    blocks[offset] = ifd
+                    blocks[offset] = read_here
             else:
                 sub += 1
             if used_bytes > size:
                 raise _overlapping(path, main + sub, size)
             if max_ifds is not None and main + sub >= max_ifds:
                 return ChainSurvey(main, sub, complete=False, main_blocks=blocks)
-            _queue_sub_ifds(descriptor, fmt, block, count, size, sub_code, chains)
+            _queue_sub_ifds(read, fmt, block, count, size, sub_code, chains)
             following = fmt.number(block, count * fmt.entrysize, fmt.offsetsize)
             if offset < following < offset + fmt.countsize + length:
                 raise EndlessStructureError(
@@ -320,7 +349,7 @@ def survey_ifd_chains(
 
 
 def _queue_sub_ifds(
-    descriptor: int,
+    read: _Reader,
     fmt: _Format,
     block: bytes,
     count: int,
@@ -346,7 +375,7 @@ def _queue_sub_ifds(
                 start = fmt.number(block, value_at, fmt.offsetsize)
                 if start >= size or n_values > (size - start) // width:
                     return  # values beyond the file: tifffile reports it
-                data = _read(descriptor, start, n_values * width)
+                data = read(start, n_values * width)
                 if len(data) < n_values * width:
                     return
             values = struct.unpack(f"{fmt.byteorder}{n_values}{letter}", data)
@@ -376,8 +405,8 @@ def survey_tiff(path: str, max_ifds: int | None = None) -> ChainSurvey:
     DeparrayReadError
         For a pipe, socket or device, and for looping or impossibly long IFD chains.
     """
-    descriptor = open_regular(path)
+    descriptor, size = open_regular_sized(path)
     try:
-        return survey_ifd_chains(path, descriptor, os.fstat(descriptor).st_size, max_ifds)
+        return survey_ifd_chains(path, descriptor, size, max_ifds)
     finally:
         os.close(descriptor)

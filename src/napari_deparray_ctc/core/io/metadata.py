@@ -253,6 +253,10 @@ def micromanager_axes(path: str, series: Any) -> list[str] | None:
     return channels if any(channels) else None
 
 
+#: TIFF ResolutionUnit values that are lengths: inch, centimetre, millimetre, micrometre
+_UNIT_UM = (2, 3, 4, 5)
+
+
 def pixel_size_um(tif: tifffile.TiffFile, page: Any) -> float | None:
     """Pixel size in µm from OME, ImageJ or TIFF resolution tags, when meaningful."""
     try:
@@ -263,15 +267,19 @@ def pixel_size_um(tif: tifffile.TiffFile, page: Any) -> float | None:
         tags = getattr(page, "tags", None)
         if tags is None or 282 not in tags:
             return None
+        unit = int(page.resolutionunit)
+        in_microns = False
+        if tif.is_imagej:
+            ij_unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
+            in_microns = ij_unit in ("micron", "microns", "um", "µm", "\\u00b5m", "μm")
+        if not in_microns and unit not in _UNIT_UM:
+            return None  # no unit of length: no size, whatever the resolution (most files)
         x_resolution = float(page.resolution[0])
         if not math.isfinite(x_resolution) or x_resolution <= 0:
             return None
-        unit = int(page.resolutionunit)
         size = None
-        if tif.is_imagej:
-            ij_unit = str((tif.imagej_metadata or {}).get("unit", "")).lower()
-            if ij_unit in ("micron", "microns", "um", "µm", "\\u00b5m", "μm"):
-                size = 1.0 / x_resolution
+        if in_microns:
+            size = 1.0 / x_resolution
         if size is None and unit == 3:
             size = 1e4 / x_resolution
         elif size is None and unit == 2:

@@ -12,7 +12,13 @@ import tifffile
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
 from napari_deparray_ctc.core.io.codec_frames import check_frames
-from napari_deparray_ctc.core.io.common import error_from_exception, open_tiff, quiet_tifffile
+from napari_deparray_ctc.core.io.common import (
+    NameNotResolvedError,
+    close_tiff,
+    error_from_exception,
+    open_tiff,
+    quiet_tifffile,
+)
 from napari_deparray_ctc.core.io.header_checks import decode_reason
 from napari_deparray_ctc.core.io.tiff_header import inspect_tiff
 from napari_deparray_ctc.core.io.types import Plan
@@ -103,13 +109,19 @@ class OpenFile:
     def __init__(self, path: str, single_channel: bool, max_pixels: int) -> None:
         self.path = path
         self.max_pixels = max_pixels
-        self.tif = open_tiff(path)
         self._all: np.ndarray | None = None
-        try:
-            self.plan = inspect_tiff(self.tif, path, single_channel, max_pixels)
-        except Exception as exc:
-            self.tif.close()
-            raise error_from_exception(path, exc) from None
+        for resolve_links in (False, True):
+            self.tif = open_tiff(path, resolve_links)
+            try:
+                self.plan = inspect_tiff(self.tif, path, single_channel, max_pixels)
+                break
+            except NameNotResolvedError:
+                close_tiff(self.tif)  # opened again under its real path
+            except Exception as exc:
+                close_tiff(self.tif)
+                raise error_from_exception(path, exc) from None
+        else:  # pragma: no cover - a symbolic link changed between the two opens
+            raise DeparrayReadError(path, "the file was moved or replaced while it was read")
 
     @quiet_tifffile
     def cell(self, index: int, cache_whole: bool = False) -> np.ndarray:
@@ -142,7 +154,7 @@ class OpenFile:
 
     def close(self) -> None:
         self._all = None
-        self.tif.close()
+        close_tiff(self.tif)
 
 
 class _OpenStackCache:

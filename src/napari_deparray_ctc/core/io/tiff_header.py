@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -12,7 +13,12 @@ import numpy as np
 import tifffile
 
 from napari_deparray_ctc.core.errors import DeparrayReadError
-from napari_deparray_ctc.core.io.common import MAX_CHANNELS_PER_CELL, page_limit, tag_text
+from napari_deparray_ctc.core.io.common import (
+    MAX_CHANNELS_PER_CELL,
+    page_limit,
+    require_resolved_name,
+    tag_text,
+)
 from napari_deparray_ctc.core.io.fast_ifd import IMAGE_DESCRIPTION, PAGE_NAME, plain_page_list
 from napari_deparray_ctc.core.io.header_checks import (
     check_codecs,
@@ -143,6 +149,7 @@ def _inspect(tif: tifffile.TiffFile, path: str, single_channel: bool, max_pixels
     plan = _inspect_plain_pages(tif, path, single_channel, max_pixels)
     if plan is not None:
         return plan
+    require_resolved_name(tif, path)  # tifffile's series may look for files beside it
     series = list(tif.series)
     if not series:
         raise DeparrayReadError(path, "holds no image data")
@@ -219,6 +226,19 @@ _SPECIAL_FORMAT_FLAGS = (
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _shaped_as_a_plane(shaped: str) -> bool:
+    """False when a tifffile shape description declares more than one plane (or is broken).
+
+    Cached: the pages of an export share a handful of descriptions (``{"shape": [64, 64]}``).
+    """
+    try:
+        shape = json.loads(shaped)["shape"] if shaped[:1] == "{" else ()
+    except Exception:
+        return False
+    return sum(1 for n in shape if n > 1) <= 2
+
+
 def _plain_page_shape(page: Any) -> bool:
     """True when a page is a grey 2-D plane whose description declares nothing larger."""
     if page.samplesperpixel != 1 or len(page.shape) != 2 or page.dtype is None:
@@ -229,11 +249,8 @@ def _plain_page_shape(page: Any) -> bool:
         return False
     shaped = page.shaped_description
     if shaped is not None:
-        try:
-            shape = json.loads(shaped)["shape"] if shaped[:1] == "{" else ()
-        except Exception:
-            return False
-        if sum(1 for n in shape if n > 1) > 2:
+        check = _shaped_as_a_plane if len(shaped) <= 4096 else _shaped_as_a_plane.__wrapped__
+        if not check(shaped):
             return False
     tags = page.tags
     return not any(code in tags for code in _SPECIAL_FORMAT_TAGS)
