@@ -386,3 +386,25 @@ def test_a_channel_map_opens_unknown_channel_names_as_cells(tmp_path, opened) ->
     reference = tifffile.imread(path)
     np.testing.assert_array_equal(by_channel["BF"], reference[2])
     np.testing.assert_array_equal(by_channel["DAPI"], reference[0])
+
+
+def test_a_path_not_claimed_is_declined_silently_with_the_reason_logged(tmp_path, caplog):
+    """Issue 19: napari does not tell a reader whether the user chose it, so a path the plugin
+    cannot read is declined (``None``), never refused with an error; the reason is logged."""
+    import logging
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = np.random.default_rng(2).integers(0, 255, (64, 64, 3)).astype("uint8")
+    tifffile.imwrite(folder / "holiday.tif", rgb, photometric="rgb")
+    with caplog.at_level(logging.INFO, logger="napari_deparray_ctc.napari.reader"):
+        assert napari_get_reader(str(folder)) is None
+    assert "holiday.tif" in caplog.text and "RGB colour image" in caplog.text
+
+
+def test_the_reader_probe_does_not_look_up_the_call_stack() -> None:
+    import inspect
+
+    import napari_deparray_ctc.napari.reader as reader_module
+
+    assert "_getframe" not in inspect.getsource(reader_module)

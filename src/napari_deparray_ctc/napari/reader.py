@@ -11,6 +11,7 @@ Nothing here imports torch: opening a TIFF must stay fast and light.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,8 +25,7 @@ PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 #: at most this many skipped files are listed in the warning
 MAX_LISTED_SKIPS = 20
-#: the plugin's name in napari (``napari.yaml``)
-PLUGIN_NAME = "napari-deparray-ctc"
+_LOG = logging.getLogger(__name__)
 
 
 def _as_path_list(path: Any) -> list[str]:
@@ -39,11 +39,12 @@ def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDa
     """Return :func:`read_deparray` if ``path`` looks like a DEPArray export, else ``None``.
 
     Cheap (reads no pixels, only names and TIFF headers) and never raises: any doubt gives
-    ``None`` so that napari falls back to another reader. When the user chose this plugin
-    explicitly (``viewer.open(path, plugin="napari-deparray-ctc")``, or in napari's reader
-    dialog) for a path it does not claim, the returned reader raises a
-    :class:`~napari_deparray_ctc.core.errors.DeparrayReadError` that says why, instead of
-    napari's bare "refused the file".
+    ``None`` so that napari falls back to another reader. napari does not tell a reader
+    whether the user chose it, so a path this plugin does not claim is declined silently
+    even then (napari then says that the plugin refused the file). The reason is logged at
+    INFO level on the ``napari_deparray_ctc.napari.reader`` logger, and
+    :func:`napari_deparray_ctc.core.io.sniff.explain_claim` gives it in words
+    (``docs/bad_input.md``).
 
     Parameters
     ----------
@@ -65,45 +66,14 @@ def napari_get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDa
         claimed, reason = explain_claim(paths[0] if len(paths) == 1 else paths)
         if claimed:
             return read_deparray
-        if _chosen_explicitly():
-            return _refusal(paths, reason)
+        _LOG.info(
+            "napari-deparray-ctc does not open %s as a DEPArray export: %s",
+            paths[0] if len(paths) == 1 else ", ".join(paths[:3]),
+            reason or "no cell images found",
+        )
     except Exception:  # a reader probe must never raise
         return None
     return None
-
-
-def _chosen_explicitly() -> bool:
-    """True when napari is opening the path with this plugin because the user chose it.
-
-    npe2 asks every compatible reader the same way whether or not the user picked one; the
-    choice is only visible as the ``plugin_name`` argument of npe2's reading function up the
-    call stack. Looked up best-effort (npe2 0.7/0.8, napari 0.5-0.9): where that function is
-    not found, this is False and the plugin declines silently, as napari expects.
-    """
-    frame = sys._getframe(1)
-    for _ in range(16):
-        frame = frame.f_back
-        if frame is None:
-            return False
-        code = frame.f_code
-        if code.co_name == "_read" and "npe2" in code.co_filename:
-            chosen = frame.f_locals.get("plugin_name")
-            return isinstance(chosen, str) and chosen.split(".")[0] == PLUGIN_NAME
-    return False
-
-
-def _refusal(paths: list[str], reason: str) -> Callable[[PathOrPaths], list[LayerData]]:
-    """A reader that raises why ``paths`` are not a DEPArray export."""
-    from ..core.errors import DeparrayReadError
-
-    where = paths[0] if len(paths) == 1 else ", ".join(paths[:3])
-
-    def refuse(_path: PathOrPaths, **_kwargs: Any) -> list[LayerData]:
-        raise DeparrayReadError(
-            where, f"not opened as a DEPArray export: {reason or 'no cell images found'}"
-        )
-
-    return refuse
 
 
 def skipped_message(skipped: Sequence[tuple[str, str]], n_read: int) -> str:

@@ -17,13 +17,14 @@ from napari_deparray_ctc.core.channels import (
     ChannelMap,
     ChannelMapError,
     as_channel_map,
+    find_channel_map,
+    load_channel_map,
     split_channel_token,
     tokenize,
 )
 from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
 from napari_deparray_ctc.core.errors import DeparrayReadError
 from napari_deparray_ctc.core.io.ifd_chain import (
-    open_regular,
     open_regular_sized,
     survey_ifd_chains,
 )
@@ -102,7 +103,7 @@ def group_key(text: str) -> str:
 def looks_like_tiff_magic(path: str) -> bool:
     """True when ``path`` starts like a TIFF; a pipe or device is never opened to find out."""
     try:
-        descriptor = open_regular(path)
+        descriptor = open_regular_sized(path)[0]
     except (OSError, DeparrayReadError):
         return False
     try:
@@ -129,6 +130,23 @@ def user_map(channel_map: Any) -> ChannelMap | None:
         return as_channel_map(channel_map)
     except ChannelMapError as exc:
         raise DeparrayReadError(exc.path, exc.reason) from None
+
+
+def channel_map_in(folder: str) -> ChannelMap | None:
+    """The channel map file (``channels.csv``/``channels.txt``) in ``folder``, loaded.
+
+    Returns
+    -------
+    ChannelMap or None
+        ``None`` when the folder holds no channel map file.
+
+    Raises
+    ------
+    ChannelMapError
+        When the file is there but cannot be used (the reason in words).
+    """
+    candidate = find_channel_map(folder)
+    return None if candidate is None else load_channel_map(candidate)
 
 
 #: what a damaged file's parse error is reported as when tifffile's message is not words

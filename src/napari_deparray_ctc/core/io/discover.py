@@ -18,8 +18,6 @@ from napari_deparray_ctc.core.channels import (
     ChannelMapError,
     canonical_channel,
     channel_from_name,
-    find_channel_map,
-    load_channel_map,
     tokenize,
 )
 from napari_deparray_ctc.core.errors import DeparrayReadError
@@ -29,6 +27,7 @@ from napari_deparray_ctc.core.io.common import (
     NOT_IMAGE_SUFFIXES,
     OTHER_IMAGE_SUFFIXES,
     as_path_list,
+    channel_map_in,
     error_from_exception,
     group_key,
     is_tiff_name,
@@ -113,13 +112,11 @@ class _Discovery:
 
     def map_in(self, folder: str) -> ChannelMap | None:
         if folder not in self.map_cache:
-            candidate = find_channel_map(folder)
             cmap = None
-            if candidate is not None:
-                try:
-                    cmap = load_channel_map(candidate)
-                except ChannelMapError as exc:
-                    self.skip(exc.path, exc.reason)
+            try:
+                cmap = channel_map_in(folder)
+            except ChannelMapError as exc:
+                self.skip(exc.path, exc.reason)
             self.map_cache[folder] = cmap
         return self.map_cache[folder]
 

@@ -6,7 +6,7 @@ damaged or hostile file can make a chain loop (an IFD pointing back at itself or
 one) or run far longer than the file could hold (IFDs overlapping each other): tifffile's page
 iterator then never ends, and even opening such a file can walk every page (LSM, ScanImage and
 NDPI files are loaded in full when opened). So every file is surveyed here first, on a raw
-file descriptor that is never a pipe or a device (:func:`open_regular`), with every walk
+file descriptor that is never a pipe or a device (:func:`open_regular_sized`), with every walk
 bounded: a revisited offset, or IFDs that together need more bytes than the file has, refuses
 the file with the reason in words.
 
@@ -27,7 +27,6 @@ __all__ = [
     "EndlessStructureError",
     "NotARegularFileError",
     "not_regular_reason",
-    "open_regular",
     "open_regular_sized",
     "survey_ifd_chains",
     "survey_tiff",
@@ -112,7 +111,7 @@ def _reason(path: str | os.PathLike[str], mode: int) -> str:
     )
 
 
-def open_regular(path: str) -> int:
+def open_regular_sized(path: str) -> tuple[int, int]:
     """Open ``path`` for reading as a raw file descriptor, refusing anything but a regular file.
 
     The open never blocks (``O_NONBLOCK``: a named pipe without a writer would block a plain
@@ -121,12 +120,13 @@ def open_regular(path: str) -> int:
     Parameters
     ----------
     path
-        The file.
+        The file to open (a symbolic link is followed to what it points at).
 
     Returns
     -------
-    int
-        The descriptor; the caller closes it.
+    (descriptor, size)
+        The open descriptor, which the caller closes, and the file's size in bytes (from the
+        same ``fstat``).
 
     Raises
     ------
@@ -135,11 +135,6 @@ def open_regular(path: str) -> int:
     DeparrayReadError
         When it is a named pipe, a socket or a device (or a link to one).
     """
-    return open_regular_sized(path)[0]
-
-
-def open_regular_sized(path: str) -> tuple[int, int]:
-    """:func:`open_regular`, also returning the file's size (from the same ``fstat``)."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     descriptor = os.open(path, flags)
     try:
@@ -259,7 +254,7 @@ def survey_ifd_chains(
     path
         The file, for messages.
     descriptor
-        A descriptor of the (regular) file open for reading (see :func:`open_regular`).
+        A descriptor of the (regular) file open for reading (see :func:`open_regular_sized`).
     size
         The file's size in bytes.
     max_ifds
@@ -385,7 +380,7 @@ def _queue_sub_ifds(
 
 
 def survey_tiff(path: str, max_ifds: int | None = None) -> ChainSurvey:
-    """Open ``path`` safely (:func:`open_regular`) and walk its IFD chains (bounded).
+    """Open ``path`` safely (:func:`open_regular_sized`) and walk its IFD chains (bounded).
 
     Parameters
     ----------

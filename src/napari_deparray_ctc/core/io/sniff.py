@@ -30,14 +30,13 @@ from napari_deparray_ctc.core.channels import (
     ChannelMapError,
     canonical_channel,
     channel_from_name,
-    find_channel_map,
-    load_channel_map,
 )
 from napari_deparray_ctc.core.errors import DeparrayReadError
 from napari_deparray_ctc.core.io.common import (
     DEPARRAY_NAME_RE,
     LABELS_FILENAME,
     MAX_PIXELS_PER_PLANE,
+    channel_map_in,
     is_tiff_name,
     natural_key,
     tiff_stem,
@@ -84,11 +83,8 @@ def _header(path: str, single_channel: bool) -> Plan | None:
 
 def _map_beside(path: str) -> ChannelMap | None:
     """The channel map beside a file (``channels.csv``/``channels.txt``), if one is usable."""
-    candidate = find_channel_map(os.path.dirname(os.path.abspath(path)))
-    if candidate is None:
-        return None
     try:
-        return load_channel_map(candidate)
+        return channel_map_in(os.path.dirname(os.path.abspath(path)))
     except ChannelMapError:
         return None  # the reader reports the broken map
 

@@ -296,25 +296,26 @@ def _inspect_plain_pages(
     # the fast page list already checked that every page has the first page's layout tags
     check_tiles(path, pages if listed is None else [first], max_pixels)
     check_codecs(path, pages if listed is None else [first])
-    count = len(pages)
-    plan = Plan(
-        n_cells=count if single_channel else 1,
-        n_channels=1 if single_channel else count,
-        height=height,
-        width=width,
-        dtype=dtype,
-        stored_names=None,
-        pixel_size_um=pixel_size_um(tif, first),
-        series=[],
-        pages=pages,
-        page_names=page_names,
-        page_descriptions=descriptions,
-    )
-    if not single_channel:
-        _name_planes(tif, plan)
-        if count > MAX_CHANNELS_PER_CELL and not any(plan.stored_names or []):
-            plan.n_cells, plan.n_channels, plan.stored_names = count, 1, None
-            plan.plane_labels = None
+    plan = Plan(1, 1, height, width, dtype, None, pixel_size_um(tif, first), series=[])
+    plan.pages, plan.page_names, plan.page_descriptions = pages, page_names, descriptions
+    return _one_plane_each(tif, plan, len(pages), single_channel)
+
+
+def _one_plane_each(tif: tifffile.TiffFile, plan: Plan, count: int, single_channel: bool) -> Plan:
+    """Finish the plan of a file whose ``count`` pages (or series) are one plane each.
+
+    In a file named for one channel they are cells; otherwise channels, named from the file,
+    except that a run of more than :data:`MAX_CHANNELS_PER_CELL` planes that the file does not
+    name is a stack of cells.
+    """
+    if single_channel:
+        plan.n_cells, plan.n_channels = count, 1
+        return plan
+    plan.n_cells, plan.n_channels = 1, count
+    _name_planes(tif, plan)
+    if count > MAX_CHANNELS_PER_CELL and not any(plan.stored_names or []):
+        plan.n_cells, plan.n_channels, plan.stored_names = count, 1, None
+        plan.plane_labels = None
     return plan
 
 
@@ -392,20 +393,6 @@ def _inspect_multiseries(
     check_plane(path, height, width, dtype, max_pixels)
     check_tiles(path, (page for item in series for page in item.pages), max_pixels)
     check_codecs(path, (item.keyframe for item in series))
-    count = len(series)
-    plan = Plan(
-        n_cells=count if single_channel else 1,
-        n_channels=1 if single_channel else count,
-        height=height,
-        width=width,
-        dtype=dtype,
-        stored_names=None,
-        pixel_size_um=pixel_size_um(tif, series[0].keyframe),
-        series=series,
-    )
-    if not single_channel:
-        _name_planes(tif, plan)
-        if count > MAX_CHANNELS_PER_CELL and not any(plan.stored_names or []):
-            plan.n_cells, plan.n_channels, plan.stored_names = count, 1, None
-            plan.plane_labels = None
-    return plan
+    size = pixel_size_um(tif, series[0].keyframe)
+    plan = Plan(1, 1, height, width, dtype, None, size, series=series)
+    return _one_plane_each(tif, plan, len(series), single_channel)
