@@ -11,9 +11,13 @@ from napari_deparray_ctc.core.constants import ARCHITECTURES, DAPI_STRATEGIES
 
 __all__ = [
     "HelpWithTrainDefaults",
+    "add_cell_counts",
     "add_channel_map_option",
     "add_data_argument",
+    "add_inference_options",
+    "add_pixel_size_option",
     "add_train_options",
+    "check_pixel_size",
     "make_config",
     "train_overrides",
 ]
@@ -135,6 +139,49 @@ def add_channel_map_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="channel map file (channels.csv/.txt) (default: the one beside the files, if any)",
+    )
+
+
+def add_inference_options(
+    parser: argparse.ArgumentParser,
+    batch_size: int = 64,
+    batch_help: str = "cells per forward pass",
+) -> None:
+    """``--batch-size``, ``--device`` and ``--threads`` of the commands that run a model."""
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"{batch_help} (default: {batch_size})"
+    )
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+
+
+def add_pixel_size_option(parser: argparse.ArgumentParser) -> None:
+    """``--pixel-size UM``: DATA's pixel size, for every cell."""
+    parser.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="pixel size of DATA in micrometres, for every cell (default: what each file "
+        "declares; cells are rescaled to the model's training pixel size when both are known)",
+    )
+
+
+def check_pixel_size(pixel_size: float | None) -> None:
+    """Refuse a ``--pixel-size`` that is not a positive number of micrometres."""
+    from napari_deparray_ctc.cli.data import CliError
+
+    if pixel_size is not None and not 0 < pixel_size < 1000:
+        raise CliError(f"--pixel-size must be a positive size in micrometres, not {pixel_size}")
+
+
+def add_cell_counts(parser: argparse.ArgumentParser, cells: int, cells_help: str) -> None:
+    """``--cells N`` and ``--ctc-fraction F`` of the commands that synthesise cells."""
+    parser.add_argument("--cells", type=int, default=cells, help=f"{cells_help} (default: {cells})")
+    parser.add_argument(
+        "--ctc-fraction", type=float, default=0.2, help="fraction of CTCs (default: 0.2)"
     )
 
 

@@ -37,5 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     for name in COMMANDS:
-        importlib.import_module(f"napari_deparray_ctc.cli.commands.{name}").register(sub)
+        command = importlib.import_module(f"napari_deparray_ctc.cli.commands.{name}")
+        p = sub.add_parser(
+            name,
+            help=command.HELP,
+            description=command.DESCRIPTION,
+            add_help=getattr(command, "ADD_HELP", True),
+        )
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser

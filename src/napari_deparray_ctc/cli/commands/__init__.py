@@ -1,4 +1,6 @@
-"""One module per ``deparray-ctc`` command: ``register(subparsers)`` adds it, ``run(args)`` runs it.
+"""One module per ``deparray-ctc`` command. Each has ``HELP`` (its line in ``--help``),
+``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``; ``ADD_HELP = False`` where the
+command brings its own ``-h``. ``cli/parser.py`` builds the parser from them.
 
 The order of :data:`COMMANDS` is the order of ``deparray-ctc --help``.
 """

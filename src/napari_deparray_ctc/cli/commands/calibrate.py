@@ -26,20 +26,19 @@ from napari_deparray_ctc.cli.data import (
 )
 from napari_deparray_ctc.cli.output import StderrProgress, skip_warning, warn
 
+HELP = "calibrate a model for a site (instrument) from a few labelled cells"
+DESCRIPTION = """
+Refit a model's probability calibration (Platt) and threshold for a new site from the cells of
+DATA that carry a label (about 10-20 are enough: at least --min-per-class of each class); the
+other cells of DATA are used too (for the threshold, --adapt and the site's shift check). The
+network's weights are not changed. Writes a site model: the model with the site's calibration,
+threshold and a site profile (see 'deparray-ctc info'). 'deparray-ctc suggest --for calibration'
+lists the cells worth labelling first.
+"""
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "calibrate",
-        help="calibrate a model for a site (instrument) from a few labelled cells",
-        description="Refit a model's probability calibration (Platt) and threshold for a new "
-        "site from the cells of DATA that carry a label (about 10-20 are enough: at least "
-        "--min-per-class of each class); the other cells of DATA are used too (for the "
-        "threshold, --adapt and the site's shift check). The network's weights are not "
-        "changed. Writes a site model: the model with the site's calibration, threshold and "
-        "a site profile (see 'deparray-ctc info'). 'deparray-ctc suggest --for calibration' "
-        "lists the cells worth labelling first.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc calibrate``."""
     p.add_argument("model", metavar="MODEL", help="model file written by 'train'")
     options.add_data_argument(p, "the site's cells, some of them labelled")
     p.add_argument("--out", required=True, metavar="SITE_MODEL", help="site model file to write")
@@ -65,19 +64,9 @@ def register(sub) -> None:
         metavar="N",
         help="fewest labelled cells of each class (default: 5)",
     )
-    p.add_argument(
-        "--pixel-size",
-        type=float,
-        default=None,
-        metavar="UM",
-        help="pixel size of DATA in micrometres, for every cell (default: what each file "
-        "declares), as for 'classify'",
-    )
-    p.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    options.add_pixel_size_option(p)
+    options.add_inference_options(p)
     options.add_channel_map_option(p)
-    p.set_defaults(func=run)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -110,10 +99,7 @@ def run(args: argparse.Namespace) -> int:
     min_per_class = MIN_PER_CLASS if args.min_per_class is None else args.min_per_class
     if min_per_class < 1 or args.batch_size < 1:
         raise CliError("--min-per-class and --batch-size must be at least 1")
-    if args.pixel_size is not None and not 0 < args.pixel_size < 1000:
-        raise CliError(
-            f"--pixel-size must be a positive size in micrometres, not {args.pixel_size}"
-        )
+    options.check_pixel_size(args.pixel_size)
     where = join(args.data)
     # the labels are in the headers, class folders, labels.csv and sidecars: refuse before
     # reading any pixel when too few cells carry one

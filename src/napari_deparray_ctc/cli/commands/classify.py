@@ -16,15 +16,15 @@ from napari_deparray_ctc.cli.data import (
 )
 from napari_deparray_ctc.cli.output import info, warn
 
+HELP = "classify every cell of DATA, write a CSV"
+DESCRIPTION = """
+Classify every cell of DATA from its bright-field image and write
+cell_id,path,p_ctc,label,threshold,annotation to a CSV (atomically).
+"""
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "classify",
-        help="classify every cell of DATA, write a CSV",
-        description="Classify every cell of DATA from its bright-field image and write "
-        "cell_id,path,p_ctc,label,threshold,annotation to a CSV (atomically).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc classify``."""
     options.add_data_argument(p, "cells to classify")
     p.add_argument("--model", required=True, help="model file written by 'train'")
     p.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
@@ -36,19 +36,8 @@ def register(sub) -> None:
         "ctc_low,ctc_high,threshold (ctc_low..ctc_high: 95 %% interval of the number of true "
         "CTCs; the sample is the cells' sample id, or the export's name)",
     )
-    p.add_argument(
-        "--batch-size", type=int, default=64, help="cells per forward pass (default: 64)"
-    )
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument(
-        "--pixel-size",
-        type=float,
-        default=None,
-        metavar="UM",
-        help="pixel size of DATA in micrometres, for every cell (default: what each file "
-        "declares; cells are rescaled to the model's training pixel size when both are known)",
-    )
+    options.add_inference_options(p)
+    options.add_pixel_size_option(p)
     p.add_argument(
         "--adapt",
         action="store_true",
@@ -61,7 +50,6 @@ def register(sub) -> None:
         help="average each cell's P(CTC) over its 8 rotations and reflections (8x slower)",
     )
     options.add_channel_map_option(p)
-    p.set_defaults(func=run)
 
 
 def write_predictions(out: Path, stream, predictions) -> None:
@@ -122,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(args.model, "model file not found")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.pixel_size is not None and not 0 < args.pixel_size < 1000:
-        raise CliError(
-            f"--pixel-size must be a positive size in micrometres, not {args.pixel_size}"
-        )
+    options.check_pixel_size(args.pixel_size)
     options.apply_threads(args.threads)
     tap = ShiftTap()
     stream, predictions, model = classify_paths(

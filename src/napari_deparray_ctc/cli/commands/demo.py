@@ -16,23 +16,20 @@ from napari_deparray_ctc.cli.output import (
 )
 from napari_deparray_ctc.core.demo import DEMO_EPOCHS, DEMO_SINGLE_THREAD_CPUS
 
+HELP = "synthesise, train, classify a shifted-optics export, print metrics"
+DESCRIPTION = f"""
+The main job on synthetic data: writes a labelled synthetic export (default optics) and a
+held-out export with SHIFTED optics (another instrument), trains the default pipeline
+(TrainConfig defaults, but {DEMO_EPOCHS} epochs unless --epochs is given, and one torch thread
+on machines with <= {DEMO_SINGLE_THREAD_CPUS} CPUs unless --threads is given), classifies the
+shifted export from bright-field only and prints the metrics and where the files are. Files go
+to a new folder in your user cache unless --out is given.
+"""
+ADD_HELP = False
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "demo",
-        help="synthesise, train, classify a shifted-optics export, print metrics",
-        add_help=False,
-        description=(
-            "The main job on synthetic data: writes a labelled synthetic export (default "
-            "optics) and a held-out export with SHIFTED optics (another instrument), trains "
-            f"the default pipeline (TrainConfig defaults, but {DEMO_EPOCHS} epochs unless "
-            "--epochs is given, and one torch thread on machines with "
-            f"<= {DEMO_SINGLE_THREAD_CPUS} CPUs unless --threads is given), classifies the "
-            "shifted export from bright-field only and prints the metrics and where the files "
-            "are. Files go to a new folder in your user cache unless --out is given."
-        ),
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc demo``."""
     p.add_argument("-h", "--help", action=options.HelpWithTrainDefaults, help="show this help")
     p.add_argument(
         "--out",
@@ -40,17 +37,13 @@ def register(sub) -> None:
         help="new or empty folder for all files (default: a new folder in the user cache)",
     )
     p.add_argument("--gui", action="store_true", help="run the demo in napari instead")
-    p.add_argument("--cells", type=int, default=600, help="training cells (default: 600)")
+    options.add_cell_counts(p, 600, "training cells")
     p.add_argument(
         "--test-cells", type=int, default=300, help="shifted-optics test cells (default: 300)"
     )
     p.add_argument("--samples", type=int, default=4, help="training samples (default: 4)")
-    p.add_argument(
-        "--ctc-fraction", type=float, default=0.2, help="fraction of CTCs (default: 0.2)"
-    )
     options.add_train_options(p)
     p.train_default_overrides = {"epochs": DEMO_EPOCHS}  # type: ignore[attr-defined]
-    p.set_defaults(func=run)
 
 
 def _run_gui(args: argparse.Namespace) -> int:

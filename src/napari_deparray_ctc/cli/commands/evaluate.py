@@ -22,16 +22,16 @@ from napari_deparray_ctc.cli.data import (
 from napari_deparray_ctc.cli.output import info, print_metrics, train_progress_printer, warn
 from napari_deparray_ctc.core.constants import is_class_label
 
+HELP = "metrics of a model on labelled DATA, or k-fold cross-validation (--cv K)"
+DESCRIPTION = """
+Score a model on labelled cells (--model), or train and score K folds by sample (--cv K) for an
+unbiased mean ± sd.
+"""
+ADD_HELP = False
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "evaluate",
-        help="metrics of a model on labelled DATA, or k-fold cross-validation (--cv K)",
-        description="Score a model on labelled cells (--model), or train and score K folds "
-        "by sample (--cv K) for an unbiased mean ± sd.",
-        add_help=False,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc evaluate``."""
     p.add_argument("-h", "--help", action=options.HelpWithTrainDefaults, help="show this help")
     options.add_data_argument(p, "labelled cells to score")
     p.add_argument("--model", default=None, help="model file to evaluate")
@@ -55,7 +55,6 @@ def register(sub) -> None:
     )
     options.add_channel_map_option(p)
     options.add_train_options(p)  # used by --cv; --device/--threads also apply to --model
-    p.set_defaults(func=run)
 
 
 def write_json(path: Path, obj: Any) -> None:

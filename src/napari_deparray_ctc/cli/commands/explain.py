@@ -18,28 +18,24 @@ from napari_deparray_ctc.cli.data import (
 )
 from napari_deparray_ctc.cli.output import StderrProgress, skip_warning
 
+HELP = "write a saliency map of every cell of DATA"
+DESCRIPTION = """
+For every cell of DATA write OUT/<cell_id>_saliency.tif: a float32 map with the bright-field
+image's shape, >= 0 and summing to 1, of where the model's CTC score came from (integrated
+gradients from a blank-field baseline; see docs/explain_adapt.md).
+"""
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "explain",
-        help="write a saliency map of every cell of DATA",
-        description="For every cell of DATA write OUT/<cell_id>_saliency.tif: a float32 map "
-        "with the bright-field image's shape, >= 0 and summing to 1, of where the model's CTC "
-        "score came from (integrated gradients from a blank-field baseline; see "
-        "docs/explain_adapt.md).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc explain``."""
     options.add_data_argument(p, "cells to explain")
     p.add_argument("--model", required=True, help="model file written by 'train'")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the maps (created)")
     p.add_argument(
         "--steps", type=int, default=None, help="integrated-gradient steps (default: 16)"
     )
-    p.add_argument("--batch-size", type=int, default=16, help="cells per chunk (default: 16)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    options.add_inference_options(p, batch_size=16, batch_help="cells per chunk")
     options.add_channel_map_option(p)
-    p.set_defaults(func=run)
 
 
 def map_file_name(cell_id: str) -> str:

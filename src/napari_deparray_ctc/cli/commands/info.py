@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+HELP = "show the model card of a model file"
+DESCRIPTION = """
+Print what a model file says about itself: architecture and input size, training cells per class
+and sample, validation figures and the cells they rest on, threshold and calibration,
+augmentation and DAPI strategy, versions and date, and the trainer's note. Nothing in the file
+is executed.
+"""
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "info",
-        help="show the model card of a model file",
-        description="Print what a model file says about itself: architecture and input size, "
-        "training cells per class and sample, validation figures and the cells they rest on, "
-        "threshold and calibration, augmentation and DAPI strategy, versions and date, and "
-        "the trainer's note. Nothing in the file is executed.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc info``."""
     p.add_argument("model", metavar="MODEL", help="model file (.pt)")
     p.add_argument("--json", action="store_true", help="print the whole metadata as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,15 +22,16 @@ from napari_deparray_ctc.core.constants import is_class_label
 SUGGEST_COLUMNS = ("rank", "cell_id", "path", "p_ctc")
 
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "suggest",
-        help="list the cells to label next (uncertain and diverse)",
-        description="List the N cells of DATA that a person should label next: cells whose "
-        "call is uncertain, and different from each other (not N near-duplicates). Cells that "
-        "already have a label are left out unless --include-labelled is given.",
-    )
+HELP = "list the cells to label next (uncertain and diverse)"
+DESCRIPTION = """
+List the N cells of DATA that a person should label next: cells whose call is uncertain, and
+different from each other (not N near-duplicates). Cells that already have a label are left out
+unless --include-labelled is given.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc suggest``."""
     options.add_data_argument(p, "candidate cells")
     p.add_argument("--model", required=True, help="model file written by 'train'")
     p.add_argument("--n", type=int, default=20, help="how many cells (default: 20)")
@@ -49,11 +50,8 @@ def register(sub) -> None:
         "cells spread over the scores of both called classes, the most informative labels "
         "for 'deparray-ctc calibrate'",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="cells per forward pass")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: automatic)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    options.add_inference_options(p)
     options.add_channel_map_option(p)
-    p.set_defaults(func=run)
 
 
 def write_suggestions(path: Path, rows: list[dict]) -> None:

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from napari_deparray_ctc.cli import options
 from napari_deparray_ctc.cli.data import CliError
 from napari_deparray_ctc.core.constants import LAYOUTS
 
+HELP = "write a synthetic DEPArray-like export"
+DESCRIPTION = """
+Write synthetic DEPArray-like single-cell TIFFs (BF, DAPI, PE, APC) and labels.csv; the same
+arguments give byte-identical files.
+"""
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "synth",
-        help="write a synthetic DEPArray-like export",
-        description="Write synthetic DEPArray-like single-cell TIFFs (BF, DAPI, PE, APC) and "
-        "labels.csv; the same arguments give byte-identical files.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc synth``."""
     p.add_argument("out", metavar="OUT", help="output folder (new or empty)")
-    p.add_argument("--cells", type=int, default=100, help="number of cells (default: 100)")
-    p.add_argument(
-        "--ctc-fraction", type=float, default=0.2, help="fraction of CTCs (default: 0.2)"
-    )
+    options.add_cell_counts(p, 100, "number of cells")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--layout", choices=LAYOUTS, default="multipage", help="export layout (default: multipage)"
@@ -33,7 +31,6 @@ def register(sub) -> None:
     p.add_argument(
         "--samples", type=int, default=1, help="number of samples (patients) (default: 1)"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,16 +22,16 @@ from napari_deparray_ctc.cli.data import (
 )
 from napari_deparray_ctc.cli.output import info, print_metrics, train_progress_printer, warn
 
+HELP = "train a BF-only classifier (BF + DAPI in training)"
+DESCRIPTION = """
+Train a ResNet on the labelled cells of DATA (bright-field, with DAPI images added in training
+only) and write the model file atomically.
+"""
+ADD_HELP = False
 
-def register(sub) -> None:
-    """Add the command to the subparsers."""
-    p = sub.add_parser(
-        "train",
-        help="train a BF-only classifier (BF + DAPI in training)",
-        description="Train a ResNet on the labelled cells of DATA (bright-field, with DAPI "
-        "images added in training only) and write the model file atomically.",
-        add_help=False,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``deparray-ctc train``."""
     p.add_argument("-h", "--help", action=options.HelpWithTrainDefaults, help="show this help")
     options.add_data_argument(p, "labelled cells to train on")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.pt)")
@@ -58,7 +58,6 @@ def register(sub) -> None:
     )
     options.add_channel_map_option(p)
     options.add_train_options(p)
-    p.set_defaults(func=run)
 
 
 def print_training_summary(result) -> None:
