@@ -148,17 +148,8 @@ def write_csv(
     path
         Destination; its folder must exist. The old file stays whole on any failure.
     columns, rows, lineterminator
-        As for :func:`write_csv_rows`.
-
-    Returns
-    -------
-    int
-        Number of rows written.
-
-    Raises
-    ------
-    ValueError
-        A mapping row holds a key that is not a column (nothing is written then).
+        As for :func:`write_csv_rows`, which also says what it returns and raises; when it
+        raises, nothing is written.
     """
     # surrogateescape: paths with non-UTF-8 bytes are written as they are
     with atomic_write(path, "w", newline="", errors="surrogateescape") as handle:

@@ -158,10 +158,8 @@ def pr_curve(
 
     Parameters
     ----------
-    y_true
-        True labels.
-    p_ctc
-        Predicted CTC probabilities.
+    y_true, p_ctc
+        True labels (as :func:`to_binary` takes them) and predicted CTC probabilities.
     max_points
         Keep at most this many points (evenly spaced along the curve, end points kept).
 
@@ -256,10 +254,8 @@ def best_threshold(y_true: Iterable, p_ctc: Iterable[float]) -> tuple[float, flo
 
     Parameters
     ----------
-    y_true
-        True labels.
-    p_ctc
-        Predicted CTC probabilities.
+    y_true, p_ctc
+        True labels (as :func:`to_binary` takes them) and predicted CTC probabilities.
 
     Returns
     -------
@@ -295,10 +291,8 @@ def classification_metrics(
 
     Parameters
     ----------
-    y_true
-        True labels.
-    p_ctc
-        Predicted CTC probabilities.
+    y_true, p_ctc
+        True labels (as :func:`to_binary` takes them) and predicted CTC probabilities.
     threshold
         A cell is called CTC when ``p_ctc >= threshold``.
 

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = [
-    "model_card_lines",
-    "model_summary_lines",
-    "site_profile_lines",
-    "validation_note",
-]
+__all__ = ["model_card_lines", "model_summary_lines", "site_profile_lines", "validation_note"]
 
 
 def _number(value: Any, digits: int = 3) -> str:

@@ -205,7 +205,7 @@ def find_imagenet_weights(arch: str) -> Path | None:
     Parameters
     ----------
     arch
-        ``"resnet18"``, ``"resnet34"`` or ``"resnet50"``.
+        As for :func:`download_imagenet_weights`.
 
     Returns
     -------
