@@ -182,18 +182,21 @@ def test_estimate_prior_and_the_expected_f1_threshold():
     assert expected_f1_threshold([], "half_f1") == (0.5, 0.0)
 
 
-def test_suggest_for_calibration_spreads_over_both_called_classes():
-    p = np.linspace(0.001, 0.999, 200)
-    picked = select_for_calibration(p, 0.3, 20)
+def test_suggest_for_calibration_takes_the_top_ranks_and_spreads_the_rest():
+    rng = np.random.default_rng(0)
+    p = rng.permutation(np.linspace(0.001, 0.999, 200))
+    picked = select_for_calibration(p, 20)
     assert len(picked) == len(set(picked)) == 20
-    called = p[picked] >= 0.3
-    assert called.sum() == 10  # half from each side of the threshold
-    margin = np.abs(np.log(p / (1 - p)) - np.log(0.3 / 0.7))[picked]
-    assert margin.min() < 0.2 and margin.max() > 3  # near the threshold and far from it
-    # a side with too few cells: the other side fills in
-    few = select_for_calibration(np.r_[np.full(3, 0.9), np.linspace(0.01, 0.2, 50)], 0.5, 10)
-    assert len(few) == 10 and sum(i < 3 for i in few) == 3
-    assert select_for_calibration(p, 0.3, 0) == []
+    ranks = np.argsort(np.argsort(-p))[picked]  # 0 = highest P(CTC)
+    assert sorted(ranks[:10]) == list(range(10))  # half: the ten top-ranked cells
+    spread = np.sort(ranks[10:])
+    assert spread.min() < 25 and spread.max() > 180  # the rest from doubtful to confident
+    assert np.all(np.diff(spread) > 10)  # evenly spread, not bunched
+    # the threshold plays no part: an over-calling model (every P high) picks the same ranks
+    assert select_for_calibration(0.5 + 0.5 * p, 20) == picked
+    # fewer cells than asked: all of them, once each
+    assert sorted(select_for_calibration([0.9, 0.1, 0.5], 10)) == [0, 1, 2]
+    assert select_for_calibration(p, 0) == []
 
 
 def test_suggest_cells_for_calibration(model):

@@ -47,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("labelling", "calibration"),
         default="labelling",
         help="labelling (default): uncertain and diverse cells, to train on; calibration: "
-        "cells spread over the scores of both called classes, the most informative labels "
-        "for 'deparray-ctc calibrate'",
+        "half the top-ranked cells (where the rare CTCs are, whatever the threshold), half "
+        "spread over the ranks below: the most informative labels for 'deparray-ctc calibrate'",
     )
     options.add_inference_options(p)
     options.add_channel_map_option(p)
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             "every cell already has a label; add --include-labelled to rank them anyway",
         )
     if args.purpose == "calibration":
-        picked = select_for_calibration(p[keep], model.threshold, args.n)
+        picked = select_for_calibration(p[keep], args.n)
     else:
         picked = select_uncertain_diverse(p[keep], features[keep], model.threshold, args.n)
     rows = [

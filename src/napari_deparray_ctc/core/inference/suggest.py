@@ -19,15 +19,16 @@ look alike teach about as much as one. :func:`select_uncertain_diverse` therefor
 
 For **calibrating** a model for a site (``core.inference.site_calibration``) the most
 uncertain cells are not the most useful: a Platt calibration has a slope and an intercept,
-which cells near the threshold alone pin down badly, and it needs both classes.
-:func:`select_for_calibration` therefore spreads its picks over the score range of *both*
-predicted classes, denser near the threshold (``suggest --for calibration``). It picks by
-the score only, which leaves the calibration unbiased: Platt models P(CTC | score).
+which cells near the threshold alone pin down badly, and it needs both classes, while on a
+new instrument the threshold itself is what no longer holds.
+:func:`select_for_calibration` therefore picks by rank on the export: the top-ranked cells
+(where the rare CTCs are) and cells spread over the ranks below (``suggest --for
+calibration``). It picks by the score only, which leaves the calibration unbiased: Platt
+models P(CTC | score).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -171,66 +172,40 @@ def select_uncertain_diverse(
     return [int(pool[i]) for i in picked]
 
 
-def _spread(order: np.ndarray, k: int) -> list[int]:
-    """``k`` positions of ``order`` (sorted by distance to the threshold), denser near it.
-
-    Position ``j`` of ``k`` is the quantile ``((j + 0.5) / k) ** 2`` of the ranks: half the
-    picks fall in the closest quarter, the rest reach out to the most confident cells.
-    """
-    n = len(order)
-    k = min(k, n)
-    picked: list[int] = []
-    used: set[int] = set()
-    for j in range(k):
-        rank = min(int(((j + 0.5) / k) ** 2 * n), n - 1)
-        while rank in used:  # small sides: take the next free rank
-            rank = (rank + 1) % n
-        used.add(rank)
-        picked.append(int(order[rank]))
-    return picked
-
-
-def select_for_calibration(p_ctc: Sequence[float], threshold: float, n: int) -> list[int]:
+def select_for_calibration(p_ctc: Sequence[float], n: int) -> list[int]:
     """Indices of ``n`` cells whose labels best inform a site calibration.
 
-    Half the picks are cells called CTC, half cells called WBC (all of one side when the
-    other has too few); within each side they are spread over the distance to the threshold
-    (on the logit scale) from the closest cells to the most confident ones, denser near the
-    threshold (:func:`_spread`).
+    On a new instrument the stored threshold does not transfer, but the ranking of the cells
+    mostly does; so the picks follow the ranks of this export, never the threshold. CTCs are
+    the rare class and sit at the top of the ranking: half the picks (rounded up) are the
+    highest-ranked cells, so that the labels hold CTCs even when the model calls far too many
+    or far too few cells CTC. The other half are spread evenly over the ranks below, from the
+    doubtful to the most confident WBCs, which pins down the calibration's slope. Picking by
+    the score only keeps the calibration unbiased: Platt models P(CTC | score).
 
     Parameters
     ----------
     p_ctc
-        Calibrated P(CTC) per cell.
-    threshold
-        The decision threshold on ``p_ctc``.
+        P(CTC) per cell (any monotone score gives the same picks).
     n
         How many to pick (all cells when there are fewer).
 
     Returns
     -------
     list of int
-        Alternating between the two called classes, each side from the threshold outwards.
+        The top-ranked picks first (highest score first), then the spread ones (top down).
     """
     p = np.asarray(p_ctc, dtype=np.float64)
     n = int(min(max(n, 0), len(p)))
     if n == 0:
         return []
-    d = _logit(p) - _logit(np.array([float(threshold)]))[0]
-    called_ctc = np.flatnonzero(d >= 0)
-    called_wbc = np.flatnonzero(d < 0)
-    n_ctc = min(len(called_ctc), -(-n // 2))
-    n_wbc = min(len(called_wbc), n - n_ctc)
-    n_ctc = min(len(called_ctc), n - n_wbc)
-    sides = []
-    for members, k in ((called_ctc, n_ctc), (called_wbc, n_wbc)):
-        order = members[np.argsort(np.abs(d[members]), kind="stable")]
-        picked = _spread(order, k)
-        sides.append(sorted(picked, key=lambda i: abs(d[i])))
-    out: list[int] = []
-    for pair in itertools.zip_longest(*sides):
-        out.extend(int(i) for i in pair if i is not None)
-    return out
+    ranked = np.argsort(-p, kind="stable")
+    n_top = -(-n // 2)
+    rest = ranked[n_top:]
+    n_spread = n - n_top
+    # evenly spaced ranks over the rest, the middle of each of n_spread equal slices
+    positions = ((np.arange(n_spread) + 0.5) * len(rest) / max(n_spread, 1)).astype(int)
+    return [int(i) for i in ranked[:n_top]] + [int(rest[j]) for j in positions]
 
 
 def suggest_cells(
@@ -266,7 +241,7 @@ def suggest_cells(
         Pixel size (µm) per image, ``None`` where unknown (as for ``classify``).
     purpose
         ``"labelling"`` (uncertain and diverse cells, to train on) or ``"calibration"``
-        (spread over the scores of both called classes: :func:`select_for_calibration`).
+        (the top-ranked cells and cells spread over the ranks below: :func:`select_for_calibration`).
 
     Returns
     -------
@@ -287,7 +262,7 @@ def suggest_cells(
     p, feats = cell_embeddings([images[i] for i in keep], model, batch_size, sizes)
     t = model.threshold if threshold is None else float(threshold)
     if purpose == "calibration":
-        picked = select_for_calibration(p, t, n)
+        picked = select_for_calibration(p, n)
     else:
         picked = select_uncertain_diverse(p, feats, t, n)
     return [str(ids[keep[i]]) for i in picked]
