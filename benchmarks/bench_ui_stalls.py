@@ -6,8 +6,10 @@ the gaps between ticks; a gap much longer than 10 ms is the UI frozen. Each phas
 session is probed in turn, as a user meets it:
 
 1. idle (the noise floor of a busy machine);
-2. docking "Train classifier" (it starts importing torch in the background);
-3. docking "Classify cells" and choosing a model file (it is read at once, off the UI thread);
+2. docking "Train classifier" (it builds Qt only: torch is imported by the first worker that
+   needs it);
+3. docking "Classify cells" and choosing a model file (it is read at once, off the UI thread,
+   torch with it);
 4. the first classification of the session, then a second one;
 5. a short training run (the widget's default torch threads).
 
@@ -200,11 +202,7 @@ def _child(args: argparse.Namespace) -> dict[str, float]:
         )
         train_box["widget"] = widget
 
-    def imported() -> bool:
-        warmup = getattr(train_box["widget"], "warmup", None)
-        return warmup is None or not warmup.is_alive()
-
-    timed("dock Train classifier", dock_train, imported)
+    timed("dock Train classifier", dock_train, lambda: True)
     classify_box: dict = {}
     model = tmp / "model.pt"
     save_model_file(model)
@@ -261,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    load_at_start = os.getloadavg()
     figures: dict[str, dict[str, list[dict[str, float]]]] = {
         seq: {setting: [] for setting in settings} for seq in sequences
     }
@@ -288,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 figures[sequence][setting].append(json.loads(line[7:]))
                 print(sequence, setting, line[7:], flush=True)
+    load = "/".join(f"{x:.2f}" for x in load_at_start)
     print(
         f"largest UI stall (ms), {args.cells} cells, {os.cpu_count()} CPUs, "
-        f"{args.repeats} session(s) each: median [min-max]"
+        f"{args.repeats} session(s) each: median [min-max]; load average {load} at the "
+        f"start, {'/'.join(f'{x:.2f}' for x in os.getloadavg())} at the end"
     )
     print(f"{'phase':<48}" + "".join(f"{s:>22}" for s in settings))
     for sequence in sequences:
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/bench_ui_stalls.py "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "cpus": os.cpu_count(),
+            "load_average_at_start": load_at_start,
             "load_average": os.getloadavg(),
             "figures": figures,
         }

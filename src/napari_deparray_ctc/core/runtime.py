@@ -6,8 +6,17 @@ other Python thread (napari's UI thread included) stops for the whole load: 0.7 
 the development machine. A call through :mod:`ctypes` to libc's ``dlopen`` releases the GIL
 for the duration of the call, so :func:`preload_torch_libraries` maps torch's libraries that
 way first, from a background thread; the later ``import torch`` then finds them loaded and
-only runs Python-level initialisation (``benchmarks/bench_classify_ui.py`` measures the
+only runs Python-level initialisation (``benchmarks/bench_ui_stalls.py`` measures the
 largest event-loop stall with and without).
+
+When to load it matters as much as how. Measured in a real napari window under Xvfb
+(Mesa's software renderer, 2 CPUs, issue 19): on its own, a background import of torch and
+torchvision stalls the event loop by at most 40-60 ms (the longest single C calls holding the
+GIL, e.g. ``torch._C``'s initialisation); but mapping torch's libraries while the window
+redraws its canvas around a newly docked widget froze the window for 0.2-0.9 s, so nothing
+loads torch when a dock opens: the first worker that needs it (:func:`load_torch_in_this_thread`:
+the model file's check, a classification, a training) does. A shorter switch interval
+(``sys.setswitchinterval``) did not shorten those stalls.
 """
 
 from __future__ import annotations
@@ -24,9 +33,9 @@ from collections.abc import Iterator
 __all__ = [
     "PRELOAD_ENV",
     "collections_paused",
+    "load_torch_in_this_thread",
     "preload_torch_libraries",
     "torch_threads",
-    "warm_up_torch",
 ]
 
 #: set to ``0`` to skip the preload (to measure what it saves)
@@ -45,7 +54,6 @@ _TORCH_LIBRARIES = (
 )
 _PRELOAD_LOCK = threading.Lock()
 _PRELOADED = False
-_WARMUP: threading.Thread | None = None
 
 
 def _package_dir(name: str) -> str | None:
@@ -150,35 +158,6 @@ def collections_paused() -> Iterator[None]:
                 gc.unfreeze()  # ...and back, into the oldest generation
                 if _GC_WAS_ENABLED:
                     gc.enable()
-
-
-def _import_classifier() -> None:
-    try:
-        with collections_paused():
-            load_torch_in_this_thread()
-            import torchvision.models  # noqa: F401
-
-            import napari_deparray_ctc.core.inference.classify
-            import napari_deparray_ctc.core.training.train  # noqa: F401
-    except Exception:  # a broken install is reported, with its reason, when work starts
-        pass
-
-
-def warm_up_torch() -> threading.Thread:
-    """Import torch, torchvision and the classifier in a background thread (once per process).
-
-    Returns
-    -------
-    threading.Thread
-        The (possibly finished) import thread; ``join()`` it to wait.
-    """
-    global _WARMUP
-    if _WARMUP is None:
-        _WARMUP = threading.Thread(
-            target=_import_classifier, name="deparray-ctc-import", daemon=True
-        )
-        _WARMUP.start()
-    return _WARMUP
 
 
 @contextlib.contextmanager

@@ -32,13 +32,9 @@ def site_name(layer: Any) -> str:
 
 
 class CalibrateRun(RunOwner):
-    """Site calibrations of one viewer (one at a time).
+    """Site calibrations of one viewer (one at a time; see :class:`RunOwner`)."""
 
-    Parameters
-    ----------
-    session
-        The viewer's :class:`~napari_deparray_ctc.napari.session.Session`.
-    """
+    EVENTS = ("started", "finished")
 
     def __init__(self, session: Any) -> None:
         super().__init__(session)

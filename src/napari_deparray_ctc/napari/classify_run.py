@@ -41,15 +41,7 @@ NO_MODEL_GUIDANCE = (
 
 
 class ClassifyRun(RunOwner):
-    """The classification runs of one viewer (one at a time).
-
-    Parameters
-    ----------
-    session
-        The viewer's :class:`~napari_deparray_ctc.napari.session.Session`.
-    """
-
-    EVENTS = ("started", "stage", "progress", "finished")
+    """The classification runs of one viewer (one at a time; see :class:`RunOwner`)."""
 
     def __init__(self, session: Any) -> None:
         super().__init__(session)
@@ -115,16 +107,7 @@ class ClassifyRun(RunOwner):
         self.worker = worker
         self.events.started(total=job.n_cells)
         self._open_activity(job.n_cells, "Classifying cells")
-        self.session.runs.start(
-            worker,
-            f"classifying {job.n_cells} cells",
-            stop=worker.stop,
-            stage=self._on_stage,
-            progress=self._on_progress,
-            returned=self._on_returned,
-            errored=self._on_errored,
-            finished=self._on_finished,
-        )
+        self._start_worker(worker, f"classifying {job.n_cells} cells")
         return worker
 
     def cancel(self) -> None:
@@ -212,6 +195,8 @@ class ClassifyRun(RunOwner):
         rows, p = [], iter(outcome.p_ctc)
         for name, layer in self._layers.items():
             info = LayerInfo.of(layer)
+            # each list read once (``info.label_of(i)`` copies the whole list per cell)
+            paths, labels, groups = info.paths, info.labels, info.groups
             for index, cell_id in enumerate(info.cell_ids):
                 rows.append(
                     CellResult(
@@ -219,9 +204,9 @@ class ClassifyRun(RunOwner):
                         name,
                         index,
                         float(next(p)),
-                        info.path_of(index),
-                        info.label_of(index),
-                        info.group_of(index),
+                        _item(paths, index),
+                        _item(labels, index),
+                        _item(groups, index),
                     )
                 )
         threshold = float(outcome.model_threshold)
@@ -246,3 +231,8 @@ class ClassifyRun(RunOwner):
         layer = self._layers.get(results.rows[row].layer)
         viewer = self.session.viewer
         return layer if viewer is not None and layer in viewer.layers else None
+
+
+def _item(values: list[Any], index: int) -> Any:
+    """``values[index]``, ``None`` past its end (as ``LayerInfo.path_of`` and its kin)."""
+    return values[index] if 0 <= index < len(values) else None

@@ -274,10 +274,15 @@ class RunOwner:
     """What the owner of one kind of run shares (classify, train, calibrate): its session,
     its events, the running worker (one at a time) and the last outcome.
 
-    Subclasses name their events in :attr:`EVENTS`.
+    Parameters
+    ----------
+    session
+        The viewer's :class:`~napari_deparray_ctc.napari.session.Session`.
     """
 
-    EVENTS: tuple[str, ...] = ("started", "finished")
+    #: the run's events: ``started``, ``stage`` and ``progress`` while it runs, ``finished``
+    #: once at the end (a subclass that reports no steps names fewer)
+    EVENTS: tuple[str, ...] = ("started", "stage", "progress", "finished")
 
     def __init__(self, session: Any) -> None:
         from napari.utils.events import EmitterGroup, Event
@@ -303,6 +308,28 @@ class RunOwner:
             with contextlib.suppress(Exception):  # the activity dock only mirrors the run
                 self.activity.close()
             self.activity = None
+
+    def _start_worker(self, worker: Any, name: str) -> None:
+        """Run a worker that reports steps (``stage``, ``progress``) and stops on request, its
+        reports relayed to this owner's ``_on_*`` methods (``self.worker`` set before)."""
+        self.session.runs.start(
+            worker,
+            name,
+            stop=worker.stop,
+            stage=self._on_stage,
+            progress=self._on_progress,
+            returned=self._on_returned,
+            errored=self._on_errored,
+            finished=self._on_finished,
+        )
+
+    def _on_stage(self, text: str) -> None:
+        self.events.stage(text=text)
+
+    # what a worker reports; each owner says what it means
+    _on_progress: Callable[..., None]
+    _on_returned: Callable[..., None]
+    _on_errored: Callable[[BaseException], None]
 
     def _on_finished(self) -> None:
         """The worker's thread ended (its outcome was reported before)."""

@@ -40,15 +40,7 @@ LOG = logging.getLogger(__name__)
 
 
 class TrainRun(RunOwner):
-    """The training runs of one viewer (one at a time).
-
-    Parameters
-    ----------
-    session
-        The viewer's :class:`~napari_deparray_ctc.napari.session.Session`.
-    """
-
-    EVENTS = ("started", "stage", "progress", "finished")
+    """The training runs of one viewer (one at a time; see :class:`RunOwner`)."""
 
     def __init__(self, session: Any) -> None:
         super().__init__(session)
@@ -143,16 +135,7 @@ class TrainRun(RunOwner):
         self._timing = None
         self.events.started(inputs=inputs, n_cells=len(data))
         self._open_activity(0, "Training classifier: starting")
-        self.session.runs.start(
-            worker,
-            f"training a classifier on {len(data)} cells",
-            stop=worker.stop,
-            stage=lambda text: self.events.stage(text=text),
-            progress=self._on_progress,
-            returned=self._on_returned,
-            errored=self._on_errored,
-            finished=self._on_finished,
-        )
+        self._start_worker(worker, f"training a classifier on {len(data)} cells")
         return worker
 
     def stop(self) -> None:

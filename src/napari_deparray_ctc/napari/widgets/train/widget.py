@@ -13,7 +13,6 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from napari_deparray_ctc.core.runtime import warm_up_torch
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.session import annotations_path_for_layer, session_for
 from napari_deparray_ctc.napari.widgets.common import notify, scrollable_body, section
@@ -44,8 +43,10 @@ class TrainWidget(QWidget):
         )
         self._add_callbacks()
         self.cells.refresh()
+        # torch is not imported here: docking only builds Qt. A worker that needs torch
+        # imports it (the model check, training); mapping torch's libraries while the window
+        # redraws around the new dock froze it for 0.2-0.6 s (benchmarks/bench_ui_stalls.py)
         self._set_running(self.run.is_running)
-        self.warmup = warm_up_torch()  # maps torch with the GIL released: no UI stall
 
     # -- building -----------------------------------------------------------------------
 
