@@ -14,6 +14,7 @@ COMMANDS = (
     "explain",
     "suggest",
     "info",
+    "check",
     "export",
     "demo",
 )

@@ -37,6 +37,7 @@ from napari_deparray_ctc.core.io.common import (
     LABELS_FILENAME,
     MAX_PIXELS_PER_PLANE,
     channel_map_in,
+    error_from_exception,
     is_tiff_name,
     natural_key,
     tiff_stem,
@@ -162,6 +163,8 @@ def explain_file(path: str) -> tuple[bool, str]:
     except DeparrayReadError as exc:
         # damaged or unreadable: napari's own reader fails too, the reader's error says why
         return named, exc.reason
+    except OSError as exc:  # e.g. permission denied: the same, in the reader's words
+        return named, error_from_exception(path, exc).reason
     if plan is None:  # too many image directories to inspect here: decided by its name
         if named:
             return True, ""
