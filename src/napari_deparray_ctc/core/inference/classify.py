@@ -1,9 +1,12 @@
 """Classify bright-field images with a trained model, streaming in bounded memory.
 
 :func:`classify` reads images from any iterable (a list, a generator over files, a napari
-stack) one batch at a time: at most ``batch_size`` images plus one prepared batch are held,
-whatever the number of cells, so 10,000 cells need no more memory than 64. Only the
-probabilities (8 bytes per cell) accumulate. Inference runs under ``torch.inference_mode``
+stack) one batch at a time, and reads and prepares the next batch in a background thread while
+the network runs on the current one (:func:`predict_batches`, ``core.inference.prefetch``):
+at most two batches (their images and prepared tensors) are held, whatever the number of
+cells, so 10,000 cells need no more memory than 128. Only the probabilities (8 bytes per
+cell) accumulate. The images are therefore taken from the iterable in that thread, in order,
+one batch ahead of the network. Inference runs under ``torch.inference_mode``
 with mixed precision (float16 autocast) on CUDA. ``p_ctc`` is the model's calibrated P(CTC).
 
 Options measured in ``benchmarks/quality.py`` (``docs/quality.md``):
@@ -38,7 +41,14 @@ from napari_deparray_ctc.core.constants import call_label
 from napari_deparray_ctc.core.inference.preprocess import prepare_batch, scale_note
 from napari_deparray_ctc.core.model.loaded import LoadedModel, load_model
 
-__all__ = ["Predictions", "classify", "evaluate", "prepared_stream"]
+__all__ = [
+    "Predictions",
+    "classify",
+    "evaluate",
+    "open_stream",
+    "predict_batches",
+    "prepared_stream",
+]
 
 
 @dataclass
@@ -154,7 +164,8 @@ def classify(
         Called as ``progress(done, total)`` after every batch; ``total`` is ``len(images)``
         when known, else ``None``.
     should_stop
-        Called before every batch; ``True`` ends early with ``cancelled=True``.
+        Called before every batch; ``True`` ends early with ``cancelled=True`` (the batch
+        read ahead, if any, is dropped).
     pixel_size
         Pixel size in µm: one number for every image, or one per image (``None`` entries:
         unknown). Only used by models trained at a canonical pixel size.
@@ -177,14 +188,7 @@ def classify(
         An image is not 2-D (the message gives its position), ``batch_size < 1``, or
         ``cell_ids`` does not match the number of images.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive whole number, not {batch_size}")
-    loaded = _resolve_model(model, device)
-    total: int | None
-    try:
-        total = len(images)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
+    loaded, total = open_stream(images, model, device, batch_size)
     if cell_ids is not None and total is not None and len(cell_ids) != total:
         raise ValueError(f"{len(cell_ids)} cell ids given for {total} images")
     used_sizes: list[float | None] = []
@@ -197,20 +201,13 @@ def classify(
         adapt_cells=adapt_cells,
         used_sizes=used_sizes,
     )
-    chunks: list[np.ndarray] = []
-    done = 0
-    cancelled = False
-    while True:
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
-        batch = next(batches, None)
-        if batch is None:
-            break
-        chunks.append(loaded.predict_proba(batch, tta=tta))
-        done += int(batch.shape[0])
-        if progress is not None:
-            progress(done, total)
+    chunks, done, cancelled = predict_batches(
+        batches,
+        lambda batch: loaded.predict_proba(batch, tta=tta),
+        total,
+        progress=progress,
+        should_stop=should_stop,
+    )
     p_ctc = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
     if cell_ids is None:
         ids = [f"cell-{i:05d}" for i in range(done)]
@@ -228,6 +225,95 @@ def classify(
         cancelled=cancelled,
         scale_note=scale_note(loaded.normalisation, used_sizes),
     )
+
+
+def open_stream(
+    images: Iterable[np.ndarray],
+    model: LoadedModel | str | os.PathLike,
+    device: str | None,
+    batch_size: int,
+) -> tuple[LoadedModel, int | None]:
+    """Check the batch size, load (or move) the model and count the images when they can be.
+
+    Parameters
+    ----------
+    images
+        The images to stream (only ``len`` is asked; nothing is read).
+    model
+        A loaded model or a model file path.
+    device
+        As for :func:`classify`.
+    batch_size
+        Images per batch.
+
+    Returns
+    -------
+    (LoadedModel, int or None)
+        The model to use and ``len(images)``, or ``None`` for an iterable without a length.
+
+    Raises
+    ------
+    ValueError
+        ``batch_size`` is not a positive whole number.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive whole number, not {batch_size}")
+    loaded = _resolve_model(model, device)
+    try:
+        total: int | None = len(images)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return loaded, total
+
+
+def predict_batches(
+    batches: Iterable[Any],
+    predict: Callable[[Any], np.ndarray],
+    total: int | None,
+    *,
+    progress: Callable[[int, int | None], Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[np.ndarray], int, bool]:
+    """Run ``predict`` on each batch while the next batch is read and prepared in the background.
+
+    The batches are produced one ahead by a :class:`~.prefetch.Prefetcher` thread (reading
+    and preprocessing overlap inference; at most two batches are held), which is stopped and
+    joined before this returns or raises, whatever happens.
+
+    Parameters
+    ----------
+    batches
+        Prepared batches ``(n, 1, S, S)`` (e.g. from :func:`prepared_stream`).
+    predict
+        Turns a batch into one value per cell.
+    total
+        Number of cells when known, passed on to ``progress``.
+    progress
+        Called as ``progress(done, total)`` after every batch.
+    should_stop
+        Called before every batch; ``True`` ends early.
+
+    Returns
+    -------
+    (list of numpy.ndarray, int, bool)
+        ``predict``'s outputs per batch, the number of cells done, and whether
+        ``should_stop`` ended the stream early.
+    """
+    from napari_deparray_ctc.core.inference.prefetch import Prefetcher
+
+    outputs: list[np.ndarray] = []
+    done = 0
+    with Prefetcher(batches, name="deparray-ctc-prepare") as prefetched:
+        while True:
+            if should_stop is not None and should_stop():
+                return outputs, done, True
+            batch = next(prefetched, None)
+            if batch is None:
+                return outputs, done, False
+            outputs.append(predict(batch))
+            done += int(batch.shape[0])
+            if progress is not None:
+                progress(done, total)
 
 
 def prepared_stream(

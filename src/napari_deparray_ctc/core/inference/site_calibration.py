@@ -297,7 +297,11 @@ def calibrate_to_site(
         An unknown ``prior``, or an image that is not 2-D.
     """
     from napari_deparray_ctc.core.evaluation.metrics import roc_auc
-    from napari_deparray_ctc.core.inference.classify import _resolve_model, prepared_stream
+    from napari_deparray_ctc.core.inference.classify import (
+        open_stream,
+        predict_batches,
+        prepared_stream,
+    )
     from napari_deparray_ctc.core.inference.shift import (
         feature_summary_from_features,
         image_features,
@@ -307,18 +311,11 @@ def calibrate_to_site(
 
     if prior not in PRIORS:
         raise ValueError(f"the prior {prior} is not known; choose one of {', '.join(PRIORS)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive whole number, not {batch_size}")
     where = data_name or "this export"
     source_path = Path(model) if isinstance(model, (str, os.PathLike)) else None
     if source is not None:
         source_path = Path(source)
-    loaded = _resolve_model(model, device)
-    total: int | None
-    try:
-        total = len(images)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
+    loaded, total = open_stream(images, model, device, batch_size)
     if total is not None and len(labels) == total:
         check_site_labels(labels, min_per_class, where)  # before any pixel is read
 
@@ -340,18 +337,11 @@ def calibrate_to_site(
         adapt=adapt,
         adapt_cells=adapt_cells,
     )
-    logits: list[np.ndarray] = []
-    done = 0
-    while True:
-        if should_stop is not None and should_stop():
-            return None
-        batch = next(batches, None)
-        if batch is None:
-            break
-        logits.append(site.predict_logits(batch))
-        done += int(batch.shape[0])
-        if progress is not None:
-            progress(done, total)
+    logits, done, cancelled = predict_batches(
+        batches, site.predict_logits, total, progress=progress, should_stop=should_stop
+    )
+    if cancelled:
+        return None
     if done == 0:
         raise SiteCalibrationError(None, f"{where} holds no cell to calibrate on")
     z_all = np.concatenate(logits)
