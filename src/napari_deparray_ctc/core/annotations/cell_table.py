@@ -22,8 +22,16 @@ __all__ = ["CellRow", "cell_rows", "format_probability", "read_cell_table", "wri
 
 
 def format_probability(p: float) -> str:
-    """P(CTC) or a threshold as written to CSV: six decimals."""
-    return f"{float(p):.6f}"
+    """P(CTC) or a threshold as written to CSV: six decimals, and more near 0 and 1.
+
+    Within 0.001 of 0 or 1, six decimals would round different cells to the same value (a
+    site calibration can move a whole export there), so ten significant digits keep them
+    apart and the ranking survives the CSV.
+    """
+    value = float(p)
+    if 0.001 <= value <= 0.999 or value in (0.0, 1.0) or value != value:
+        return f"{value:.6f}"
+    return f"{value:.10g}"
 
 
 @dataclass
