@@ -35,7 +35,6 @@ def main() -> int:
     layers = viewer.open(str(export), plugin="napari-deparray-ctc")
     avoid_gl_llvm_clash()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-deparray-ctc", "Train classifier")
-    widget.warmup.join()
     viewer.layers.selection.active = layers[0]
     viewer.dims.set_current_step(0, 7)
     widget.settings.epochs_spin.setValue(8)

@@ -125,21 +125,26 @@ class LayerInfo:
     def labels(self, values: Sequence[str | None]) -> None:
         self._set("labels", list(values))
 
+    # one cell: read from the stored list in place (the list properties copy it, so a loop
+    # over cells that used them would be quadratic)
+
     def label_of(self, index: int) -> str | None:
         """The annotation of cell ``index``."""
-        return _item(self.labels, index)
+        label = _item(self._get("labels") or [], index)
+        return label if is_class_label(label) else None
 
     def path_of(self, index: int) -> str | None:
         """The source file of cell ``index``."""
-        return _item(self.paths, index)
+        return _item(self._get("paths") or [], index)
 
     def group_of(self, index: int) -> str | None:
         """The sample of cell ``index``."""
-        return _item(self.groups, index)
+        return _item(self._get("groups") or [], index)
 
     def id_of(self, index: int) -> str | None:
         """The id of cell ``index`` (``None`` out of range)."""
-        return _item(self.cell_ids, index)
+        cell_id = _item(self._get("cell_ids") or [], index)
+        return None if cell_id is None else str(cell_id)
 
     def index_of(self, cell_id: str) -> int | None:
         """The index of ``cell_id`` in the layer (``None`` when it does not hold it)."""

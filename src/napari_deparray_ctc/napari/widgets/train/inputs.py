@@ -9,6 +9,7 @@ policy (in-progress file, "never replace a better model") is ``core.model_files`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class FieldSpec:
 _CHOICES = {"arch": ARCHITECTURES, "dapi_strategy": DAPI_STRATEGIES, "augment": AUGMENT_FAMILIES}
 
 
+@functools.cache  # TrainConfig's fields do not change while napari runs; a dock asks 16 times
 def field_spec(name: str) -> FieldSpec:
     """The widget's view of a ``TrainConfig`` field (its default and its metadata)."""
     from napari_deparray_ctc.core.training.train import TrainConfig, config_field_defaults
