@@ -285,3 +285,21 @@ def test_a_site_calibration_that_does_not_beat_the_model_s_own_says_so(model):
     assert figures["kept_model_calibration"] is True
     assert again.calibration == tuned.calibration
     assert again.threshold == pytest.approx(tuned.threshold)
+
+
+def test_labels_picked_by_class_are_not_judged_by_their_own_mix(model):
+    """With ``prior="estimate"`` the labelled cells are a case-control sample (their mix of
+    classes is the picker's), so their log-loss does not decide between calibrations: the
+    site fit and its estimated prior are kept even where the labelled-cell guard would not."""
+    images, labels = _cells(60, 0.3, seed=10)
+    partial = _partly_labelled(labels, 6, 6)
+    first = calibrate_to_site(model, images, partial)
+    tuned = LoadedModel(model.network, {**model.metadata, "calibration": first.calibration})
+    by_score = calibrate_to_site(tuned, images, partial)
+    assert by_score.site_profile["figures"]["kept_model_calibration"] is True
+    by_class = calibrate_to_site(tuned, images, partial, prior="estimate")
+    figures = by_class.site_profile["figures"]
+    assert figures["guard"].startswith("not applicable")
+    assert figures["kept_model_calibration"] is False
+    assert by_class.calibration != tuned.calibration
+    assert not (by_class.site_profile["warning"] or "").count("does not beat")

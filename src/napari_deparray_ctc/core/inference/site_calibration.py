@@ -21,7 +21,12 @@ network's weights:
    calibrated P(CTC) of **all** the export's cells: the F1 that calling the cells above a
    threshold is expected to give is ``2 S_k / (S_k + k + S)`` (``k`` cells called, ``S_k``
    the sum of their P(CTC), ``S`` that of all cells), which rests on every cell of the site,
-   not only on the few labels.
+   not only on the few labels;
+5. never a worse calibration: with labels picked by score or at random, a site fit that loses
+   to the model's own calibration on the labelled cells (left-one-out log-loss) is dropped and
+   the model's calibration and threshold are kept, with a warning. Labels picked by class
+   (``prior="estimate"``) cannot judge that: their mix of classes is the picker's, not the
+   site's, so there the site fit is kept.
 
 The result is a model file like any other (same format, same reader; an older version reads
 it too and uses its calibration, threshold and statistics) with a *site profile* in
@@ -383,7 +388,16 @@ def calibrate_to_site(
         "called_ctc_site": int(np.sum(p_all >= threshold)),
     }
     warnings_: list[str] = []
-    kept_model_calibration = figures["log_loss_site_loo"] > figures["log_loss_model"]
+    # Never a worse calibration: the site fit must beat the model's own on labelled cells it
+    # did not see (left-one-out). That test is fair only when the labels were picked by score
+    # or at random. Cells picked by class (prior="estimate") are a case-control sample: their
+    # mix of classes is the picker's, not the site's, so their log-loss rewards whichever
+    # calibration predicts that mix (an over-calling model, for ten of each class), while the
+    # intercept that matters comes from all the site's cells (the prior estimate).
+    figures["guard"] = "labelled cells" if prior != "estimate" else "not applicable (by class)"
+    kept_model_calibration = (
+        prior != "estimate" and figures["log_loss_site_loo"] > figures["log_loss_model"]
+    )
     if kept_model_calibration:
         # never a worse calibration: the site fit lost on cells it did not see
         calibration = dict(old_calibration) if old_calibration else None
