@@ -23,6 +23,7 @@ _JPEG = frozenset((6, 7, 33007, 34892))
 _JPEG2000 = frozenset((33003, 33004, 33005, 34712))
 _PNG = frozenset((34933,))
 _WEBP = frozenset((50001, 34927))
+_CHECKED = _JPEG | _JPEG2000 | _PNG | _WEBP
 #: codecs with their own frame size that is not parsed here: refused from the header
 _UNCHECKED = {
     22610: "JPEG XR",
@@ -167,7 +168,7 @@ def check_frames(path: str, handle: BinaryIO, page: Any) -> None:
     """
     key = getattr(page, "keyframe", None) or page  # a TiffFrame decodes like its key frame
     compression = int(getattr(key, "compression", 1) or 1)
-    if compression not in _JPEG | _JPEG2000 | _PNG | _WEBP:
+    if compression not in _CHECKED:
         return
     height = int(getattr(key, "imagelength", 0) or 0)
     width = int(getattr(key, "imagewidth", 0) or 0)

@@ -25,7 +25,9 @@ from napari_deparray_ctc.core.channels import (
 from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
 from napari_deparray_ctc.core.errors import DeparrayReadError
 from napari_deparray_ctc.core.io.ifd_chain import (
+    first_ifd_values,
     open_regular_sized,
+    read_whole,
     survey_ifd_chains,
 )
 
@@ -243,14 +245,42 @@ def quiet_tifffile(function: Callable) -> Callable:
 
 
 class NameNotResolvedError(Exception):
-    """tifffile is about to look for files beside a TIFF opened under its unresolved name.
+    """tifffile is about to read series from a TIFF opened under its unresolved name, or from
+    a copy of it in memory.
 
     :func:`open_tiff` names the file by its absolute path, not by the path with symbolic links
-    resolved (``os.path.realpath`` costs as much as reading a small page). Only tifffile's
-    series of multi-file formats (OME, Micro-Manager) look for files beside it:
-    :func:`require_resolved_name` raises this before those are read, and the caller opens
-    the file again with ``resolve_links=True``.
+    resolved (``os.path.realpath`` costs as much as reading a small page), and parses a small
+    file from memory. Only tifffile's series of multi-file formats (OME, Micro-Manager,
+    NDTiff) look for files beside it, and some of them only in a file on disk:
+    :func:`require_resolved_name` raises this before any series is read, and the caller opens
+    the file again with ``resolve_links=True`` (under its real path, on disk).
     """
+
+
+IN_MEMORY_MAX_BYTES: int = 1024**2
+"""Files up to this size are read in one call; tifffile parses a plain one from memory."""
+
+#: first-page tags of formats read through tifffile's series: ImageDescription (OME-XML,
+#: ImageJ), IJMetadataByteCounts, IJMetadata, MicroManagerMetadata (Micro-Manager, NDTiff)
+_DESCRIPTION, _SERIES_FORMAT_TAGS = 270, (50838, 50839, 51123)
+
+
+def _in_memory(data: bytes | None, resolve_links: bool) -> bool:
+    """Whether tifffile is to parse a file from its bytes ``data`` read whole.
+
+    Not when its name is to be resolved, nor when its first page holds the metadata of a
+    format read through tifffile's series (OME, ImageJ, Micro-Manager, NDTiff): such a file
+    is parsed from disk at once, since its series would have it opened a second time (see
+    :class:`NameNotResolvedError`). This look is only a shortcut: any other file that is not
+    a plain page sequence is opened again the same way.
+    """
+    if data is None or resolve_links:
+        return False
+    values = first_ifd_values(data, (_DESCRIPTION, *_SERIES_FORMAT_TAGS))
+    description = values.pop(_DESCRIPTION, b"")
+    if values or description.startswith(b"ImageJ="):
+        return False
+    return b"OME>" not in description[-16:]
 
 
 @quiet_tifffile
@@ -260,9 +290,12 @@ def open_tiff(path: str, resolve_links: bool = False) -> tifffile.TiffFile:
     The file must be a regular file (a named pipe, socket or device is refused without being
     opened in a blocking way) and its chains of image directories must end (see
     :mod:`.ifd_chain`). The file is opened once: tifffile reads the very descriptor that was
-    checked and surveyed. The survey is kept as ``tif.deparray_survey`` (main and sub-IFD
-    counts) so that later walks over the pages can be bounded by it. Close the file with
-    :func:`close_tiff` (tifffile does not close a file object it was given).
+    checked and surveyed. A file of at most :data:`IN_MEMORY_MAX_BYTES` is read whole in one
+    call (the survey walks those bytes), and tifffile parses it from them, unless its name is
+    to be resolved or it holds the metadata of a format read through tifffile's series (see
+    :class:`NameNotResolvedError`). The survey is kept as ``tif.deparray_survey`` (main and
+    sub-IFD counts) so that later walks over the pages can be bounded by it. Close the file
+    with :func:`close_tiff` (tifffile does not close a file object it was given).
 
     Parameters
     ----------
@@ -281,18 +314,25 @@ def open_tiff(path: str, resolve_links: bool = False) -> tifffile.TiffFile:
     DeparrayReadError
         Naming the file and the reason in words.
     """
-    handle = None
+    handle: Any = None
     try:
         descriptor, size = open_regular_sized(path)
         try:
-            survey = survey_ifd_chains(path, descriptor, size)
-            raw = io.FileIO(descriptor, "r", closefd=True)
+            data = read_whole(descriptor, size) if size <= IN_MEMORY_MAX_BYTES else None
+            survey = survey_ifd_chains(path, descriptor, size, data=data)
+            in_memory = _in_memory(data, resolve_links)
+            if in_memory:
+                raw: Any = io.BytesIO(data)
+            else:
+                raw = io.FileIO(descriptor, "r", closefd=True)
         except BaseException:
             os.close(descriptor)
             raise
+        if in_memory:
+            os.close(descriptor)
         # what tifffile names the file, and where it looks for files beside it
         raw.name = os.path.realpath(path) if resolve_links else os.path.abspath(path)
-        handle = io.BufferedReader(raw)
+        handle = raw if in_memory else io.BufferedReader(raw)
         tif = tifffile.TiffFile(handle)
     except Exception as exc:
         if handle is not None:
@@ -300,12 +340,14 @@ def open_tiff(path: str, resolve_links: bool = False) -> tifffile.TiffFile:
         raise error_from_exception(path, exc) from None
     tif.deparray_survey = survey
     tif.deparray_handle = handle
+    tif.deparray_in_memory = in_memory
     return tif
 
 
 def require_resolved_name(tif: tifffile.TiffFile, path: str) -> None:
-    """Raise :class:`NameNotResolvedError` when ``tif`` is not named by its real path."""
-    if tif.filehandle.path != os.path.realpath(path):
+    """Raise :class:`NameNotResolvedError` when ``tif`` is not named by its real path or is
+    parsed from memory."""
+    if getattr(tif, "deparray_in_memory", False) or tif.filehandle.path != os.path.realpath(path):
         raise NameNotResolvedError(path)
 
 

@@ -26,8 +26,10 @@ __all__ = [
     "ChainSurvey",
     "EndlessStructureError",
     "NotARegularFileError",
+    "first_ifd_values",
     "not_regular_reason",
     "open_regular_sized",
+    "read_whole",
     "survey_ifd_chains",
     "survey_tiff",
 ]
@@ -164,13 +166,18 @@ class ChainSurvey:
         The bytes of the first main-chain IFDs, by offset (entry count, entries and the
         next-IFD offset, then whatever else the same read returned, which often holds the
         IFD's longer tag values; at most :data:`KEPT_IFDS` of them): the fast page list
-        (:mod:`.fast_ifd`) parses them instead of reading them a second time.
+        (:mod:`.fast_ifd`) parses them instead of reading them a second time. Empty when
+        ``data`` holds the whole file.
+    data
+        The whole file, when the survey was given it (a small file read in one call, see
+        :func:`~.common.open_tiff`); ``None`` otherwise.
     """
 
     main_ifds: int
     sub_ifds: int
     complete: bool = True
     main_blocks: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -181,8 +188,18 @@ class _Format:
     offsetsize: int
 
     def number(self, data: bytes, at: int, width: int) -> int:
-        item = {2: "H", 4: "I", 8: "Q"}[width]
-        return struct.unpack_from(self.byteorder + item, data, at)[0]
+        return _NUMBERS[self.byteorder, width].unpack_from(data, at)[0]
+
+
+#: (byte order, width) -> the struct of an unsigned number of that width
+_NUMBERS = {
+    (order, width): struct.Struct(order + item)
+    for order in "<>"
+    for width, item in ((2, "H"), (4, "I"), (8, "Q"))
+}
+#: classic TIFF and BigTIFF, by byte order
+_CLASSIC = {order: _Format(order, 2, 12, 4) for order in "<>"}
+_BIG = {order: _Format(order, 8, 20, 8) for order in "<>"}
 
 
 def _read(descriptor: int, offset: int, length: int) -> bytes:
@@ -197,14 +214,67 @@ def _read(descriptor: int, offset: int, length: int) -> bytes:
     return os.read(descriptor, length)
 
 
+def read_whole(descriptor: int, size: int) -> bytes | None:
+    """The whole file of ``size`` bytes in one read; ``None`` when it no longer has that size
+    (it shrank while it was read: the caller reads it piece by piece, as a larger file)."""
+    data = _read(descriptor, 0, size)
+    return data if len(data) == size else None
+
+
+#: bytes per value of the TIFF field types (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE,
+#: UNDEFINED, SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD, LONG8, SLONG8, IFD8)
+_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_TYPE_BYTES.update({13: 4, 16: 8, 17: 8, 18: 8})
+#: the most bytes of one value :func:`first_ifd_values` returns
+_MAX_VALUE_BYTES = 1024**2
+
+
+def first_ifd_values(data: bytes, codes: tuple[int, ...]) -> dict[int, bytes]:
+    """The raw bytes of some tags' values in the first IFD of a whole file held in memory.
+
+    A quick look at a file's metadata (for instance its ImageDescription text) without any
+    parsing: each tag is found with a C-level search over the first IFD's entries. Tags that
+    are absent, of an unknown field type or whose values lie beyond the data are left out.
+    """
+    found = _format(data)
+    if found is None:
+        return {}
+    fmt, first = found
+    if first < 8 or first + fmt.countsize > len(data):
+        return {}
+    count = min(fmt.number(data, first, fmt.countsize), _MAX_ENTRIES)
+    start = first + fmt.countsize
+    end = min(start + count * fmt.entrysize, len(data))
+    values: dict[int, bytes] = {}
+    tag = _NUMBERS[fmt.byteorder, 2]
+    for code in codes:
+        key = tag.pack(code)
+        position = data.find(key, start, end)
+        while position != -1 and (position - start) % fmt.entrysize:
+            position = data.find(key, position + 1, end)
+        if position == -1 or position + fmt.entrysize > end:
+            continue
+        width = _TYPE_BYTES.get(fmt.number(data, position + 2, 2))
+        if width is None:
+            continue
+        nbytes = min(fmt.number(data, position + 4, fmt.offsetsize) * width, _MAX_VALUE_BYTES)
+        at = position + 4 + fmt.offsetsize
+        if nbytes > fmt.offsetsize:  # stored elsewhere, at the offset the entry holds
+            at = fmt.number(data, at, fmt.offsetsize)
+        if at + nbytes <= len(data):
+            values[code] = data[at : at + nbytes]
+    return values
+
+
 class _Reader:
     """Reads of one file for the survey: served from its first :data:`_HEAD_READ` bytes (read
     once) where they lie there, else read from the file (:func:`_read`)."""
 
-    def __init__(self, descriptor: int) -> None:
+    def __init__(self, descriptor: int, data: bytes | None = None) -> None:
         self.descriptor = descriptor
-        self.head = _read(descriptor, 0, _HEAD_READ)
-        self.whole = len(self.head) < _HEAD_READ  # the head is the whole file
+        self.head = _read(descriptor, 0, _HEAD_READ) if data is None else data
+        # the head is the whole file
+        self.whole = data is not None or len(self.head) < _HEAD_READ
 
     def __call__(self, offset: int, length: int) -> bytes:
         end = offset + length
@@ -218,11 +288,11 @@ def _format(head: bytes) -> tuple[_Format, int] | None:
     if len(head) < 8 or head[:2] not in (b"II", b"MM"):
         return None
     order = "<" if head[:2] == b"II" else ">"
-    (version,) = struct.unpack_from(order + "H", head, 2)
+    (version,) = _NUMBERS[order, 2].unpack_from(head, 2)
     if version == 42:
-        return _Format(order, 2, 12, 4), struct.unpack_from(order + "I", head, 4)[0]
+        return _CLASSIC[order], _NUMBERS[order, 4].unpack_from(head, 4)[0]
     if version == 43 and len(head) >= 16:
-        return _Format(order, 8, 20, 8), struct.unpack_from(order + "Q", head, 8)[0]
+        return _BIG[order], _NUMBERS[order, 8].unpack_from(head, 8)[0]
     return None
 
 
@@ -245,7 +315,11 @@ def _overlapping(path: str, walked: int, size: int) -> DeparrayReadError:
 
 
 def survey_ifd_chains(
-    path: str, descriptor: int, size: int, max_ifds: int | None = None
+    path: str,
+    descriptor: int,
+    size: int,
+    max_ifds: int | None = None,
+    data: bytes | None = None,
 ) -> ChainSurvey:
     """Walk every IFD chain of a TIFF (main and SubIFDs), bounded, without tifffile.
 
@@ -260,6 +334,9 @@ def survey_ifd_chains(
     max_ifds
         Stop after this many IFDs (the reader probe's budget) and report an incomplete survey;
         ``None``: walk everything (the walk is still bounded by the file's size).
+    data
+        The whole file, already read (``len(data) == size``): the walk reads nothing more,
+        and the survey keeps it (:attr:`ChainSurvey.data`) instead of IFD blocks.
 
     Returns
     -------
@@ -276,12 +353,15 @@ def survey_ifd_chains(
     Offsets beyond the end of the file, damaged entry counts and files that are not TIFFs
     end the walk quietly: tifffile (and the checks after it) word those precisely.
     """
+    if data is not None and len(data) != size:
+        raise ValueError("data must be the whole file")
     if size < 8:
-        return ChainSurvey(0, 0)
-    read = _Reader(descriptor)
+        return ChainSurvey(0, 0, data=data)
+    read = _Reader(descriptor, data)
     found = _format(read.head)
     if found is None:
-        return ChainSurvey(0, 0)
+        return ChainSurvey(0, 0, data=data)
+    keep = KEPT_IFDS if data is None else 0  # a file in memory needs no copies of its IFDs
     fmt, first = found
     sub_code = struct.pack(fmt.byteorder + "H", _SUB_IFDS)
     visited: set[int] = set()
@@ -320,14 +400,14 @@ def survey_ifd_chains(
             used_bytes += whole
             if chain == "the page chain":
                 main += 1
-                if main <= KEPT_IFDS:
+                if main <= keep:
                     blocks[offset] = read_here
             else:
                 sub += 1
             if used_bytes > size:
                 raise _overlapping(path, main + sub, size)
             if max_ifds is not None and main + sub >= max_ifds:
-                return ChainSurvey(main, sub, complete=False, main_blocks=blocks)
+                return ChainSurvey(main, sub, complete=False, main_blocks=blocks, data=data)
             _queue_sub_ifds(read, fmt, block, count, size, sub_code, chains)
             following = fmt.number(block, count * fmt.entrysize, fmt.offsetsize)
             if offset < following < offset + fmt.countsize + length:
@@ -340,7 +420,7 @@ def survey_ifd_chains(
                 )
             offset = following
             steps += 1
-    return ChainSurvey(main, sub, main_blocks=blocks)
+    return ChainSurvey(main, sub, main_blocks=blocks, data=data)
 
 
 def _queue_sub_ifds(

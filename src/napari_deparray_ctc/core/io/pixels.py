@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Iterable
@@ -42,10 +43,53 @@ def _check_truncation(tif: tifffile.TiffFile, path: str, pages: Iterable[Any]) -
 
 
 def _read_pages(tif: tifffile.TiffFile, path: str, pages: list[Any]) -> np.ndarray:
+    """The planes of ``pages`` (one size and pixel type, as the plan checked) as (N, H, W).
+
+    Each later page is decoded straight into its place in the result, as tifffile's own
+    page stacking does (no second copy).
+    """
     _check_truncation(tif, path, pages)
+    planes = _planes_from_memory(tif, pages)
+    if planes is not None:
+        return planes
+    first = pages[0].asarray()
     if len(pages) == 1:
-        return pages[0].asarray()[np.newaxis]
-    return np.stack([page.asarray() for page in pages])
+        return first[np.newaxis]
+    planes = np.empty((len(pages), *first.shape), first.dtype)
+    planes[0] = first
+    for index in range(1, len(pages)):
+        pages[index].asarray(out=planes[index])
+    return planes
+
+
+def _planes_from_memory(tif: tifffile.TiffFile, pages: list[Any]) -> np.ndarray | None:
+    """The planes of ``pages`` as (N, H, W), taken straight from a small file read into memory
+    (:func:`~.common.open_tiff`), or ``None`` where tifffile is to decode them.
+
+    Only for the pages whose pixels tifffile itself copies as they are: pages of one key
+    frame that tifffile calls final (uncompressed and stored contiguously, without predictor,
+    bit-order reversal or chroma subsampling). tifffile then reads the plane's bytes from the first strip's offset
+    and converts them to native byte order; so does this, without its per-page overhead, and
+    a plane cut short raises ``ValueError`` as tifffile's read does.
+    """
+    survey = getattr(tif, "deparray_survey", None)
+    data = survey.data if survey is not None else None
+    if data is None or not getattr(tif, "deparray_in_memory", False):
+        return None
+    key = pages[0].keyframe
+    # is_final: contiguous, no predictor, no bit-order reversal, no chroma subsampling
+    if key.dtype is None or 0 in key.shaped or not key.is_final:
+        return None
+    for page in pages:
+        if page.keyframe is not key or not len(page.dataoffsets):
+            return None
+    stored = np.dtype(tif.byteorder + key.dtype.char)  # as the file holds the pixels
+    count = math.prod(key.shaped)
+    shape = tuple(key.shape)
+    planes = np.empty((len(pages), *shape), key.dtype)
+    for index, page in enumerate(pages):
+        planes[index] = np.frombuffer(data, stored, count, page.dataoffsets[0]).reshape(shape)
+    return planes
 
 
 def read_all(tif: tifffile.TiffFile, path: str, plan: Plan) -> np.ndarray:
