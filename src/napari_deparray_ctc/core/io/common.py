@@ -25,7 +25,7 @@ from napari_deparray_ctc.core.channels import (
 from napari_deparray_ctc.core.constants import TIFF_SUFFIXES
 from napari_deparray_ctc.core.errors import DeparrayReadError
 from napari_deparray_ctc.core.io.ifd_chain import (
-    first_ifd_values,
+    first_ifd_tags,
     open_regular_sized,
     read_whole,
     survey_ifd_chains,
@@ -260,9 +260,9 @@ class NameNotResolvedError(Exception):
 IN_MEMORY_MAX_BYTES: int = 1024**2
 """Files up to this size are read in one call; tifffile parses a plain one from memory."""
 
-#: first-page tags of formats read through tifffile's series: ImageDescription (OME-XML,
-#: ImageJ), IJMetadataByteCounts, IJMetadata, MicroManagerMetadata (Micro-Manager, NDTiff)
-_DESCRIPTION, _SERIES_FORMAT_TAGS = 270, (50838, 50839, 51123)
+#: first-page tags of formats read through tifffile's series: IJMetadataByteCounts,
+#: IJMetadata (ImageJ), MicroManagerMetadata (Micro-Manager, NDTiff)
+_SERIES_FORMAT_TAGS = frozenset((50838, 50839, 51123))
 
 
 def _in_memory(data: bytes | None, resolve_links: bool) -> bool:
@@ -276,11 +276,10 @@ def _in_memory(data: bytes | None, resolve_links: bool) -> bool:
     """
     if data is None or resolve_links:
         return False
-    values = first_ifd_values(data, (_DESCRIPTION, *_SERIES_FORMAT_TAGS))
-    description = values.pop(_DESCRIPTION, b"")
-    if values or description.startswith(b"ImageJ="):
+    tags, description = first_ifd_tags(data)
+    if description.startswith(b"ImageJ=") or b"OME>" in description[-16:]:
         return False
-    return b"OME>" not in description[-16:]
+    return _SERIES_FORMAT_TAGS.isdisjoint(tags)
 
 
 @quiet_tifffile

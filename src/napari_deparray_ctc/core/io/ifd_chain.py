@@ -26,7 +26,7 @@ __all__ = [
     "ChainSurvey",
     "EndlessStructureError",
     "NotARegularFileError",
-    "first_ifd_values",
+    "first_ifd_tags",
     "not_regular_reason",
     "open_regular_sized",
     "read_whole",
@@ -221,49 +221,47 @@ def read_whole(descriptor: int, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
-#: bytes per value of the TIFF field types (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE,
-#: UNDEFINED, SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD, LONG8, SLONG8, IFD8)
-_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-_TYPE_BYTES.update({13: 4, 16: 8, 17: 8, 18: 8})
-#: the most bytes of one value :func:`first_ifd_values` returns
-_MAX_VALUE_BYTES = 1024**2
+#: the most entries of a first IFD that :func:`first_ifd_tags` lists
+_MAX_LISTED = 256
+_DESCRIPTION = 270  # ImageDescription
+_MAX_DESCRIPTION = 1024**2
+#: (byte order, entry size, count) -> the struct of the tags of that many IFD entries
+_TAG_LISTS: dict[tuple[str, int, int], struct.Struct] = {}
 
 
-def first_ifd_values(data: bytes, codes: tuple[int, ...]) -> dict[int, bytes]:
-    """The raw bytes of some tags' values in the first IFD of a whole file held in memory.
+def first_ifd_tags(data: bytes) -> tuple[tuple[int, ...], bytes]:
+    """The tags of the first IFD of a whole file held in memory, and its ImageDescription.
 
-    A quick look at a file's metadata (for instance its ImageDescription text) without any
-    parsing: each tag is found with a C-level search over the first IFD's entries. Tags that
-    are absent, of an unknown field type or whose values lie beyond the data are left out.
+    A quick look at a file's metadata with one C-level read of the entries, without any
+    parsing: the tags in entry order (none when the file is not a TIFF, the IFD lies beyond
+    the data or has more than 256 entries), and the first ImageDescription's bytes (empty
+    when there is none or it does not lie in the data).
     """
     found = _format(data)
     if found is None:
-        return {}
+        return (), b""
     fmt, first = found
     if first < 8 or first + fmt.countsize > len(data):
-        return {}
-    count = min(fmt.number(data, first, fmt.countsize), _MAX_ENTRIES)
+        return (), b""
+    count = fmt.number(data, first, fmt.countsize)
     start = first + fmt.countsize
-    end = min(start + count * fmt.entrysize, len(data))
-    values: dict[int, bytes] = {}
-    tag = _NUMBERS[fmt.byteorder, 2]
-    for code in codes:
-        key = tag.pack(code)
-        position = data.find(key, start, end)
-        while position != -1 and (position - start) % fmt.entrysize:
-            position = data.find(key, position + 1, end)
-        if position == -1 or position + fmt.entrysize > end:
-            continue
-        width = _TYPE_BYTES.get(fmt.number(data, position + 2, 2))
-        if width is None:
-            continue
-        nbytes = min(fmt.number(data, position + 4, fmt.offsetsize) * width, _MAX_VALUE_BYTES)
-        at = position + 4 + fmt.offsetsize
-        if nbytes > fmt.offsetsize:  # stored elsewhere, at the offset the entry holds
-            at = fmt.number(data, at, fmt.offsetsize)
-        if at + nbytes <= len(data):
-            values[code] = data[at : at + nbytes]
-    return values
+    if count > _MAX_LISTED or start + count * fmt.entrysize > len(data):
+        return (), b""
+    key = (fmt.byteorder, fmt.entrysize, count)
+    reader = _TAG_LISTS.get(key)
+    if reader is None:
+        reader = _TAG_LISTS.setdefault(
+            key, struct.Struct(fmt.byteorder + f"H{fmt.entrysize - 2}x" * count)
+        )
+    tags = reader.unpack_from(data, start)
+    if _DESCRIPTION not in tags:
+        return tags, b""
+    entry = start + tags.index(_DESCRIPTION) * fmt.entrysize
+    nbytes = min(fmt.number(data, entry + 4, fmt.offsetsize), _MAX_DESCRIPTION)
+    at = entry + 4 + fmt.offsetsize
+    if nbytes > fmt.offsetsize:  # stored elsewhere, at the offset the entry holds
+        at = fmt.number(data, at, fmt.offsetsize)
+    return tags, data[at : at + nbytes]
 
 
 class _Reader:
