@@ -94,8 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the figures (every repeat) to this JSON file")
     args = parser.parse_args(argv)
+    interpreter = os.path.relpath(sys.executable)  # as run: .venv/bin/python, say
+    if interpreter.startswith(".."):
+        interpreter = "python"
     report: dict = {
-        "command": "python benchmarks/bench_reader.py "
+        "command": f"{interpreter} benchmarks/bench_reader.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "cells": args.cells,
         "size": args.size,
