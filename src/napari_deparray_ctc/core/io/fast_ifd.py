@@ -59,21 +59,12 @@ LAYOUT_TAGS = tuple(
         "SampleFormat",  # 339
     )
 )
-#: the only tags parsed; all others are skipped without reading their values
-_WANTED = frozenset(
-    (
-        *LAYOUT_TAGS,
-        NEW_SUBFILE_TYPE,
-        IMAGE_DESCRIPTION,
-        STRIP_OFFSETS,
-        STRIP_BYTE_COUNTS,
-        PAGE_NAME,
-        TILE_OFFSETS,
-        TILE_BYTE_COUNTS,
-        SUB_IFDS,
-        JPEG_TABLES,
-    )
+#: wanted tags whose values may differ from page to page of one layout
+_PER_PAGE_TAGS = frozenset(
+    (IMAGE_DESCRIPTION, STRIP_OFFSETS, STRIP_BYTE_COUNTS, PAGE_NAME, TILE_OFFSETS, TILE_BYTE_COUNTS)
 )
+#: the only tags parsed; all others are skipped without reading their values
+_WANTED = frozenset((*LAYOUT_TAGS, NEW_SUBFILE_TYPE, SUB_IFDS, JPEG_TABLES, *_PER_PAGE_TAGS))
 
 #: TIFF field type -> struct item (BYTE, ASCII, SHORT, LONG, SBYTE, UNDEFINED, SSHORT, SLONG,
 #: IFD, and the BigTIFF LONG8, SLONG8, IFD8). Other types (RATIONAL, FLOAT...) never occur in
@@ -122,6 +113,15 @@ def _ifd_bytes(tif: tifffile.TiffFile, offset: int) -> tuple[bytes, int] | None:
     if len(block) < fmt.tagsize * count + fmt.offsetsize:
         return None
     return head + block, offset
+
+
+def _ifd_at(tif: tifffile.TiffFile, offset: int) -> tuple[bytes, int]:
+    """:func:`_ifd_bytes` and where the IFD starts in them; ``ValueError`` when cut short."""
+    found = _ifd_bytes(tif, offset)
+    if found is None:
+        raise ValueError(f"the image directory at byte {offset} is cut short")
+    buffer, base = found
+    return buffer, offset - base
 
 
 def _tag_value(
@@ -173,11 +173,7 @@ def _scan_ifd(
     """
     fmt = tif.tiff  # classic TIFF or BigTIFF: entry sizes, byte order, offset format
     try:
-        found = _ifd_bytes(tif, offset)
-        if found is None:
-            return None
-        buffer, base = found
-        at = offset - base  # where the IFD starts in buffer
+        buffer, at = _ifd_at(tif, offset)  # at: where the IFD starts in buffer
         (count,) = struct.unpack_from(fmt.tagnoformat, buffer, at)
         start = at + fmt.tagnosize
         end = start + fmt.tagsize * count
@@ -189,7 +185,7 @@ def _scan_ifd(
                 entries.append((code, kind, n_items))
             if code not in _WANTED:
                 continue
-            value = _tag_value(tif, buffer, base, kind, n_items, raw)
+            value = _tag_value(tif, buffer, offset - at, kind, n_items, raw)
             if value is None:
                 return None
             if kind == _ASCII:  # the first of repeated tags wins
@@ -207,30 +203,13 @@ def _next_ifd_offset(tif: tifffile.TiffFile, offset: int) -> int | None:
     """Offset of the IFD after the one at ``offset`` (0 at the last page), or ``None``."""
     fmt = tif.tiff
     try:
-        found = _ifd_bytes(tif, offset)
-        if found is None:
-            return None
-        buffer, base = found
-        at = offset - base
+        buffer, at = _ifd_at(tif, offset)
         (count,) = struct.unpack_from(fmt.tagnoformat, buffer, at)
         return struct.unpack_from(
             fmt.offsetformat, buffer, at + fmt.tagnosize + count * fmt.tagsize
         )[0]
     except (struct.error, OSError, ValueError):
         return None
-
-
-#: wanted tags whose values may differ from page to page of one layout
-_PER_PAGE_TAGS = frozenset(
-    (
-        IMAGE_DESCRIPTION,
-        STRIP_OFFSETS,
-        STRIP_BYTE_COUNTS,
-        PAGE_NAME,
-        TILE_OFFSETS,
-        TILE_BYTE_COUNTS,
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -364,11 +343,7 @@ def _match(
     """:meth:`_FirstPageLayout.match` for a compiled layout and its first page's fields."""
     fmt = tif.tiff
     try:
-        found = _ifd_bytes(tif, offset)
-        if found is None:
-            return None
-        buffer, base = found
-        at = offset - base
+        buffer, at = _ifd_at(tif, offset)
         if len(buffer) < at + compiled.end + fmt.offsetsize:
             return None
         fields = compiled.reader.unpack_from(buffer, at)
@@ -380,7 +355,7 @@ def _match(
             if n_items == 1 and single is not None:  # one number, in the entry itself
                 value = single.unpack_from(fields[index + 1])
             else:
-                value = _tag_value(tif, buffer, base, kind, n_items, fields[index + 1])
+                value = _tag_value(tif, buffer, offset - at, kind, n_items, fields[index + 1])
                 if value is None:
                     return None
             if kind == _ASCII:  # the first of repeated tags wins, as in the scan
