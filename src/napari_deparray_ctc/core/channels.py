@@ -121,6 +121,9 @@ def _build_alias_table() -> dict[tuple[str, ...], str]:
 
 _ALIAS_TOKENS: dict[tuple[str, ...], str] = _build_alias_table()
 _MAX_ALIAS_LEN = max(len(k) for k in _ALIAS_TOKENS)
+#: the tokens an alias can start with: most tokens of a file name (``cell0012``) start none,
+#: and are passed over without building a candidate per alias length
+_ALIAS_FIRST_TOKENS = frozenset(key[0] for key in _ALIAS_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,20 @@ def _find_alias_hits(
     """All (canonical, first_token, end_token) alias matches, longest match first per start."""
     hits: list[tuple[str, int, int]] = []
     max_len = _MAX_ALIAS_LEN
+    first_tokens = _ALIAS_FIRST_TOKENS
+    extra = extra or {}
     if extra:
         max_len = max(max_len, max(len(k) for k in extra))
+        first_tokens = first_tokens | {key[0] for key in extra if key}
     i = 0
     while i < len(tokens):
         matched = False
+        if tokens[i] not in first_tokens:
+            i += 1
+            continue
         for length in range(min(max_len, len(tokens) - i), 0, -1):
             key = tuple(tokens[i : i + length])
-            name = (extra or {}).get(key) or _ALIAS_TOKENS.get(key)
+            name = extra.get(key) or _ALIAS_TOKENS.get(key)
             if name is not None:
                 hits.append((name, i, i + length))
                 i += length

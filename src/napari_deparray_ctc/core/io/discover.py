@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -238,10 +239,10 @@ def _peek(path: str, single_channel: bool, state: _Discovery) -> Plan | None:
 
 
 def _first_readable_header(
-    paths: list[str], single_channel: bool, state: _Discovery, tries: int = 8
+    paths: Iterable[str], single_channel: bool, state: _Discovery, tries: int = 8
 ) -> tuple[str | None, Plan | None]:
     """Header of the first file that can be read (bad ones are recorded as skipped)."""
-    for path in paths[:tries]:
+    for path in itertools.islice(paths, tries):
         plan = _peek(path, single_channel, state)
         if plan is not None:
             return path, plan
@@ -299,7 +300,7 @@ def _discover_folder_files(
     # ---- per-channel files (layout 2 or per-channel stacks of layout 4)
     if groups:
         first_file, plan = _first_readable_header(
-            [full(name) for members in groups.values() for name in members.values()], True, state
+            (full(name) for members in groups.values() for name in members.values()), True, state
         )
         stacked = plan is not None and plan.n_cells > 1
         for key, members in groups.items():
@@ -328,7 +329,7 @@ def _discover_folder_files(
 
     # ---- multichannel files (layout 1 or (N, C, Y, X) stacks of layout 4)
     if remaining:
-        first_file, plan = _first_readable_header([full(n) for n in remaining], False, state)
+        first_file, plan = _first_readable_header(map(full, remaining), False, state)
         stacked = plan is not None and plan.n_cells > 1
         for name in remaining:
             path = full(name)
