@@ -22,6 +22,17 @@ __all__ = [
     "train_overrides",
 ]
 
+
+def on_off(text: str) -> bool:
+    """``on``/``off`` (also yes/no, true/false, 1/0) as a bool, for switch options."""
+    value = text.strip().lower()
+    if value in ("on", "yes", "true", "1"):
+        return True
+    if value in ("off", "no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"say on or off, not {text!r}")
+
+
 #: (CLI option, TrainConfig field, type, choices, help) of the training options shared by
 #: ``train``, ``evaluate --cv`` and ``demo``. Defaults come from TrainConfig, never from here.
 TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | None, str], ...] = (
@@ -65,6 +76,15 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
         ("all", "head"),
         "which layers training changes: all, or head (only the last layer of a network "
         "started from --init-from or --pretrained)",
+    ),
+    (
+        "--morphology",
+        "morphology",
+        on_off,
+        None,
+        "on: combine the network's score with explicit cell-shape features (size, elongation, "
+        "outline, contrast, rim, texture) in a regression fitted on the out-of-fold scores; "
+        "off: the network alone",
     ),
 )
 

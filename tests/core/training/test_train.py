@@ -376,3 +376,24 @@ def test_every_model_carries_its_training_cells_feature_summary(learned_result):
     summary = result.model.metadata["feature_summary"]
     assert summary["n_cells"] == 24 and len(summary["mean"]) == len(summary["names"])
     assert load_model(out, device="cpu").metadata["feature_summary"] == summary  # in the file
+
+
+def test_a_model_trained_with_morphology_stores_the_stack_and_calls_with_it(tmp_path):
+    out = tmp_path / "stacked.pt"
+    data = toy_set(24, groups=6)
+    result = train(fast_config(epochs=2, morphology=True, out=str(out)), data)
+    stack = result.model.metadata["morphology_stack"]
+    assert stack is not None and len(stack["coef"]) == 9
+    assert set(stack["network_only"]) == {"calibration", "threshold"}
+    loaded = load_model(out)
+    predictions = classify(data.bf, loaded)
+    # the same networks without the stack give other scores: the stack is applied
+    plain = dataclasses.replace(loaded, metadata={**loaded.metadata, "morphology_stack": None})
+    plain_predictions = classify(data.bf, plain)
+    assert predictions.p_ctc.shape == (24,)
+    assert not np.allclose(predictions.p_ctc, plain_predictions.p_ctc)
+
+
+def test_without_morphology_no_stack_is_stored(tmp_path):
+    result = train(fast_config(epochs=1), toy_set(16))
+    assert result.model.metadata["morphology_stack"] is None

@@ -148,7 +148,10 @@ class LoadedModel:
     def predict_logits(self, batch, tta: bool = False) -> np.ndarray:
         """Uncalibrated logits of a prepared batch ``(N, 1, S, S)``; no gradient, eval mode.
 
-        ``tta`` averages the logits over the eight rotations and reflections of each image.
+        ``tta`` averages the network's logits over the eight rotations and reflections of each
+        image. A model trained with ``morphology`` combines the network's logit with the
+        cells' shape features here (``core.training.stacking``): the logit returned is the
+        stacked one, which the calibration was fitted on.
         """
         import torch
 
@@ -166,7 +169,14 @@ class LoadedModel:
                 ):
                     logits = self.network(view).float().reshape(-1)
                 total = logits if total is None else total + logits
-        return (total / len(views)).cpu().numpy().astype(np.float64)
+        logits = (total / len(views)).cpu().numpy().astype(np.float64)
+        stack = self.metadata.get("morphology_stack")
+        if stack:
+            from napari_deparray_ctc.core.inference.morphology import morphology_features
+            from napari_deparray_ctc.core.training.stacking import stacked_logits
+
+            logits = stacked_logits(stack, logits, morphology_features(batch))
+        return logits
 
     def predict_proba(self, batch, tta: bool = False) -> np.ndarray:
         """Calibrated P(CTC) for a prepared batch (see :func:`prepare_batch`).

@@ -51,6 +51,10 @@ def _samples_per_epoch(n_train: int, n_dapi: int, strategy: str) -> int:
     return n_train + (n_dapi if strategy in ("substitute", "blend") else 0)
 
 
+#: training cells prepared at a time to measure their morphology (bounds the memory)
+_FEATURE_CHUNK = 512
+
+
 class _Run:
     """State of one cross-fitting run (members so far, out-of-fold logits, the file)."""
 
@@ -71,6 +75,7 @@ class _Run:
         self.out_path: str | None = None
         self._feature_summary: dict | None = None
         self._feature_summary_done = False
+        self._morphology: np.ndarray | None = None
 
     def feature_summary(self) -> dict | None:
         """The training cells' image-feature summary (``core.shift``), computed once: every
@@ -84,6 +89,57 @@ class _Run:
             except ValueError:  # too few or degenerate images: no warning, not a failure
                 self._feature_summary = None
         return self._feature_summary
+
+    def morphology_features(self) -> np.ndarray:
+        """The training cells' morphology features, measured once on their network inputs
+        (prepared as classification prepares them: same size, normalisation, scale rule)."""
+        if self._morphology is None:
+            from napari_deparray_ctc.core.inference.morphology import morphology_features
+            from napari_deparray_ctc.core.inference.preprocess import (
+                prepare_batch,
+                training_normalisation,
+            )
+
+            config, ts = self.config, self.ts
+            spec = training_normalisation(config.pixel_size_um, ts.pixel_sizes, len(ts.bf))
+            chunks = []
+            for start in range(0, len(ts.bf), _FEATURE_CHUNK):
+                end = start + _FEATURE_CHUNK
+                sizes = None if ts.pixel_sizes is None else list(ts.pixel_sizes[start:end])
+                batch = prepare_batch(
+                    ts.bf[start:end], config.image_size, spec, start, pixel_sizes=sizes
+                )
+                chunks.append(morphology_features(batch))
+            self._morphology = np.concatenate(chunks)
+        return self._morphology
+
+    def morphology_stack(self, oof: np.ndarray, done: np.ndarray) -> tuple[dict, np.ndarray, dict]:
+        """Fit the morphology stack on the cells scored so far (``core.training.stacking``).
+
+        Returns the stored spec, the stacked out-of-fold logit of every cell (cross-fitted;
+        ``nan`` where ``done`` is false) and the network-only calibration and threshold the
+        stack replaces.
+        """
+        from napari_deparray_ctc.core.training.calibration import (
+            apply_calibration,
+            choose_threshold,
+            fit_calibration,
+        )
+        from napari_deparray_ctc.core.training.stacking import (
+            fit_morphology_stack,
+            stacked_oof_logits,
+        )
+
+        config, y = self.config, self.y
+        features = self.morphology_features()[done]
+        plain = fit_calibration(oof[done], y[done], config.calibration)
+        plain_threshold, _ = choose_threshold(
+            y[done], apply_calibration(plain, oof[done]), config.threshold_rule
+        )
+        spec = fit_morphology_stack(oof[done], y[done], features, config.seed)
+        stacked = np.full(len(oof), np.nan)
+        stacked[done] = stacked_oof_logits(oof[done], y[done], features, config.seed)
+        return spec, stacked, {"calibration": plain, "threshold": plain_threshold}
 
     def model_parts(self, current=None) -> tuple[Any, dict]:
         """The network (ensemble or best member) and its metadata from the folds so far."""
@@ -104,6 +160,10 @@ class _Run:
         if current is not None:
             oof[self.plan[len(self.outcomes)][1]] = current.val_logits
         done = ~np.isnan(oof)
+        stack, network_only = None, None
+        if config.morphology:
+            stack, stacked, network_only = self.morphology_stack(oof, done)
+            oof = np.where(done, stacked, np.nan)
         calibration = fit_calibration(oof[done], y[done], config.calibration)
         p = apply_calibration(calibration, oof[done])
         threshold, _ = choose_threshold(y[done], p, config.threshold_rule)
@@ -113,6 +173,8 @@ class _Run:
             if 0 < y_fold.sum() < len(y_fold):
                 fold_p = apply_calibration(calibration, oof[held])
                 fold_thresholds.append(choose_threshold(y_fold, fold_p, config.threshold_rule)[0])
+        if stack is not None:
+            stack["network_only"] = network_only
         check = assess_learning(y[done], p, threshold, calibrated=calibration["method"] != "none")
         metrics = classification_metrics(y[done], p, threshold)
         best_epochs = [o.best_epoch for o in outcomes]
@@ -156,6 +218,7 @@ class _Run:
             "pretrained": self.pretrained_source,
             "data_summary": self.summary,
             "feature_summary": self.feature_summary(),
+            "morphology_stack": stack,
             "metrics": metrics,
             "history": self.history + (current.history if current is not None else []),
             "device": config.device,

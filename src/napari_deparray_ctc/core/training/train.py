@@ -157,6 +157,12 @@ class TrainConfig:
         "Keep every fold's network and average them (more robust on other instruments, "
         "slower to classify); off keeps the best fold's network.",
     )
+    morphology: bool = _setting(
+        False,
+        "Combine the network's score with explicit cell-shape features (size, elongation, "
+        "outline, inner contrast, rim, texture) measured on the network's input: a logistic "
+        "regression on both, fitted on the out-of-fold scores, makes the call.",
+    )
     calibration: str = _setting(
         "platt",
         "How P(CTC) is calibrated on the out-of-fold scores: platt (two numbers), isotonic "
