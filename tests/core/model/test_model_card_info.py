@@ -72,6 +72,19 @@ def test_an_old_or_sparse_card_still_reads():
     assert "samples: P1, P2" in "\n".join(model_card_lines(meta))
 
 
+def test_the_card_says_whether_cell_shape_features_take_part_in_the_call():
+    assert "cell-shape features: not used" in "\n".join(model_card_lines(META))
+    stack = {
+        "inputs": ["network_logit", "log_area", "eccentricity", "texture"],
+        "coef": [1.5, -0.2, 0.9, 0.1],
+        "network_only": {"threshold": 0.42},
+    }
+    text = "\n".join(model_card_lines({**META, "morphology_stack": stack}))
+    assert "network's score (weight 1.50) with 3 shape features" in text
+    assert "strongest: eccentricity, log_area, texture" in text
+    assert "the network alone had threshold 0.420" in text
+
+
 def test_the_card_says_how_a_cell_reaches_the_network():
     from napari_deparray_ctc.core.inference.preprocess import training_normalisation
     from napari_deparray_ctc.core.model.card import model_card_lines

@@ -252,12 +252,31 @@ def _training_line(meta: dict) -> str | None:
     return "training: " + ", ".join(str(p) for p in parts)
 
 
+def _morphology_line(meta: dict) -> str:
+    stack = meta.get("morphology_stack")
+    if not isinstance(stack, dict):
+        return "cell-shape features: not used (the call is the network's)"
+    inputs = list(stack.get("inputs") or [])
+    weights = dict(zip(inputs, stack.get("coef") or [], strict=False))
+    strongest = sorted(
+        (name for name in inputs if name != "network_logit"),
+        key=lambda name: -abs(weights.get(name, 0.0)),
+    )[:3]
+    alone = (stack.get("network_only") or {}).get("threshold")
+    return (
+        f"cell-shape features: the call combines the network's score (weight "
+        f"{_number(weights.get('network_logit'), 2)}) with {len(inputs) - 1} shape features "
+        f"(strongest: {', '.join(strongest)}); the network alone had threshold {_number(alone)}"
+    )
+
+
 def model_card_lines(meta: dict) -> list[str]:
     """Everything the card holds (``deparray-ctc info``).
 
     The summary (:func:`model_summary_lines`), then the training cells per sample, the
     validation PR-AUC, the calibration, the training settings (epochs, folds, ensemble,
-    starting weights), augmentation and DAPI strategy, whether the shift check is possible,
+    starting weights), augmentation and DAPI strategy, whether cell-shape features take part in
+    the call, whether the shift check is possible,
     the package and torch versions with the date, and the trainer's note.
     """
     lines = model_summary_lines(meta)
@@ -282,6 +301,7 @@ def model_card_lines(meta: dict) -> list[str]:
         f"augmentation: {', '.join(augment) or 'none'}; DAPI strategy: "
         f"{meta.get('dapi_strategy') or (meta.get('train_config') or {}).get('dapi_strategy', '?')}"
     )
+    lines.append(_morphology_line(meta))
     features = meta.get("feature_summary")
     if isinstance(features, dict):
         lines.append(

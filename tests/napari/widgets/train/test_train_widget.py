@@ -11,6 +11,7 @@ import pytest
 
 from napari_deparray_ctc.core.model.file_policy import in_progress_path
 from napari_deparray_ctc.core.synth import write_export
+from napari_deparray_ctc.core.training.train import TrainConfig
 from napari_deparray_ctc.napari.cells import deparray_meta, set_cell_label
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.train.widget import CHOOSE_DAPI, TrainWidget
@@ -382,6 +383,7 @@ def test_every_setting_explains_itself(viewer_widget) -> None:
         widget.settings.dapi_strategy_combo,
         widget.settings.val_spin,
         widget.settings.seed_spin,
+        widget.settings.morphology_check,
         widget.settings.out_edit,
         widget.settings.overwrite_check,
         widget.settings.start_from_check,
@@ -395,6 +397,16 @@ def test_every_setting_explains_itself(viewer_widget) -> None:
     tip = widget.settings.dapi_strategy_combo.toolTip()
     for strategy in ("substitute", "blend", "aux_nucleus"):
         assert strategy in tip  # each strategy is explained
+
+
+def test_the_shape_features_switch_reaches_the_training_config(viewer_widget) -> None:
+    _viewer, widget, _layers = viewer_widget
+    check = widget.settings.morphology_check
+    assert check.isChecked() == TrainConfig().morphology  # the default comes from TrainConfig
+    check.setChecked(True)
+    assert widget.inputs().to_config().morphology is True
+    check.setChecked(False)
+    assert widget.inputs().to_config().morphology is False
 
 
 def test_eta_counts_from_the_first_batch(viewer_widget, monkeypatch) -> None:

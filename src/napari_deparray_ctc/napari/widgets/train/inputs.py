@@ -25,7 +25,16 @@ from napari_deparray_ctc.core.constants import (
 __all__ = ["SETTINGS", "FieldSpec", "TrainInputs", "field_spec"]
 
 #: the TrainConfig fields the widget shows, in order
-SETTINGS = ("arch", "epochs", "image_size", "augment", "dapi_strategy", "val_fraction", "seed")
+SETTINGS = (
+    "arch",
+    "epochs",
+    "image_size",
+    "augment",
+    "dapi_strategy",
+    "val_fraction",
+    "seed",
+    "morphology",
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class TrainInputs:
     dapi_strategy: str = field(default_factory=lambda: _default("dapi_strategy"))
     val_fraction: float = field(default_factory=lambda: _default("val_fraction"))
     seed: int = field(default_factory=lambda: _default("seed"))
+    morphology: bool = field(default_factory=lambda: _default("morphology"))
     out: str = ""
     overwrite_if_worse: bool = False
     init_from: str | None = None
@@ -162,6 +172,7 @@ class TrainInputs:
             "dapi_strategy": self.dapi_strategy,
             "val_fraction": float(self.val_fraction),
             "seed": int(self.seed),
+            "morphology": bool(self.morphology),
             "num_threads": self.num_threads,
             "out": os.fspath(out) if out is not None else os.fspath(in_progress_path(self.out)),
         }

@@ -158,6 +158,9 @@ class SettingsBox(QWidget):
             "of the rarer class."
         )
         self.seed_spin = _spin("seed")
+        self.morphology_check = check_box(
+            "Add cell-shape features", _tip("morphology"), bool(field_spec("morphology").default)
+        )
         self.start_from_check = check_box(
             "Start from the current model",
             "Fine-tune the model chosen in 'Classify cells' on these cells (adapts a model to "
@@ -184,6 +187,7 @@ class SettingsBox(QWidget):
             # a row of its own: a wrapped label in a form's field column gets too little height
             self.validation_label,
             ("Seed", self.seed_spin),
+            self.morphology_check,
             self.start_from_check,
             ("Model file", out_row),
             self.overwrite_check,
@@ -212,6 +216,7 @@ class SettingsBox(QWidget):
             self.dapi_strategy_combo,
             self.val_spin,
             self.seed_spin,
+            self.morphology_check,
             self.start_from_check,
             self.out_edit,
             self.overwrite_check,

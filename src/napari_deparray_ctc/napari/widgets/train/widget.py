@@ -123,6 +123,7 @@ class TrainWidget(QWidget):
             dapi_strategy=s.dapi_strategy_combo.currentText(),
             val_fraction=round(s.val_spin.value(), 4),
             seed=s.seed_spin.value(),
+            morphology=s.morphology_check.isChecked(),
             out=s.out_edit.text().strip(),
             overwrite_if_worse=s.overwrite_check.isChecked(),
         )
