@@ -78,6 +78,14 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
         "started from --init-from or --pretrained)",
     ),
     (
+        "--flat-field",
+        "flat_field",
+        on_off,
+        None,
+        "on: divide out the illumination plane fitted to each crop's border before the "
+        "intensity scaling (training and classification alike); off: the crop as it is",
+    ),
+    (
         "--morphology",
         "morphology",
         on_off,

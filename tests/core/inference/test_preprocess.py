@@ -134,3 +134,56 @@ def test_prepare_image_is_one_row_of_prepare_batch():
         np.testing.assert_array_equal(
             prepare_image(img, 64, spec, size).numpy(), batch[row : row + 1]
         )
+
+
+# ------------------------------------------------------------------ flat-field correction
+
+
+def test_flatten_illumination_removes_a_tilt_and_keeps_the_level():
+    from napari_deparray_ctc.core.inference.preprocess import flatten_illumination
+
+    _yy, xx = np.mgrid[:48, :48].astype(np.float32)
+    illumination = 1000 * (1 + 0.4 * (xx - 23.5) / 48)  # 40 % brighter on one side
+    cell = np.ones((48, 48), np.float32)
+    cell[16:32, 16:32] = 0.5  # the cell transmits half
+    flat = flatten_illumination(cell * illumination)
+    assert flat.dtype == np.float32
+    background = np.concatenate([flat[:3].ravel(), flat[-3:].ravel()])
+    assert background.std() / background.mean() < 0.01  # the tilt is gone
+    assert background.mean() == pytest.approx(1000, rel=0.01)
+    assert flat[24, 24] == pytest.approx(500, rel=0.05)
+
+
+def test_flatten_illumination_subtracts_a_plane_that_reaches_zero_and_keeps_nan():
+    from napari_deparray_ctc.core.inference.preprocess import flatten_illumination
+
+    _yy, xx = np.mgrid[:32, :32].astype(np.float32)
+    dark = 10 * (xx - 15.5) / 32  # a plane through zero: no division by it
+    image = dark.copy()
+    image[10, 10] = np.nan
+    flat = flatten_illumination(image)
+    assert np.isnan(flat[10, 10])
+    finite = np.isfinite(flat)
+    assert np.nanstd(flat[finite]) < 1e-3
+    tiny = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_array_equal(flatten_illumination(tiny), tiny)  # too small for a ring
+
+
+def test_the_flat_field_spec_is_checked_and_applied_only_when_asked():
+    from napari_deparray_ctc.core.inference.preprocess import (
+        check_normalisation,
+        prepare_batch,
+        training_normalisation,
+    )
+
+    with pytest.raises(ValueError, match="flat-field"):
+        check_normalisation({"flat_field": "vignette"})
+    assert check_normalisation(None)["flat_field"] is None  # older model files: none
+    spec = training_normalisation(None, None, 4, flat_field=True)
+    assert spec["flat_field"] == "plane"
+    _yy, xx = np.mgrid[:64, :64].astype(np.float32)
+    tilted = 1000 + 600 * xx / 64
+    plain = prepare_batch([tilted], 32, training_normalisation(None, None, 1))[0, 0]
+    flat = prepare_batch([tilted], 32, spec)[0, 0]
+    assert float(plain.std()) > 0.2  # a ramp from 0 to 1
+    assert float(flat.std()) < float(plain.std()) / 2

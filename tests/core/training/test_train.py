@@ -397,3 +397,10 @@ def test_a_model_trained_with_morphology_stores_the_stack_and_calls_with_it(tmp_
 def test_without_morphology_no_stack_is_stored(tmp_path):
     result = train(fast_config(epochs=1), toy_set(16))
     assert result.model.metadata["morphology_stack"] is None
+
+
+def test_flat_field_is_stored_in_the_model_file_spec():
+    result = train(fast_config(epochs=1, flat_field=True), toy_set(16))
+    assert result.model.normalisation["flat_field"] == "plane"
+    default = train(fast_config(epochs=1), toy_set(16))
+    assert default.model.normalisation["flat_field"] is None

@@ -52,7 +52,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_NORMALISATION",
+    "FLAT_FIELD_METHODS",
     "check_normalisation",
+    "flatten_illumination",
     "input_scale",
     "known_pixel_size",
     "model_pixel_size",
@@ -76,7 +78,13 @@ DEFAULT_NORMALISATION: dict[str, Any] = {
     "pad": "border_median",
     "resize": "bilinear_antialias",
     "pixel_size_um": None,
+    "flat_field": None,
 }
+#: Values of the spec's ``flat_field``: ``None`` (the image as it is) or ``"plane"``
+#: (:func:`flatten_illumination` before the intensity scaling).
+FLAT_FIELD_METHODS: tuple[str | None, ...] = (None, "plane")
+#: Width (px) of the border ring on which the illumination plane is fitted.
+FLAT_FIELD_RING = 3
 
 
 def normalise_image(
@@ -111,6 +119,53 @@ def normalise_image(
     arr *= 1.0 / (hi - lo)
     np.clip(arr, 0.0, 1.0, out=arr)
     return arr
+
+
+def flatten_illumination(img: np.ndarray, ring: int = FLAT_FIELD_RING) -> np.ndarray:
+    """Divide out an illumination plane fitted to the crop's border (a flat-field correction).
+
+    Bright-field intensity is the cell's transmission times the illumination. A plane
+    ``a + b·y + c·x`` is fitted (least squares) to the finite pixels of the border ring, where
+    there is only background, and the image is divided by it and multiplied by its mean: a
+    tilt or gradient of the illumination across the crop is removed, the mean level is kept.
+    Where the plane comes near zero or below (a dark-field or fluorescence crop, a
+    background at the bottom of the range) it is subtracted instead. Non-finite pixels stay
+    non-finite.
+
+    Parameters
+    ----------
+    img
+        A 2-D image (any numeric dtype).
+    ring
+        Width of the border ring in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32``, the same shape.
+    """
+    arr = np.asarray(img, dtype=np.float32)
+    h, w = arr.shape
+    if min(h, w) <= 2 * ring:
+        return arr.copy()
+    yy, xx = np.mgrid[0:h, 0:w]
+    border = np.ones((h, w), dtype=bool)
+    border[ring:-ring, ring:-ring] = False
+    values = arr[border]
+    finite = np.isfinite(values)
+    if finite.sum() < 3:
+        return arr.copy()
+    ys = (yy[border][finite] - (h - 1) / 2) / h
+    xs = (xx[border][finite] - (w - 1) / 2) / w
+    design = np.column_stack([np.ones(ys.size), ys, xs])
+    coef, *_ = np.linalg.lstsq(design, values[finite].astype(np.float64), rcond=None)
+    plane = (coef[0] + coef[1] * (yy - (h - 1) / 2) / h + coef[2] * (xx - (w - 1) / 2) / w).astype(
+        np.float32
+    )
+    level = float(coef[0])
+    if level > 0 and float(plane.min()) > 0.05 * level:
+        return arr / plane * np.float32(level)
+    return arr - plane + np.float32(level)
 
 
 def _border_median(img: np.ndarray) -> float:
@@ -238,7 +293,10 @@ def model_pixel_size(requested_um: Any, pixel_sizes: Sequence[float | None] | No
 
 
 def training_normalisation(
-    requested_um: Any, pixel_sizes: Sequence[float | None] | None, n_cells: int | None = None
+    requested_um: Any,
+    pixel_sizes: Sequence[float | None] | None,
+    n_cells: int | None = None,
+    flat_field: bool = False,
 ) -> dict[str, Any]:
     """The normalisation spec training uses for its cells and stores in the model.
 
@@ -250,12 +308,16 @@ def training_normalisation(
         The training cells' pixel sizes (``TrainingSet.pixel_sizes``; ``None``: none known).
     n_cells
         Number of training cells (needed when ``pixel_sizes`` is ``None``).
+    flat_field
+        ``TrainConfig.flat_field``: divide out the illumination plane of every crop
+        (:func:`flatten_illumination`), in training and classification alike.
 
     Returns
     -------
     dict
-        :data:`DEFAULT_NORMALISATION` with ``pixel_size_um`` from :func:`model_pixel_size`
-        and ``training_pixel_sizes``: ``{"known": k, "unknown": u}`` training cells.
+        :data:`DEFAULT_NORMALISATION` with ``pixel_size_um`` from :func:`model_pixel_size`,
+        ``flat_field`` and ``training_pixel_sizes``: ``{"known": k, "unknown": u}`` training
+        cells.
     """
     sizes = list(pixel_sizes) if pixel_sizes is not None else []
     known = sum(1 for v in sizes if known_pixel_size(v) is not None)
@@ -263,6 +325,7 @@ def training_normalisation(
     return {
         **DEFAULT_NORMALISATION,
         "pixel_size_um": model_pixel_size(requested_um, sizes),
+        "flat_field": "plane" if flat_field else None,
         "training_pixel_sizes": {"known": known, "unknown": max(total - known, 0)},
     }
 
@@ -314,7 +377,10 @@ def _prepare_one(
     import torch
 
     low, high = float(spec["low_percentile"]), float(spec["high_percentile"])
-    arr = normalise_image(_as_2d(img, index), low, high)
+    arr = _as_2d(img, index)
+    if spec.get("flat_field") == "plane":
+        arr = flatten_illumination(arr)
+    arr = normalise_image(arr, low, high)
     factor = input_scale(spec.get("pixel_size_um"), pixel_size_um)
     if factor is not None:
         h, w = arr.shape
@@ -385,6 +451,8 @@ def check_normalisation(normalisation: Mapping[str, Any] | None) -> dict[str, An
         isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 <= low < high <= 100
     ):
         raise ValueError(f"the normalisation percentiles {low} and {high} are not valid")
+    if spec.get("flat_field") not in FLAT_FIELD_METHODS:
+        raise ValueError(f"the flat-field correction {spec.get('flat_field')!r} is not known")
     size = spec.get("pixel_size_um")
     if size is not None and (
         isinstance(size, bool)

@@ -51,14 +51,24 @@ def _samples_per_epoch(n_train: int, n_dapi: int, strategy: str) -> int:
     return n_train + (n_dapi if strategy in ("substitute", "blend") else 0)
 
 
-#: training cells prepared at a time to measure their morphology (bounds the memory)
+#: training cells measured at a time for their morphology (bounds the temporary memory)
 _FEATURE_CHUNK = 512
 
 
 class _Run:
     """State of one cross-fitting run (members so far, out-of-fold logits, the file)."""
 
-    def __init__(self, config, ts: TrainingSet, y: np.ndarray, plan, split: str, summary: dict):
+    def __init__(
+        self,
+        config,
+        ts: TrainingSet,
+        y: np.ndarray,
+        plan,
+        split: str,
+        summary: dict,
+        normalisation: dict,
+        inputs: Any,
+    ):
         from napari_deparray_ctc.core.training.distributed import DistContext
 
         self.dist = DistContext(device=config.device)
@@ -75,6 +85,8 @@ class _Run:
         self.out_path: str | None = None
         self._feature_summary: dict | None = None
         self._feature_summary_done = False
+        self.normalisation = normalisation  # the spec the cells were prepared with, stored
+        self.inputs = inputs  # the training cells' network inputs (N, 1, S, S), unaugmented
         self._morphology: np.ndarray | None = None
 
     def feature_summary(self) -> dict | None:
@@ -95,21 +107,11 @@ class _Run:
         (prepared as classification prepares them: same size, normalisation, scale rule)."""
         if self._morphology is None:
             from napari_deparray_ctc.core.inference.morphology import morphology_features
-            from napari_deparray_ctc.core.inference.preprocess import (
-                prepare_batch,
-                training_normalisation,
-            )
 
-            config, ts = self.config, self.ts
-            spec = training_normalisation(config.pixel_size_um, ts.pixel_sizes, len(ts.bf))
-            chunks = []
-            for start in range(0, len(ts.bf), _FEATURE_CHUNK):
-                end = start + _FEATURE_CHUNK
-                sizes = None if ts.pixel_sizes is None else list(ts.pixel_sizes[start:end])
-                batch = prepare_batch(
-                    ts.bf[start:end], config.image_size, spec, start, pixel_sizes=sizes
-                )
-                chunks.append(morphology_features(batch))
+            chunks = [
+                morphology_features(self.inputs[start : start + _FEATURE_CHUNK])
+                for start in range(0, len(self.inputs), _FEATURE_CHUNK)
+            ]
             self._morphology = np.concatenate(chunks)
         return self._morphology
 
@@ -144,7 +146,6 @@ class _Run:
     def model_parts(self, current=None) -> tuple[Any, dict]:
         """The network (ensemble or best member) and its metadata from the folds so far."""
         from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
-        from napari_deparray_ctc.core.inference.preprocess import training_normalisation
         from napari_deparray_ctc.core.model.file_format import FORMAT_VERSION, package_versions
         from napari_deparray_ctc.core.model.network import build_ensemble
         from napari_deparray_ctc.core.training.calibration import (
@@ -197,9 +198,7 @@ class _Run:
         meta = {
             "arch": config.arch,
             "image_size": config.image_size,
-            "normalisation": training_normalisation(
-                config.pixel_size_um, self.ts.pixel_sizes, len(self.ts.bf)
-            ),
+            "normalisation": dict(self.normalisation),
             "input_channel": "BF",
             "class_names": list(CLASS_NAMES),
             "threshold": threshold,
@@ -301,7 +300,9 @@ def run_crossfit(
         progress = None  # rank 0 reports for everyone
     plan, split = fold_plan(ts, config)
     started = time.perf_counter()
-    normalisation = training_normalisation(config.pixel_size_um, ts.pixel_sizes, len(ts.bf))
+    normalisation = training_normalisation(
+        config.pixel_size_um, ts.pixel_sizes, len(ts.bf), config.flat_field
+    )
     with torch_session(config.seed, device, config.num_threads):
         prepared = prepare_tensors(
             ts, config.image_size, normalisation, with_dapi=config.dapi_strategy != "none"
@@ -321,7 +322,7 @@ def run_crossfit(
             for tr, _ in plan
         ]
         schedule = Schedule(steps_before=0, steps_total=sum(per_fold), started=started)
-        run = _Run(config, ts, y, plan, split, summary)
+        run = _Run(config, ts, y, plan, split, summary, normalisation, prepared.bf)
         run.dist = dist
         cancelled = False
         # batches trained in the current fold (the run-wide step is the fold's start plus

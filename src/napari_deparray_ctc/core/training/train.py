@@ -157,6 +157,11 @@ class TrainConfig:
         "Keep every fold's network and average them (more robust on other instruments, "
         "slower to classify); off keeps the best fold's network.",
     )
+    flat_field: bool = _setting(
+        False,
+        "Divide out the illumination plane fitted to each crop's border (a flat-field "
+        "correction) before the intensity scaling, in training and classification alike.",
+    )
     morphology: bool = _setting(
         False,
         "Combine the network's score with explicit cell-shape features (size, elongation, "

@@ -1,12 +1,13 @@
-"""Morphology stack on or off, on development data only (issue 20, item 4).
+"""Transfer levers on or off, on development data only (issue 20): the morphology stack
+(item 4) and the flat-field correction (item 3).
 
 Development data: the product's own generator (``core.synth``), default optics for training and
 the held-out folds (*in-domain*), ``Optics.shifted()`` for a second test export (*shifted*), as
 ``ablation.py`` draws them. The independent evaluator (``benchmarks/independent_sim``) is never
 used here: this is where the default is chosen, and ``transfer_eval.py`` then reports it.
 
-Per seed and group k-fold (``--folds``), the model is trained **once** with ``morphology=True``
-and scored twice on the same networks:
+``--lever morphology``: per seed and group k-fold (``--folds``), the model is trained **once**
+with ``morphology=True`` and scored twice on the same networks:
 
 * *stack*: as trained (the regression on the network's out-of-fold logit and the shape features,
   with the calibration and threshold fitted on the cross-fitted stacked scores);
@@ -14,13 +15,17 @@ and scored twice on the same networks:
   network alone had (stored beside the stack as ``network_only``): exactly what training with
   ``morphology=False`` stores, since the networks do not depend on the switch.
 
+``--lever flat_field``: per fold, two trainings with the same seed and folds, ``flat_field``
+off and on (each a network of its own).
+
 The RandomForest on 21 regionprops features (``baselines.py``) runs on the same folds.
-Writes ``results/morphology_dev.json`` and ``.md``.
+Writes ``results/levers_dev_<lever>.json`` and ``.md``.
 
 Usage::
 
-    python benchmarks/morphology_dev.py --seeds 0,1,2 --threads 1
-    python benchmarks/morphology_dev.py --quick
+    python benchmarks/levers_dev.py --lever morphology --seeds 0,1,2 --threads 1
+    python benchmarks/levers_dev.py --lever flat_field --seeds 0,1,2 --threads 1
+    python benchmarks/levers_dev.py --quick
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ from ablation import evaluate, make_data, run_rf_fold  # noqa: E402
 from baselines import regionprops_features  # noqa: E402
 
 KEYS = ("f1", "average_precision", "precision", "recall")
+#: the rows of each lever, off and on
+OFF = {"morphology": "network only", "flat_field": "no flat-field"}
+ON = {"morphology": "stack", "flat_field": "flat-field"}
 
 
 def network_only(model):
@@ -74,7 +82,7 @@ def run_seed(args, seed: int) -> list[dict]:
     folds = kfold_splits(ts.labels, ts.groups, k=args.folds, seed=seed)
     features = np.stack([regionprops_features(b) for b in ts.bf])
     shifted_features = np.stack([regionprops_features(b) for b in shifted_bf])
-    overrides = {"seed": seed, "device": "cpu", "morphology": True, "out": None}
+    overrides = {"seed": seed, "device": "cpu", "out": None}
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.threads:
@@ -84,12 +92,22 @@ def run_seed(args, seed: int) -> list[dict]:
     rows = []
     for fold, (train_idx, test_idx) in enumerate(folds):
         t0 = time.perf_counter()
+        models = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = train(TrainConfig(**overrides), data=ts.subset(train_idx))
+            if args.lever == "morphology":
+                result = train(TrainConfig(**overrides, morphology=True), ts.subset(train_idx))
+                models = {OFF[args.lever]: network_only(result.model), ON[args.lever]: result.model}
+                stack = result.model.metadata["morphology_stack"]
+                extra = {"stack_coef": dict(zip(stack["inputs"], stack["coef"], strict=True))}
+            else:
+                for switch, name in ((False, OFF[args.lever]), (True, ON[args.lever])):
+                    config = TrainConfig(**overrides, flat_field=switch)
+                    models[name] = train(config, ts.subset(train_idx)).model
+                extra = {}
         test = ts.subset(test_idx)
-        row = {"seed": seed, "fold": fold, "train_s": time.perf_counter() - t0}
-        for name, model in (("stack", result.model), ("network only", network_only(result.model))):
+        row = {"seed": seed, "fold": fold, "train_s": time.perf_counter() - t0, **extra}
+        for name, model in models.items():
             p_in = np.asarray(classify(test.bf, model, batch_size=128).p_ctc)
             p_sh = np.asarray(classify(shifted_bf, model, batch_size=128).p_ctc)
             row[name] = {
@@ -100,19 +118,12 @@ def run_seed(args, seed: int) -> list[dict]:
             }
         rf = run_rf_fold(features, ts, train_idx, test_idx, shifted_features, shifted_y, seed)
         row["RandomForest (regionprops)"] = {"in_domain": rf["in_domain"], "shifted": rf["shifted"]}
-        row["stack_coef"] = dict(
-            zip(
-                result.model.metadata["morphology_stack"]["inputs"],
-                result.model.metadata["morphology_stack"]["coef"],
-                strict=True,
-            )
-        )
         rows.append(row)
         print(
             f"seed {seed} fold {fold}: "
             + "; ".join(
                 f"{n} in {row[n]['in_domain']['f1']:.3f} sh {row[n]['shifted']['f1']:.3f}"
-                for n in ("stack", "network only", "RandomForest (regionprops)")
+                for n in (OFF[args.lever], ON[args.lever], "RandomForest (regionprops)")
             )
             + f" ({row['train_s']:.0f} s)",
             flush=True,
@@ -120,8 +131,9 @@ def run_seed(args, seed: int) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    names = ("network only", "stack", "RandomForest (regionprops)")
+def table(rows: list[dict], lever: str) -> str:
+    off, on = OFF[lever], ON[lever]
+    names = (off, on, "RandomForest (regionprops)")
     lines = [
         "| pipeline | F1 in-domain | PR-AUC in-domain | F1 shifted | PR-AUC shifted | "
         "called CTC shifted |",
@@ -143,22 +155,24 @@ def table(rows: list[dict]) -> str:
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     diffs = {
-        (domain, key): [r["stack"][domain][key] - r["network only"][domain][key] for r in rows]
+        (domain, key): [r[on][domain][key] - r[off][domain][key] for r in rows]
         for domain in ("in_domain", "shifted")
         for key in ("f1", "average_precision")
     }
     lines.append("")
-    lines.append("Paired difference, stack − network only (same networks), mean ± sd over folds:")
+    same = " (same networks)" if lever == "morphology" else " (same seed and folds)"
+    lines.append(f"Paired difference, {on} − {off}{same}, mean ± sd over folds:")
     for (domain, key), values in diffs.items():
         lines.append(
             f"- {domain} {key}: {np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f} "
-            f"(stack better in {sum(v > 0 for v in values)} of {len(values)})"
+            f"({on} better in {sum(v > 0 for v in values)} of {len(values)})"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lever", choices=tuple(OFF), default="morphology")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--cells", type=int, default=600)
     parser.add_argument("--test-cells", type=int, default=300)
@@ -167,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS / "morphology_dev"))
+    parser.add_argument("--out", default=None, help="path stem (default results/levers_dev_LEVER)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny, 1 epoch")
     args = parser.parse_args(argv)
+    args.out = args.out or str(RESULTS / f"levers_dev_{args.lever}")
     if args.quick:
         args.cells, args.test_cells, args.samples, args.folds, args.epochs = 80, 40, 4, 2, 1
     import torch
@@ -180,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         rows += run_seed(args, seed)
         report = {
-            "command": "python benchmarks/morphology_dev.py "
+            "command": "python benchmarks/levers_dev.py "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "data": "development only: core.synth default optics (in-domain folds) and "
             "Optics.shifted() (shifted); never the independent evaluator",
@@ -189,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.out + ".json").write_text(json.dumps(report, indent=1))
         Path(args.out + ".md").write_text(
-            "# Morphology stack on development data (issue 20, item 4)\n\n"
+            f"# Lever {args.lever} on development data (issue 20)\n\n"
             f"Command: `{report['command']}`; {report['data']}.\n"
             f"Mean ± sd over {len(rows)} held-out folds (seeds × folds); "
-            f"{report['total_s'] / 60:.1f} min.\n\n" + table(rows) + "\n"
+            f"{report['total_s'] / 60:.1f} min.\n\n" + table(rows, args.lever) + "\n"
         )
     print(Path(args.out + ".md").read_text())
     return 0
