@@ -340,6 +340,40 @@ def calibration_step(args, w: Path, model: Path, pool_dir: Path, b_decl: Path) -
     return cal
 
 
+#: the transfer levers measured by --add-levers: (key, `deparray-ctc train` flags, row name)
+LEVERS = (
+    ("lever_morphology", ("--morphology", "on"), "`train --morphology on` (shape-feature stack)"),
+    ("lever_flat_field", ("--flat-field", "on"), "`train --flat-field on` (flat-field correction)"),
+)
+
+
+def lever_step(args, w: Path, seed: int, flags: tuple[str, ...], key: str) -> dict:
+    """One lever on the kept exports of a seed: train with it (CLI defaults otherwise), score
+    in-domain and on the new instrument, then calibrate on the 20 cells ``suggest`` picks."""
+    ev: dict = {}
+    model = w / f"{key}.pt"
+    cli("train", w / "train", "--out", model, "--seed", seed, "--threads", args.threads,
+        *flags, *(["--epochs", args.epochs] if args.epochs else []))  # fmt: skip
+    ev["in_domain"] = classify_cli(model, w / "indomain_test", w / f"c_{key}_in.csv")
+    ev["b_declared"] = classify_cli(model, w / "b_declared", w / f"c_{key}_bd.csv")
+    ev["b_undeclared"] = classify_cli(model, w / "b_undeclared", w / f"c_{key}_bu.csv")
+    truth = labels_of(w / "b_pool")
+    unlabelled = w / "pool_unlabelled"
+    if not unlabelled.exists():
+        relabelled_copy(w / "b_pool", set(), unlabelled)
+    sug = w / f"suggest20_{key}.csv"
+    cli("suggest", unlabelled, "--model", model, "--n", 20, "--out", sug, "--threads", "1",
+        "--for", "calibration")  # fmt: skip
+    with open(sug) as h:
+        picked = [r["cell_id"] for r in csv.DictReader(h)]
+    folder = relabelled_copy(w / "b_pool", set(picked), w / f"cal20_{key}")
+    site = w / f"site20_{key}.pt"
+    cli("calibrate", model, folder, "--out", site, "--threads", "1")
+    ev["calibrated20"] = classify_cli(site, w / "b_declared", w / f"c_{key}_site20.csv")
+    ev["calibrated20"]["ctc_in_picked"] = sum(1 for c in picked if truth[c] == "CTC")
+    return ev
+
+
 # ------------------------------------------------------------------------------ one seed
 def run_seed(args, seed: int, work: Path, record: dict, flush) -> None:
     from independent_sim import simulate_cells, write_export
@@ -560,6 +594,18 @@ def table_rows(seeds: list[dict]) -> list[tuple[str, list]]:
                 ("calibration", k),
             )
         )
+    for key, _flags, name in LEVERS:
+        if any(key in s for s in seeds):
+            rows += [
+                (f"in-domain — {name}", (key, "in_domain")),
+                (f"new instrument, declared — {name}", (key, "b_declared")),
+                (f"new instrument, not declared — {name}", (key, "b_undeclared")),
+                (
+                    f"new instrument, declared — {name}, `calibrate` on 20 cells picked by "
+                    "`suggest --for calibration`",
+                    (key, "calibrated20"),
+                ),
+            ]
     rows += [
         (
             "new instrument, declared — fine-tuned on 60 of its cells (`train --init-from`)",
@@ -642,6 +688,20 @@ def write_report(record: dict, out: Path) -> str:
         lines += [
             f"(calibration rows added afterwards with `--add-calibration` at commit "
             f"`{record['calibration_commit']['commit']}`, on the same kept models and exports)"
+        ]
+    if record.get("lever_commit"):
+        picked = {
+            key: [s[key]["calibrated20"].get("ctc_in_picked") for s in seeds if key in s]
+            for key, _flags, _name in LEVERS
+        }
+        lines += [
+            "",
+            f"(lever rows added afterwards with `--add-levers` at commit "
+            f"`{record['lever_commit']['commit']}`: trained on the same kept training exports "
+            "with the same seeds, scored on the same test exports; true CTCs among the 20 "
+            "suggested calibration cells per seed: "
+            + "; ".join(f"{k.removeprefix('lever_')} {v}" for k, v in picked.items())
+            + ")",
         ]
     lines += [""]
     jp = [
@@ -759,6 +819,12 @@ def main(argv=None) -> int:
         "run and add it to its JSON/markdown (when 'calibrate' landed after that run)",
     )
     p.add_argument(
+        "--add-levers",
+        action="store_true",
+        help="only train and score the transfer levers (--morphology on, --flat-field on) on "
+        "the kept work folders (--keep) of an earlier run and add them to its JSON/markdown",
+    )
+    p.add_argument(
         "--clean-src",
         default=None,
         metavar="COMMIT",
@@ -842,6 +908,25 @@ def main(argv=None) -> int:
             res["timing_s"]["calibration"] = round(time.perf_counter() - t0, 1)
             old["total_s"] = old.get("total_s", 0.0) + time.perf_counter() - t0
             write_report(old, out)
+        old["command"] += " ; then " + record["command"]
+        print(write_report(old, out))
+        return 0
+    if args.add_levers:
+        old = json.loads(out.with_suffix(".json").read_text())
+        old["lever_commit"] = {
+            "commit": commit,
+            "package_path": record["package_path"],
+            "working_tree_changes": record["working_tree_changes_measured"],
+        }
+        for res in old["seeds"]:
+            w = Path(args.work) / f"seed{res['seed']}"
+            for key, flags, _name in LEVERS:
+                log(f"{key}, seed {res['seed']}")
+                t0 = time.perf_counter()
+                res[key] = lever_step(args, w, res["seed"], flags, key)
+                res["timing_s"][key] = round(time.perf_counter() - t0, 1)
+                old["total_s"] = old.get("total_s", 0.0) + time.perf_counter() - t0
+                write_report(old, out)
         old["command"] += " ; then " + record["command"]
         print(write_report(old, out))
         return 0
