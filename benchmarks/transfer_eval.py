@@ -786,6 +786,28 @@ def write_report(record: dict, out: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ main
+def add_steps(args, record: dict, out: Path, commit_key: str, steps: list) -> None:
+    """Run ``steps`` (key, function of (work folder, seed)) on the kept work folders of an
+    earlier run and add their results to its JSON and markdown (``--add-*`` modes)."""
+    old = json.loads(out.with_suffix(".json").read_text())
+    old[commit_key] = {
+        "commit": record["commit"],
+        "package_path": record["package_path"],
+        "working_tree_changes": record["working_tree_changes_measured"],
+    }
+    for res in old["seeds"]:
+        w = Path(args.work) / f"seed{res['seed']}"
+        for key, step in steps:
+            log(f"{key}, seed {res['seed']}")
+            t0 = time.perf_counter()
+            res[key] = step(w, res["seed"])
+            res["timing_s"][key] = round(time.perf_counter() - t0, 1)
+            old["total_s"] = old.get("total_s", 0.0) + time.perf_counter() - t0
+            write_report(old, out)
+    old["command"] += " ; then " + record["command"]
+    print(write_report(old, out))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1")
@@ -891,44 +913,19 @@ def main(argv=None) -> int:
         record["total_s"] = time.perf_counter() - started
         write_report(record, out)
 
-    if args.add_calibration:
-        old = json.loads(out.with_suffix(".json").read_text())
-        old["calibration_commit"] = {
-            "commit": commit,
-            "package_path": record["package_path"],
-            "working_tree_changes": record["working_tree_changes_measured"],
-        }
-        for res in old["seeds"]:
-            w = Path(args.work) / f"seed{res['seed']}"
-            log(f"calibration, seed {res['seed']}")
-            t0 = time.perf_counter()
-            res["calibration"] = calibration_step(
-                args, w, w / "model.pt", w / "b_pool", w / "b_declared"
-            )
-            res["timing_s"]["calibration"] = round(time.perf_counter() - t0, 1)
-            old["total_s"] = old.get("total_s", 0.0) + time.perf_counter() - t0
-            write_report(old, out)
-        old["command"] += " ; then " + record["command"]
-        print(write_report(old, out))
-        return 0
-    if args.add_levers:
-        old = json.loads(out.with_suffix(".json").read_text())
-        old["lever_commit"] = {
-            "commit": commit,
-            "package_path": record["package_path"],
-            "working_tree_changes": record["working_tree_changes_measured"],
-        }
-        for res in old["seeds"]:
-            w = Path(args.work) / f"seed{res['seed']}"
-            for key, flags, _name in LEVERS:
-                log(f"{key}, seed {res['seed']}")
-                t0 = time.perf_counter()
-                res[key] = lever_step(args, w, res["seed"], flags, key)
-                res["timing_s"][key] = round(time.perf_counter() - t0, 1)
-                old["total_s"] = old.get("total_s", 0.0) + time.perf_counter() - t0
-                write_report(old, out)
-        old["command"] += " ; then " + record["command"]
-        print(write_report(old, out))
+    if args.add_calibration or args.add_levers:
+        if args.add_calibration:
+            steps = [
+                ("calibration", lambda w, _seed: calibration_step(
+                    args, w, w / "model.pt", w / "b_pool", w / "b_declared"))
+            ]  # fmt: skip
+        else:
+            steps = [
+                (key, lambda w, seed, flags=flags, key=key: lever_step(args, w, seed, flags, key))
+                for key, flags, _name in LEVERS
+            ]
+        add_steps(args, record, out, "calibration_commit" if args.add_calibration else
+                  "lever_commit", steps)  # fmt: skip
         return 0
     if args.append:
         old = json.loads(out.with_suffix(".json").read_text())
