@@ -235,6 +235,20 @@ def test_bad_training_option_is_a_clear_error(exports, tmp_path, capsys):
     assert "epochs" in _error_line(capsys)
     assert main([*argv, "--device", "quantum"]) == 2
     assert "device" in _error_line(capsys)
+    assert main([*argv, "--morphology", "maybe"]) == 2
+    assert "say on or off" in capsys.readouterr().err
+
+
+def test_switch_options_read_on_and_off():
+    import argparse
+
+    from napari_deparray_ctc.cli.options import add_train_options, train_overrides
+
+    parser = argparse.ArgumentParser()
+    add_train_options(parser)
+    given = train_overrides(parser.parse_args(["--morphology", "on", "--flat-field", "OFF"]))
+    assert given == {"morphology": True, "flat_field": False}
+    assert train_overrides(parser.parse_args([])) == {}  # left out: TrainConfig's defaults
 
 
 def test_evaluate_needs_labels(exports, model_path, tmp_path, capsys):
