@@ -280,6 +280,15 @@ def relabelled_copy(src: Path, keep_labels: set[str], dst: Path) -> Path:
     return dst
 
 
+def suggested(unlabelled: Path, model: Path, k: int, out_csv: Path, extra: list[str]) -> list[str]:
+    """The ids of the ``k`` cells ``deparray-ctc suggest`` lists for ``model`` (``extra``: its
+    options, e.g. ``--for calibration``)."""
+    cli("suggest", unlabelled, "--model", model, "--n", k, "--out", out_csv, "--threads", "1",
+        *extra)  # fmt: skip
+    with open(out_csv) as h:
+        return [r["cell_id"] for r in csv.DictReader(h)]
+
+
 def calibration_step(args, w: Path, model: Path, pool_dir: Path, b_decl: Path) -> dict:
     """Site calibration as a lab would do it, scored on the new instrument's test cells.
 
@@ -299,11 +308,7 @@ def calibration_step(args, w: Path, model: Path, pool_dir: Path, b_decl: Path) -
         cal["suggest_mode"] = "--for calibration" if extra else "plain suggest (no --for option)"
         cal["uncalibrated_same_commit"] = classify_cli(model, b_decl, w / "c_uncal.csv")
         for k in args.cal_ns:  # one suggestion per budget, as a lab asking for k cells would
-            sug = w / f"suggest{k}.csv"
-            cli("suggest", unlabelled, "--model", model, "--n", k, "--out", sug,
-                "--threads", "1", *extra)  # fmt: skip
-            with open(sug) as h:
-                picked = [r["cell_id"] for r in csv.DictReader(h)]
+            picked = suggested(unlabelled, model, k, w / f"suggest{k}.csv", extra)
             n_ctc = sum(1 for c in picked if truth[c] == "CTC")
             folder = relabelled_copy(pool_dir, set(picked), w / f"cal{k}")
             for variant, flags in (("", []), ("_adapt", ["--adapt"])):
@@ -361,11 +366,7 @@ def lever_step(args, w: Path, seed: int, flags: tuple[str, ...], key: str) -> di
     unlabelled = w / "pool_unlabelled"
     if not unlabelled.exists():
         relabelled_copy(w / "b_pool", set(), unlabelled)
-    sug = w / f"suggest20_{key}.csv"
-    cli("suggest", unlabelled, "--model", model, "--n", 20, "--out", sug, "--threads", "1",
-        "--for", "calibration")  # fmt: skip
-    with open(sug) as h:
-        picked = [r["cell_id"] for r in csv.DictReader(h)]
+    picked = suggested(unlabelled, model, 20, w / f"suggest20_{key}.csv", ["--for", "calibration"])
     folder = relabelled_copy(w / "b_pool", set(picked), w / f"cal20_{key}")
     site = w / f"site20_{key}.pt"
     cli("calibrate", model, folder, "--out", site, "--threads", "1")

@@ -115,18 +115,12 @@ class _Run:
             self._morphology = np.concatenate(chunks)
         return self._morphology
 
-    def morphology_stack(self, oof: np.ndarray, done: np.ndarray) -> tuple[dict, np.ndarray, dict]:
+    def morphology_stack(self, oof: np.ndarray, done: np.ndarray) -> tuple[dict, np.ndarray]:
         """Fit the morphology stack on the cells scored so far (``core.training.stacking``).
 
-        Returns the stored spec, the stacked out-of-fold logit of every cell (cross-fitted;
-        ``nan`` where ``done`` is false) and the network-only calibration and threshold the
-        stack replaces.
+        Returns the stored spec and the stacked out-of-fold logit of every cell (cross-fitted;
+        ``nan`` where ``done`` is false).
         """
-        from napari_deparray_ctc.core.training.calibration import (
-            apply_calibration,
-            choose_threshold,
-            fit_calibration,
-        )
         from napari_deparray_ctc.core.training.stacking import (
             fit_morphology_stack,
             stacked_oof_logits,
@@ -134,14 +128,10 @@ class _Run:
 
         config, y = self.config, self.y
         features = self.morphology_features()[done]
-        plain = fit_calibration(oof[done], y[done], config.calibration)
-        plain_threshold, _ = choose_threshold(
-            y[done], apply_calibration(plain, oof[done]), config.threshold_rule
-        )
         spec = fit_morphology_stack(oof[done], y[done], features, config.seed)
         stacked = np.full(len(oof), np.nan)
         stacked[done] = stacked_oof_logits(oof[done], y[done], features, config.seed)
-        return spec, stacked, {"calibration": plain, "threshold": plain_threshold}
+        return spec, stacked
 
     def model_parts(self, current=None) -> tuple[Any, dict]:
         """The network (ensemble or best member) and its metadata from the folds so far."""
@@ -161,21 +151,26 @@ class _Run:
         if current is not None:
             oof[self.plan[len(self.outcomes)][1]] = current.val_logits
         done = ~np.isnan(oof)
-        stack, network_only = None, None
+
+        def calibrated(scores: np.ndarray) -> tuple[dict, np.ndarray, float]:
+            calibration = fit_calibration(scores, y[done], config.calibration)
+            p = apply_calibration(calibration, scores)
+            return calibration, p, choose_threshold(y[done], p, config.threshold_rule)[0]
+
+        stack = None
         if config.morphology:
-            stack, stacked, network_only = self.morphology_stack(oof, done)
+            # the stack replaces the network's own calibration and threshold: kept beside it
+            calibration, _, threshold = calibrated(oof[done])
+            stack, stacked = self.morphology_stack(oof, done)
+            stack["network_only"] = {"calibration": calibration, "threshold": threshold}
             oof = np.where(done, stacked, np.nan)
-        calibration = fit_calibration(oof[done], y[done], config.calibration)
-        p = apply_calibration(calibration, oof[done])
-        threshold, _ = choose_threshold(y[done], p, config.threshold_rule)
+        calibration, p, threshold = calibrated(oof[done])
         fold_thresholds = []
         for (_, held), _outcome in zip(self.plan, outcomes, strict=False):
             y_fold = y[held]
             if 0 < y_fold.sum() < len(y_fold):
                 fold_p = apply_calibration(calibration, oof[held])
                 fold_thresholds.append(choose_threshold(y_fold, fold_p, config.threshold_rule)[0])
-        if stack is not None:
-            stack["network_only"] = network_only
         check = assess_learning(y[done], p, threshold, calibrated=calibration["method"] != "none")
         metrics = classification_metrics(y[done], p, threshold)
         best_epochs = [o.best_epoch for o in outcomes]

@@ -31,8 +31,12 @@ REGULARISATION_C = 1.0
 STACK_FOLDS = 5
 
 
-def _design(spec: Mapping[str, Any], logits: np.ndarray, features: np.ndarray) -> np.ndarray:
-    columns = np.column_stack([np.asarray(logits, dtype=np.float64).reshape(-1), features])
+def _columns(logits: Any, features: np.ndarray) -> np.ndarray:
+    """The regression's inputs: the logit, then the features, one row per cell."""
+    return np.column_stack([np.asarray(logits, dtype=np.float64).reshape(-1), features])
+
+
+def _standardised(spec: Mapping[str, Any], columns: np.ndarray) -> np.ndarray:
     mean = np.asarray(spec["mean"], dtype=np.float64)
     scale = np.asarray(spec["scale"], dtype=np.float64)
     return (columns - mean) / scale
@@ -43,7 +47,7 @@ def _fit(logits: np.ndarray, y: np.ndarray, features: np.ndarray, seed: int) -> 
 
     from napari_deparray_ctc.core.inference.morphology import MORPHOLOGY_FEATURES
 
-    columns = np.column_stack([logits, features])
+    columns = _columns(logits, features)
     mean = columns.mean(axis=0)
     scale = columns.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
@@ -54,7 +58,7 @@ def _fit(logits: np.ndarray, y: np.ndarray, features: np.ndarray, seed: int) -> 
         "scale": scale.tolist(),
     }
     regression = LogisticRegression(C=REGULARISATION_C, max_iter=1000, random_state=seed)
-    regression.fit(_design(spec, logits, features), y)
+    regression.fit(_standardised(spec, columns), y)
     spec["coef"] = regression.coef_.reshape(-1).tolist()
     spec["intercept"] = float(regression.intercept_[0])
     return spec
@@ -163,5 +167,5 @@ def stacked_logits(
         raise ValueError(
             f"the morphology stack takes {len(spec['coef']) - 1} features, not shape {feats.shape}"
         )
-    design = _design(spec, np.asarray(logits, dtype=np.float64), feats)
+    design = _standardised(spec, _columns(logits, feats))
     return design @ np.asarray(spec["coef"], dtype=np.float64) + float(spec["intercept"])
