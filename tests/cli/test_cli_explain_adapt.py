@@ -17,6 +17,7 @@ import pytest
 import tifffile
 
 from napari_deparray_ctc.cli import main
+from napari_deparray_ctc.core.inference.counts import NOT_CALIBRATED
 
 N_CELLS = 40
 TINY = ["--size", "32", "--epochs", "1", "--batch-size", "16", "--threads", "1"]
@@ -107,7 +108,10 @@ def test_classify_summary_one_row_per_sample(export, model_path, tmp_path, capsy
         "ctc_low",
         "ctc_high",
         "threshold",
+        "calibration",
     ]
+    assert {r["calibration"] for r in rows} == {"training instrument"}
+    assert "NOT CALIBRATED" not in captured.out
     assert [r["sample"] for r in rows] == ["S01", "S02"]
     assert sum(int(r["n_cells"]) for r in rows) == N_CELLS
     cells = _read_csv(out)
@@ -133,11 +137,17 @@ def test_classify_warns_once_on_cells_from_another_instrument(model_path, tmp_pa
     argv = ["synth", str(other), "--cells", "30", "--shifted", "--seed", "9"]
     assert main(argv) == 0
     capsys.readouterr()
+    summary = tmp_path / "o_samples.csv"
     argv = ["classify", str(other), "--model", str(model_path), "--out", str(tmp_path / "o.csv")]
-    assert main(argv) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "look unlike" in line]
+    assert main([*argv, "--summary", str(summary)]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "look unlike" in line]
     assert len(warnings) == 1
     assert "30 cells" in warnings[0] and "%" in warnings[0]
+    # every surface that shows counts says they are not calibrated for this instrument
+    assert captured.out.startswith(f"{NOT_CALIBRATED}: 30 cells")
+    assert f"{NOT_CALIBRATED}: the counts and intervals below may be far off" in captured.out
+    assert {r["calibration"] for r in _read_csv(summary)} == {NOT_CALIBRATED}
 
 
 def test_explain_writes_one_map_per_cell(export, model_path, tmp_path, capsys):

@@ -216,6 +216,7 @@ class ClassificationResults:
             self._threshold,
             self.model_metadata,
             default_sample=default_sample,
+            shifted=self.calibration_warning is not None,
         )
 
     def predictions_for_layer(self, layer: str, n_cells: int) -> list[dict] | None:

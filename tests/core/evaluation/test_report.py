@@ -83,6 +83,22 @@ def test_report_is_self_contained_and_every_image_shows_something(inputs, tmp_pa
     assert "S01" in text and "S02" in text and "true_ctc" in text
 
 
+def test_report_counts_say_what_they_are_calibrated_for(inputs, monkeypatch):
+    images, labels, p, model, ids, groups = inputs
+    text = build_report(images, labels, p, model, cell_ids=ids, groups=groups)
+    assert "<th>calibration</th>" in text and "training instrument" in text
+    assert "NOT CALIBRATED" not in text
+
+    from napari_deparray_ctc.core.inference import shift
+
+    warning = "These 40 cells look unlike the cells this model was trained on."
+    monkeypatch.setattr(shift, "shift_check", lambda images, metadata: {"warning": warning})
+    text = build_report(images, labels, p, model, cell_ids=ids, groups=groups)
+    assert warning in text
+    # both samples' counts are marked, not only the warning above them
+    assert text.count("NOT CALIBRATED for this instrument") == 2
+
+
 def test_report_without_labels_still_renders(inputs):
     images, _, p, model, ids, _ = inputs
     text = build_report(images[:10], [None] * 10, p[:10], model, cell_ids=ids[:10])

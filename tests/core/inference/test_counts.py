@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from napari_deparray_ctc.core.inference.counts import (
+    NOT_CALIBRATED,
     SUMMARY_COLUMNS,
+    calibration_status,
     count_interval,
     error_rate_interval,
     poisson_binomial_interval,
@@ -135,6 +137,19 @@ def test_sample_counts_rows(tmp_path):
         read = list(csv.DictReader(handle))
     assert list(read[0]) == list(SUMMARY_COLUMNS)
     assert read[1]["sample"] == "export1" and int(read[1]["n_cells"]) == 30
+
+
+def test_counts_say_what_they_are_calibrated_for():
+    p = np.full(10, 0.3)
+    assert {r["calibration"] for r in sample_counts([None] * 10, p, 0.5, META)} == {
+        "training instrument"
+    }
+    site = {**META, "site_profile": {"data_name": "Lab B export"}}
+    assert sample_counts([None] * 10, p, 0.5, site)[0]["calibration"] == "site: Lab B export"
+    for metadata in (META, site):
+        rows = sample_counts(["a"] * 5 + ["b"] * 5, p, 0.5, metadata, shifted=True)
+        assert [r["calibration"] for r in rows] == [NOT_CALIBRATED, NOT_CALIBRATED]
+    assert calibration_status({"site_profile": {}}, False) == "site: calibrated site"
 
 
 def test_without_validation_counts_the_probability_interval_is_used():

@@ -76,9 +76,10 @@ class ShiftTap:
         except ValueError:  # not a 2-D image: classify names it
             pass
 
-    def warn_if_shifted(self, metadata: dict) -> None:
+    def warn_if_shifted(self, metadata: dict) -> bool:
         """One warning line when the cells look unlike the model's training cells (or, for a
-        site model, unlike the cells of the site it was calibrated for)."""
+        site model, unlike the cells of the site it was calibrated for); returns whether it
+        was given."""
         import numpy as np
 
         from napari_deparray_ctc.core.inference.shift import reference_summary, shift_warning
@@ -87,14 +88,23 @@ class ShiftTap:
             message = shift_warning(np.array(self.features, dtype=np.float64), metadata)
             if message:
                 warn(message)
+                return True
+        return False
 
 
-def write_summary(path: Path, paths, stream, predictions, metadata: dict) -> list[dict]:
-    """The per-sample counts CSV (``core.counts``); returns its rows."""
+def write_summary(
+    path: Path, paths, stream, predictions, metadata: dict, shifted: bool = False
+) -> list[dict]:
+    """The per-sample counts CSV (``core.counts``); returns its rows. ``shifted``: the shift
+    check fired, and every row says the counts are not calibrated for this instrument."""
     from napari_deparray_ctc.core.inference.counts import sample_counts, write_sample_counts
 
     rows = sample_counts(
-        sample_names(paths, stream), predictions.p_ctc, predictions.threshold, metadata
+        sample_names(paths, stream),
+        predictions.p_ctc,
+        predictions.threshold,
+        metadata,
+        shifted=shifted,
     )
     write_sample_counts(path, rows)
     return rows
@@ -132,15 +142,22 @@ def run(args: argparse.Namespace) -> int:
             f"{site.get('created', '?')} from {counts.get('CTC', '?')} CTC + "
             f"{counts.get('WBC', '?')} WBC labelled cells"
         )
-    tap.warn_if_shifted(model.metadata)
+    from napari_deparray_ctc.core.inference.counts import NOT_CALIBRATED
+
+    shifted = tap.warn_if_shifted(model.metadata)
+    mark = f"{NOT_CALIBRATED}: " if shifted else ""
     labels = predictions.labels
     n_ctc = sum(1 for label in labels if label == "CTC")
     print(
-        f"{len(labels)} cells: {n_ctc} CTC, {len(labels) - n_ctc} WBC "
+        f"{mark}{len(labels)} cells: {n_ctc} CTC, {len(labels) - n_ctc} WBC "
         f"(threshold {predictions.threshold:.3f}); results written to {args.out}"
     )
     if args.summary:
-        rows = write_summary(Path(args.summary), args.data, stream, predictions, model.metadata)
+        rows = write_summary(
+            Path(args.summary), args.data, stream, predictions, model.metadata, shifted
+        )
+        if shifted:
+            print(f"{mark}the counts and intervals below may be far off")
         for row in rows:
             print(
                 f"  {row['sample']}: {row['n_called_ctc']} called CTC of {row['n_cells']} cells; "

@@ -233,7 +233,14 @@ def build_report(
         parts.append('<p class="note">No cells with both classes labelled: no metrics.</p>')
 
     samples = [None] * n if groups is None else list(groups)
-    rows = sample_counts(samples, p, t, model.metadata, default_sample=source or "all cells")
+    rows = sample_counts(
+        samples,
+        p,
+        t,
+        model.metadata,
+        default_sample=source or "all cells",
+        shifted=bool(shift is not None and shift["warning"]),
+    )
     columns = list(SUMMARY_COLUMNS)
     if known.any():
         names = [(source or "all cells") if s is None or s == "" else str(s) for s in samples]

@@ -41,7 +41,9 @@ import numpy as np
 from napari_deparray_ctc.core.constants import is_called_ctc
 
 __all__ = [
+    "NOT_CALIBRATED",
     "SUMMARY_COLUMNS",
+    "calibration_status",
     "count_interval",
     "error_rate_interval",
     "poisson_binomial_interval",
@@ -59,7 +61,11 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "ctc_low",
     "ctc_high",
     "threshold",
+    "calibration",
 )
+#: The ``calibration`` of a count whose cells look unlike the cells the model was calibrated on
+#: (the shift check fired): its calibrated P(CTC), threshold and interval may not hold.
+NOT_CALIBRATED = "NOT CALIBRATED for this instrument"
 #: Monte-Carlo draws of (recall, false-positive rate) for the error-rate interval.
 _RATE_DRAWS = 400
 #: above this many (T, j) pairs per draw the error-rate likelihood uses the normal approximation
@@ -219,6 +225,30 @@ def count_interval(
     return int(low), int(high)
 
 
+def calibration_status(model_metadata: Mapping[str, Any], shifted: bool) -> str:
+    """What the counts of a run are calibrated for, in words (the ``calibration`` column).
+
+    Parameters
+    ----------
+    model_metadata
+        The model's metadata (a site model carries ``site_profile``).
+    shifted
+        Whether the shift check (``core.inference.shift``) fired on the cells counted.
+
+    Returns
+    -------
+    str
+        :data:`NOT_CALIBRATED` when ``shifted``; otherwise ``"site: NAME"`` for a site model
+        and ``"training instrument"`` for a model as training wrote it.
+    """
+    if shifted:
+        return NOT_CALIBRATED
+    site = model_metadata.get("site_profile")
+    if isinstance(site, Mapping):
+        return f"site: {site.get('data_name') or 'calibrated site'}"
+    return "training instrument"
+
+
 def sample_counts(
     sample_ids: Sequence[str | None],
     p_ctc: Sequence[float],
@@ -226,6 +256,8 @@ def sample_counts(
     model_metadata: Mapping[str, Any],
     default_sample: str = "all cells",
     level: float = 0.95,
+    *,
+    shifted: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per sample: cells, calls, expected and interval of the true CTC count.
 
@@ -245,6 +277,9 @@ def sample_counts(
         Name of the sample of cells without one.
     level
         Coverage of the interval.
+    shifted
+        The shift check fired on these cells: every row's ``calibration`` says
+        :data:`NOT_CALIBRATED` (see :func:`calibration_status`).
 
     Returns
     -------
@@ -256,6 +291,7 @@ def sample_counts(
         raise ValueError(f"{len(sample_ids)} sample ids given for {len(p)} probabilities")
     names = [default_sample if s is None or str(s) == "" else str(s) for s in sample_ids]
     confusion = validation_confusion(model_metadata)
+    status = calibration_status(model_metadata, shifted)
     rows = []
     for sample in dict.fromkeys(names):
         mask = np.array([name == sample for name in names])
@@ -270,6 +306,7 @@ def sample_counts(
                 "ctc_low": low,
                 "ctc_high": high,
                 "threshold": float(threshold),
+                "calibration": status,
             }
         )
     return rows

@@ -92,3 +92,7 @@ def test_calls_on_a_shifted_export_are_marked_not_calibrated(widget, qtbot):
     assert NOT_CALIBRATED in widget.calibrate_box.note.text()
     widget.results_box.update_counts()
     assert "NOT CALIBRATED" in widget.results_box.counts_label.text()
+    # the per-sample counts say it too, as classify --summary writes them
+    assert {row["calibration"] for row in widget.results.sample_counts()} == {
+        "NOT CALIBRATED for this instrument"
+    }
