@@ -1,0 +1,261 @@
+"""Label-free test-time levers on development data pushed beyond the pretraining ranges
+(issue 20, item 3).
+
+The product's own benchmark domains sit inside the ranges of the randomised instruments the
+shipped weights were pretrained on (``core.synth.randomised_optics``), so they cannot show a
+collapse on a new instrument. Here each family of the product's simulator is pushed **outside**
+those ranges, one at a time (a "range hold-out": defocus, rim contrast, blur, illumination,
+photons, pixel size, halo), and four label-free levers are scored against the plain call, all
+on the same trained models and the same test cells:
+
+* ``bn adapt``: BatchNorm statistics re-estimated on the test export (``classify --adapt``);
+* ``feature std``: per-export standardisation of the network's 512-d embedding (before ``fc``)
+  to the mean and sd it had on the training cells, per ensemble member;
+* ``EM prior``: the test export's CTC share estimated by EM (Saerens et al. 2002,
+  ``site_calibration.estimate_prior``) from the calibrated P(CTC), which is then re-weighted to
+  that share; stored threshold;
+* ``EM prior + expected-F1 threshold``: the same, thresholded at the best expected F1 of the
+  re-weighted P(CTC) (``site_calibration.expected_f1_threshold``).
+
+Training: ``train`` with the CLI defaults (shipped pretrained start, 3-fold ensemble) on 480
+cells of ``Optics.default()`` (25 % CTC) with their pixel size declared. Every test export: 400
+cells, 12 % CTC, so *default optics* measures label shift alone. Development data only: the
+independent evaluator (``benchmarks/independent_sim``) is never used here.
+
+Usage::
+
+    python benchmarks/test_time_dev.py --seeds 0,1,2 --threads 1
+    python benchmarks/test_time_dev.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LEVERS = ("none", "bn adapt", "feature std", "EM prior", "EM prior + expected-F1 threshold")
+
+
+def domains() -> dict:
+    """Test instruments: the default (label shift only), the in-range shifted preset, and
+    one family at a time pushed outside the pretraining ranges (given in the comments)."""
+    from napari_deparray_ctc.core.synth import Optics
+
+    d = Optics.default()
+    return {
+        "default optics (label shift only)": d,
+        "shifted preset (inside pretraining ranges)": Optics.shifted(),
+        "defocus 12 um (range 2.5-9.5)": d.replace(defocus_um=12.0),
+        "rim contrast 0.25 (range 0.5-1.3)": d.replace(rim_strength=0.25),
+        "blur 1.5 um (range 0.25-1.0)": d.replace(psf_sigma_um=1.5),
+        "tilt 0.7 + vignetting 0.4 (ranges <=0.45, <=0.25)": d.replace(
+            illumination_gradient=0.7, vignetting=0.4
+        ),
+        "250 photons, read noise 12 e (ranges 600-15000, 1-10)": d.replace(
+            photons=250.0, read_noise_e=12.0
+        ),
+        "pixel 0.95 um (range 0.38-0.80)": d.replace(pixel_size_um=0.95),
+        "halo 0.3 x 4 um (ranges 0.01-0.15, 1-3 um)": d.replace(
+            halo_strength=0.3, halo_width_um=4.0
+        ),
+    }
+
+
+def _members(model) -> list:
+    net = model.network
+    return list(net.members) if hasattr(net, "members") else [net]
+
+
+def _embed(net, x):
+    """The member's pooled embedding (its ``fc`` input), in batches."""
+    import torch
+
+    fc = net.fc
+    net.fc = torch.nn.Identity()
+    try:
+        with torch.inference_mode():
+            return torch.cat([net(x[i : i + 128]) for i in range(0, len(x), 128)])
+    finally:
+        net.fc = fc
+
+
+def _logits(members, x, reference=None):
+    """Ensemble logit; with ``reference`` [(mean, sd) per member], each member's embedding
+    is standardised per export to the reference statistics first."""
+    import torch
+
+    out = []
+    for k, net in enumerate(members):
+        z = _embed(net, x)
+        if reference is not None:
+            mean, sd = reference[k]
+            z = (z - z.mean(0)) / (z.std(0) + 1e-6) * sd + mean
+        with torch.inference_mode():
+            out.append(net.fc(z).reshape(-1))
+    return torch.stack(out).mean(0).double().numpy()
+
+
+def run_seed(args, seed: int) -> list[dict]:
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
+    from napari_deparray_ctc.core.inference.preprocess import prepare_batch
+    from napari_deparray_ctc.core.inference.site_calibration import (
+        estimate_prior,
+        expected_f1_threshold,
+    )
+    from napari_deparray_ctc.core.synth import Optics, synth_cells
+    from napari_deparray_ctc.core.training import TrainingSet
+    from napari_deparray_ctc.core.training.calibration import apply_calibration
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
+
+    pool = synth_cells(
+        args.cells, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6
+    )
+    ts = TrainingSet(
+        bf=[c.channels["BF"] for c in pool],
+        labels=[c.label for c in pool],
+        dapi=[c.channels["DAPI"] for c in pool],
+        cell_ids=[c.cell_id for c in pool],
+        groups=[c.sample for c in pool],
+        pixel_sizes=[c.pixel_size_um for c in pool],
+    )
+    overrides = {"seed": seed, "device": "cpu", "out": None, "num_threads": args.threads}
+    if args.quick:
+        overrides.update(epochs=2, image_size=32)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train(TrainConfig(**overrides), ts).model
+    train_s = time.perf_counter() - t0
+    members = _members(model)
+
+    def prepare(cells):
+        return prepare_batch(
+            [c.channels["BF"] for c in cells],
+            model.image_size,
+            model.normalisation,
+            pixel_sizes=[c.pixel_size_um for c in cells],
+        )
+
+    reference = [(z.mean(0), z.std(0) + 1e-6) for z in (_embed(m, prepare(pool)) for m in members)]
+    train_share = float(np.mean([label == "CTC" for label in ts.labels]))
+    rows = []
+    for name, optics in domains().items():
+        test = synth_cells(
+            args.test_cells, ctc_fraction=0.12, seed=seed + 777, optics=optics, n_samples=3
+        )
+        labels = [c.label for c in test]
+        x = prepare(test)
+        adapted = _members(model.adapted([x[i : i + 64] for i in range(0, len(x), 64)]))
+        plain = apply_calibration(model.calibration, _logits(members, x))
+        share = estimate_prior(plain, train_share)
+        w1, w0 = share / train_share, (1 - share) / (1 - train_share)
+        reweighted = w1 * plain / (w1 * plain + w0 * (1 - plain))
+        scores = {
+            "none": (plain, model.threshold),
+            "bn adapt": (apply_calibration(model.calibration, _logits(adapted, x)), None),
+            "feature std": (
+                apply_calibration(model.calibration, _logits(members, x, reference)),
+                None,
+            ),
+            "EM prior": (reweighted, None),
+            "EM prior + expected-F1 threshold": (
+                reweighted,
+                expected_f1_threshold(reweighted, rule="f1")[0],
+            ),
+        }
+        row = {"seed": seed, "domain": name, "train_s": train_s, "em_share": share}
+        for lever, (p, threshold) in scores.items():
+            threshold = model.threshold if threshold is None else threshold
+            m = classification_metrics(labels, p, threshold)
+            row[lever] = {
+                "f1": float(m["f1"]),
+                "average_precision": float(m["average_precision"]),
+                "called": float(np.mean(p >= threshold)),
+            }
+        rows.append(row)
+        print(
+            f"seed {seed} {name}: "
+            + "; ".join(f"{k} F1 {row[k]['f1']:.2f} called {row[k]['called']:.2f}" for k in LEVERS)
+            + f"; EM share {share:.2f}",
+            flush=True,
+        )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    def cell(values):
+        values = np.asarray(values, dtype=float)
+        return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+    lines = [
+        "| test instrument | lever | F1 | PR-AUC | called CTC (true 0.12) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["domain"] for r in rows):
+        picked = [r for r in rows if r["domain"] == name]
+        for lever in LEVERS:
+            lines.append(
+                f"| {name} | {lever} | "
+                + " | ".join(
+                    cell([r[lever][k] for r in picked])
+                    for k in ("f1", "average_precision", "called")
+                )
+                + " |"
+            )
+        lines.append(
+            f"| {name} | (EM estimate of the CTC share) | – | – | "
+            f"{cell([r['em_share'] for r in picked])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cells", type=int, default=480)
+    parser.add_argument("--test-cells", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "test_time_dev"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.cells, args.test_cells = "0", 120, 80
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    rows = [r for s in args.seeds.split(",") for r in run_seed(args, int(s))]
+    seeds = args.seeds.split(",")
+    minutes = (time.perf_counter() - started) / 60
+    command = "python benchmarks/test_time_dev.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    text = (
+        "# Label-free test-time levers beyond the pretraining ranges (development data, "
+        "issue 20)\n\n"
+        f"Command: `{command}`; development data only (the product's generator); the "
+        "independent evaluator is never used.  \n"
+        f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
+        f"{minutes:.1f} min. Mean ± sd over {len(seeds)} seed(s) (one model per seed: "
+        f"`train` defaults on {args.cells} default-optics cells, 25 % CTC; each test export "
+        f"{args.test_cells} cells, 12 % CTC, the same cells for every lever).\n\n"
+        + table(rows)
+        + "\n"
+    )
+    if not args.quick:
+        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        Path(args.out).with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
