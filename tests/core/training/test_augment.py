@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 
 from napari_deparray_ctc.core.training.augment import (
     FAMILIES,
+    RandomConvolution,
     RandomRotate90,
     augment_batch,
     build_augmentation,
@@ -129,3 +130,25 @@ def test_rotate90_is_lossless():
     mask = tv_tensors.Mask(img.clone())
     a, b = RandomRotate90()(img, mask)
     torch.testing.assert_close(a, b.as_subclass(torch.Tensor))
+
+
+def test_random_convolution_keeps_shape_mean_and_sd_and_leaves_masks():
+    x, _ = _discs_and_rings(6)
+    torch.manual_seed(2)
+    transform = RandomConvolution(p=1.0)
+    changed = 0
+    for img in x:
+        out = transform(img)
+        assert out.shape == img.shape and torch.isfinite(out).all()
+        # the filtered image is rescaled to the image's mean and sd before the mix
+        assert float(out.mean()) == pytest.approx(float(img.mean()), abs=1e-4)
+        assert float(out.std()) <= float(img.std()) + 1e-4
+        changed += int(not torch.allclose(out, img, atol=1e-3))
+        mask = tv_tensors.Mask(img.clone())
+        _, kept = transform(img, mask)
+        torch.testing.assert_close(kept.as_subclass(torch.Tensor), img, rtol=0, atol=0)
+    assert changed >= 4
+    # p = 0 never changes anything; an even kernel side is refused in words
+    torch.testing.assert_close(RandomConvolution(p=0.0)(x[0]), x[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="odd"):
+        RandomConvolution(kernel_sizes=(2, 3))

@@ -52,6 +52,7 @@ from torchvision.transforms.v2 import functional as TF  # noqa: E402
 __all__ = [
     "FAMILIES",
     "ClampUnit",
+    "RandomConvolution",
     "RandomGamma",
     "RandomIlluminationGradient",
     "RandomPoissonNoise",
@@ -294,6 +295,61 @@ class RandomSpeckleNoise(_Transform):
 
     def _apply(self, inpt, params):
         return inpt * (1 + params["sigma"] * torch.randn_like(inpt))
+
+
+class RandomConvolution(_Transform):
+    """Random convolution (Xu et al., ICLR 2021, "RandConv"): the image seen through a random
+    linear filter, mixed with itself.
+
+    A kernel of side ``k`` (drawn from ``kernel_sizes``) with weights ``N(0, 1/k^2)`` is
+    applied (reflect padding); the result is rescaled to the image's own mean and sd and
+    mixed as ``a * image + (1 - a) * filtered`` with ``a`` uniform in [0, 1]. A random filter
+    changes local contrast, edges and their sign while keeping the cell's shape and size: it
+    stands for the differences between instruments' optical transfer that no parametric
+    family of the simulator or of the augmentation covers.
+
+    Parameters
+    ----------
+    kernel_sizes
+        Kernel sides to draw from (odd).
+    p
+        Probability of applying it.
+    """
+
+    def __init__(self, kernel_sizes: Sequence[int] = (1, 3, 5, 7), p: float = 0.5):
+        super().__init__()
+        if any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd and positive, not {tuple(kernel_sizes)}")
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        self.p = p
+
+    def _params(self, flat_inputs):
+        if torch.rand(()) >= self.p:
+            return {"kernel": None, "mix": 1.0}
+        k = self.kernel_sizes[int(torch.randint(len(self.kernel_sizes), ()).item())]
+        return {"kernel": torch.randn(k, k) / k, "mix": float(torch.rand(()))}
+
+    def _apply(self, inpt, params):
+        kernel = params["kernel"]
+        if kernel is None:
+            return inpt
+        k = kernel.shape[-1]
+        flat = inpt.reshape(-1, 1, *inpt.shape[-2:])
+        padded = (
+            torch.nn.functional.pad(flat, (k // 2,) * 4, mode="reflect")
+            if k > 1 and min(inpt.shape[-2:]) > k // 2
+            else flat
+        )
+        weight = kernel.to(dtype=inpt.dtype, device=inpt.device)[None, None]
+        filtered = torch.nn.functional.conv2d(padded, weight)
+        if filtered.shape[-2:] != flat.shape[-2:]:  # a crop too small to pad: leave it
+            return inpt
+        dims = (-2, -1)
+        mean, sd = flat.mean(dim=dims, keepdim=True), flat.std(dim=dims, keepdim=True)
+        f_mean, f_sd = filtered.mean(dim=dims, keepdim=True), filtered.std(dim=dims, keepdim=True)
+        filtered = (filtered - f_mean) / f_sd.clamp(min=1e-6) * sd + mean
+        mix = params["mix"]
+        return (mix * flat + (1 - mix) * filtered).reshape(inpt.shape)
 
 
 class ClampUnit(_Transform):
