@@ -12,10 +12,23 @@ The result is written as the package's pretrained weights (fp16, about 22 MB), w
 ``TrainConfig(pretrained="synthetic")`` fine-tunes. The benchmark domains of
 ``benchmarks/quality.py`` are never used here (validation uses other randomised cells).
 
+``--hold-out FAMILY`` leaves one family of variation (:data:`MECHANISM_FAMILIES`) out of the
+pretraining: every randomised instrument gets that family's fields reset to
+:meth:`Optics.default`'s values (validation cells too), so the network never sees the family
+vary. ``benchmarks/mechanism_holdout.py`` uses it to ask whether the pretraining's coverage of
+a family is what protects the final model against it. The hold-out is recorded in the weights'
+metadata (``hold_out``).
+
+``--randconv P`` adds random convolutions (``core.training.augment.RandomConvolution``,
+RandConv) to the augmentation, on each cell with probability ``P``: a random linear filter
+that changes local contrast and edges (even their sign) while keeping the cell's shape, for
+the differences between instruments that no parametric family of the simulator covers.
+
 Usage::
 
     python benchmarks/pretrain.py --cells 48000 --out src/napari_deparray_ctc/core/model/pretrained/synthetic_resnet18.pt
     python benchmarks/pretrain.py --quick      # 600 cells, a smoke run
+    python benchmarks/pretrain.py --cells 6000 --hold-out focus --out /tmp/no_focus.pt
 """
 
 from __future__ import annotations
@@ -29,13 +42,54 @@ from pathlib import Path
 
 import numpy as np
 
+#: Families of variation of the randomised instruments, by the :class:`Optics` fields each
+#: covers (``--hold-out`` resets a family's fields to :meth:`Optics.default`'s values).
+MECHANISM_FAMILIES: dict[str, tuple[str, ...]] = {
+    "illumination": ("illumination_gradient", "illumination_angle_deg", "vignetting"),
+    "focus": (
+        "defocus_um",
+        "rim_strength",
+        "rim_width_um",
+        "halo_strength",
+        "halo_width_um",
+        "absorption",
+        "psf_sigma_um",
+    ),
+}
+
+
+def held_out_sampler(family: str | None):
+    """The pretraining's instrument sampler with ``family``'s fields fixed at the defaults.
+
+    Parameters
+    ----------
+    family
+        A key of :data:`MECHANISM_FAMILIES`, or None / ``"none"`` for the plain
+        ``randomised_optics``.
+
+    Returns
+    -------
+    Callable[[np.random.Generator], Optics]
+    """
+    from napari_deparray_ctc.core.synth import Optics, randomised_optics
+
+    if family in (None, "none"):
+        return randomised_optics
+    default = Optics.default()
+    fixed = {name: getattr(default, name) for name in MECHANISM_FAMILIES[family]}
+
+    def sampler(rng: np.random.Generator) -> Optics:
+        return randomised_optics(rng).replace(**fixed)
+
+    return sampler
+
 
 def make_chunk(n: int, seed: int, args, rng: np.random.Generator):
     """(prepared images, labels) of ``n`` fresh randomised cells."""
     import torch
 
     from napari_deparray_ctc.core.inference.preprocess import DEFAULT_NORMALISATION, prepare_batch
-    from napari_deparray_ctc.core.synth import randomised_optics, synth_cells
+    from napari_deparray_ctc.core.synth import synth_cells
 
     crop = int(rng.choice([48, 56, 64, 72, 80, 96]))
     cells = synth_cells(
@@ -44,7 +98,7 @@ def make_chunk(n: int, seed: int, args, rng: np.random.Generator):
         seed=seed,
         image_size=crop,
         n_samples=max(1, n // 25),
-        optics_sampler=randomised_optics,
+        optics_sampler=held_out_sampler(getattr(args, "hold_out", None)),
         biology_jitter=1.0,
     )
     spec = {**DEFAULT_NORMALISATION, "pixel_size_um": args.pixel_size}
@@ -78,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/synthetic_resnet18.pt")
+    parser.add_argument(
+        "--hold-out",
+        choices=("none", *MECHANISM_FAMILIES),
+        default="none",
+        help="family of variation left out of the pretraining (fields fixed at the defaults)",
+    )
+    parser.add_argument(
+        "--randconv",
+        type=float,
+        default=0.0,
+        help="probability of a random convolution per cell (0: none, the shipped recipe)",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -96,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     network = build_network("resnet18")
     transform = build_augmentation("all")
+    if args.randconv > 0:
+        from torchvision.transforms import v2
+
+        from napari_deparray_ctc.core.training.augment import RandomConvolution
+
+        # before the other families' last clamp: filtered, then photometric/noise, clamped
+        transform = v2.Compose([RandomConvolution(p=args.randconv), *transform.transforms])
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4, fused=True)
     chunks = math.ceil(args.cells / args.chunk)
     total_steps = chunks * math.ceil(args.chunk / args.batch)
@@ -142,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.size,
         "pixel_size_um": args.pixel_size,
         "cells": chunks * args.chunk,
+        "hold_out": args.hold_out,
+        "randconv": args.randconv,
         "command": "python benchmarks/pretrain.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "final_val_pr_auc": log[-1]["val_pr_auc"],
