@@ -345,11 +345,25 @@ def calibration_step(args, w: Path, model: Path, pool_dir: Path, b_decl: Path) -
     return cal
 
 
-#: the transfer levers measured by --add-levers: (key, `deparray-ctc train` flags, row name)
+#: the transfer levers measured by --add-levers: (key, `deparray-ctc train` flags, row name);
+#: ``{weights}`` in a flag is replaced by ``--lever-weights`` (a pretrained start to compare)
 LEVERS = (
     ("lever_morphology", ("--morphology", "on"), "`train --morphology on` (shape-feature stack)"),
     ("lever_flat_field", ("--flat-field", "on"), "`train --flat-field on` (flat-field correction)"),
+    (
+        "lever_randconv_start",
+        ("--pretrained", "{weights}"),
+        "`train --pretrained` a start pretrained with random convolutions "
+        "(`pretrain.py --randconv 0.5`)",
+    ),
 )
+
+
+def lever_flags(flags: tuple[str, ...], weights: str | None) -> tuple[str, ...]:
+    """A lever's train flags with ``{weights}`` filled in (``--lever-weights``)."""
+    if any("{weights}" in f for f in flags) and not weights:
+        raise SystemExit("this lever needs --lever-weights PATH (a pretrained start)")
+    return tuple(f.replace("{weights}", str(weights)) for f in flags)
 
 
 def lever_step(args, w: Path, seed: int, flags: tuple[str, ...], key: str) -> dict:
@@ -694,16 +708,27 @@ def write_report(record: dict, out: Path) -> str:
         picked = {
             key: [s[key]["calibrated20"].get("ctc_in_picked") for s in seeds if key in s]
             for key, _flags, _name in LEVERS
+            if any(key in s for s in seeds)
+        }
+        commits = record.get("lever_commits") or {
+            k: record["lever_commit"]["commit"] for k in picked
         }
         lines += [
             "",
-            f"(lever rows added afterwards with `--add-levers` at commit "
-            f"`{record['lever_commit']['commit']}`: trained on the same kept training exports "
-            "with the same seeds, scored on the same test exports; true CTCs among the 20 "
-            "suggested calibration cells per seed: "
+            "(lever rows added afterwards with `--add-levers`, at commit(s) "
+            + "; ".join(f"{k.removeprefix('lever_')} `{c[:10]}`" for k, c in commits.items())
+            + ": trained on the same kept training exports with the same seeds, scored on the "
+            "same test exports; true CTCs among the 20 suggested calibration cells per seed: "
             + "; ".join(f"{k.removeprefix('lever_')} {v}" for k, v in picked.items())
             + ")",
         ]
+        weights = record.get("lever_weights")
+        if weights:
+            lines += [
+                "",
+                f"(the random-convolution start: `{weights['command']}`, {weights['cells']} "
+                f"cells, SHA-256 `{weights['sha256'][:16]}…`; not shipped)",
+            ]
     lines += [""]
     jp = [
         s.get("jurkat_pair")
@@ -787,15 +812,43 @@ def write_report(record: dict, out: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ main
+def weights_record(path: Path) -> dict:
+    """Where a pretrained start came from: its file, SHA-256 and the command in its metadata."""
+    import hashlib
+
+    import torch
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    meta = payload.get("metadata") or {}
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "command": meta.get("command"),
+        "cells": meta.get("cells"),
+        "randconv": meta.get("randconv"),
+    }
+
+
 def add_steps(args, record: dict, out: Path, commit_key: str, steps: list) -> None:
     """Run ``steps`` (key, function of (work folder, seed)) on the kept work folders of an
     earlier run and add their results to its JSON and markdown (``--add-*`` modes)."""
     old = json.loads(out.with_suffix(".json").read_text())
-    old[commit_key] = {
+    measured = {
         "commit": record["commit"],
         "package_path": record["package_path"],
         "working_tree_changes": record["working_tree_changes_measured"],
     }
+    if commit_key == "lever_commit":  # levers may be added at different commits
+        if "lever_commits" not in old and old.get("lever_commit"):
+            earlier = old["lever_commit"]["commit"]
+            old["lever_commits"] = {
+                k: earlier for k, _f, _n in LEVERS if any(k in s for s in old["seeds"])
+            }
+        for key, _step in steps:
+            old.setdefault("lever_commits", {})[key] = measured["commit"]
+        if record.get("lever_weights"):
+            old["lever_weights"] = record["lever_weights"]
+    old[commit_key] = measured
     for res in old["seeds"]:
         w = Path(args.work) / f"seed{res['seed']}"
         for key, step in steps:
@@ -846,6 +899,19 @@ def main(argv=None) -> int:
         action="store_true",
         help="only train and score the transfer levers (--morphology on, --flat-field on) on "
         "the kept work folders (--keep) of an earlier run and add them to its JSON/markdown",
+    )
+    p.add_argument(
+        "--levers",
+        default=None,
+        help="with --add-levers: the lever keys to run, comma-separated (default: all of "
+        + ", ".join(k for k, _f, _n in LEVERS)
+        + ")",
+    )
+    p.add_argument(
+        "--lever-weights",
+        default=None,
+        metavar="PATH",
+        help="the pretrained start of lever_randconv_start (from benchmarks/pretrain.py)",
     )
     p.add_argument(
         "--clean-src",
@@ -921,10 +987,18 @@ def main(argv=None) -> int:
                     args, w, w / "model.pt", w / "b_pool", w / "b_declared"))
             ]  # fmt: skip
         else:
+            chosen = args.levers.split(",") if args.levers else [k for k, _f, _n in LEVERS]
+            unknown = sorted(set(chosen) - {k for k, _f, _n in LEVERS})
+            if unknown:
+                raise SystemExit(f"unknown lever(s) {unknown}")
             steps = [
-                (key, lambda w, seed, flags=flags, key=key: lever_step(args, w, seed, flags, key))
+                (key, lambda w, seed, flags=flags, key=key: lever_step(
+                    args, w, seed, lever_flags(flags, args.lever_weights), key))
                 for key, flags, _name in LEVERS
-            ]
+                if key in chosen
+            ]  # fmt: skip
+            if args.lever_weights:
+                record["lever_weights"] = weights_record(Path(args.lever_weights))
         add_steps(args, record, out, "calibration_commit" if args.add_calibration else
                   "lever_commit", steps)  # fmt: skip
         return 0
