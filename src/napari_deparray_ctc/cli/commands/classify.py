@@ -33,8 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CSV",
         help="also write one row per sample: sample,n_cells,n_called_ctc,expected_ctc,"
-        "ctc_low,ctc_high,threshold (ctc_low..ctc_high: 95 %% interval of the number of true "
-        "CTCs; the sample is the cells' sample id, or the export's name)",
+        "ctc_low,ctc_high,threshold,calibration (ctc_low..ctc_high: 95 %% interval of the "
+        "number of true CTCs; the sample is the cells' sample id, or the export's name; "
+        "calibration: 'training instrument', 'site: NAME', or 'NOT CALIBRATED for this "
+        "instrument' when the cells look unlike those the model was calibrated on)",
     )
     options.add_inference_options(p)
     options.add_pixel_size_option(p)
