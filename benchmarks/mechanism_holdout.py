@@ -152,21 +152,15 @@ def evaluate(model, cells) -> dict:
 
 def run_seed(seed: int, weights: dict, args) -> dict:
     """Train one model per weight file on the default instrument and test it."""
+    from quality import _as_set
+
     from napari_deparray_ctc.core.synth import Optics, synth_cells
-    from napari_deparray_ctc.core.training import TrainingSet
     from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     pool = synth_cells(
         args.pool_cells, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6
     )
-    ts = TrainingSet(
-        bf=[c.channels["BF"] for c in pool],
-        labels=[c.label for c in pool],
-        dapi=[c.channels["DAPI"] for c in pool],
-        cell_ids=[c.cell_id for c in pool],
-        groups=[c.sample for c in pool],
-        pixel_sizes=[c.pixel_size_um for c in pool],
-    )
+    ts = _as_set(pool)  # the benchmarks' one TrainingSet of synthetic cells (quality.py)
     sets = test_sets(seed, args.test_cells)
     out = {}
     for hold_out, info in weights.items():

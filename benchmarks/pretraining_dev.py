@@ -72,22 +72,16 @@ def real_probe(weights: dict[str, str], seeds: list[int]) -> dict:
 
 
 def dev_seed(weights: dict[str, str], seed: int, threads: int) -> dict:
+    from quality import _as_set
+
     from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
     from napari_deparray_ctc.core.inference.classify import classify
     from napari_deparray_ctc.core.model.loaded import save_model
     from napari_deparray_ctc.core.synth import Optics, synth_cells
-    from napari_deparray_ctc.core.training import TrainingSet
     from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     pool = synth_cells(480, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6)
-    ts = TrainingSet(
-        bf=[c.channels["BF"] for c in pool],
-        labels=[c.label for c in pool],
-        dapi=[c.channels["DAPI"] for c in pool],
-        cell_ids=[c.cell_id for c in pool],
-        groups=[c.sample for c in pool],
-        pixel_sizes=[c.pixel_size_um for c in pool],
-    )
+    ts = _as_set(pool)  # the benchmarks' one TrainingSet of synthetic cells (quality.py)
     all_domains = domains()
     tests = {
         name: synth_cells(400, ctc_fraction=0.12, seed=seed + 777, optics=all_domains[name],

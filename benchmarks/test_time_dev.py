@@ -104,6 +104,8 @@ def _logits(members, x, reference=None):
 
 
 def run_seed(args, seed: int) -> list[dict]:
+    from quality import _as_set
+
     from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
     from napari_deparray_ctc.core.inference.preprocess import prepare_batch
     from napari_deparray_ctc.core.inference.site_calibration import (
@@ -111,21 +113,13 @@ def run_seed(args, seed: int) -> list[dict]:
         expected_f1_threshold,
     )
     from napari_deparray_ctc.core.synth import Optics, synth_cells
-    from napari_deparray_ctc.core.training import TrainingSet
     from napari_deparray_ctc.core.training.calibration import apply_calibration
     from napari_deparray_ctc.core.training.train import TrainConfig, train
 
     pool = synth_cells(
         args.cells, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6
     )
-    ts = TrainingSet(
-        bf=[c.channels["BF"] for c in pool],
-        labels=[c.label for c in pool],
-        dapi=[c.channels["DAPI"] for c in pool],
-        cell_ids=[c.cell_id for c in pool],
-        groups=[c.sample for c in pool],
-        pixel_sizes=[c.pixel_size_um for c in pool],
-    )
+    ts = _as_set(pool)  # the benchmarks' one TrainingSet of synthetic cells (quality.py)
     overrides = {"seed": seed, "device": "cpu", "out": None, "num_threads": args.threads}
     if args.quick:
         overrides.update(epochs=2, image_size=32)
