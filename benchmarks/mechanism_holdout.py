@@ -37,13 +37,13 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pretrain
+from dev_models import default_pool, evaluate, train_default
 
 HOLD_OUTS = ("none", *pretrain.MECHANISM_FAMILIES)
 TEST_SETS = ("in_domain", *(f"{f}_only" for f in pretrain.MECHANISM_FAMILIES))
@@ -130,45 +130,14 @@ def test_sets(seed: int, n: int) -> dict[str, list]:
     return sets
 
 
-def evaluate(model, cells) -> dict:
-    """F1, PR-AUC and share called CTC at the model's stored threshold."""
-    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
-    from napari_deparray_ctc.core.inference.classify import classify
-
-    p = classify(
-        [c.channels["BF"] for c in cells],
-        model,
-        batch_size=128,
-        pixel_size=[c.pixel_size_um for c in cells],
-    ).p_ctc
-    p = np.asarray(p, dtype=float)
-    m = classification_metrics([c.label for c in cells], p, model.threshold)
-    return {
-        "f1": float(m["f1"]),
-        "pr_auc": float(m["average_precision"]),
-        "called": float(np.mean(p >= model.threshold)),
-    }
-
-
 def run_seed(seed: int, weights: dict, args) -> dict:
     """Train one model per weight file on the default instrument and test it."""
-    from quality import _as_set
-
-    from napari_deparray_ctc.core.synth import Optics, synth_cells
-    from napari_deparray_ctc.core.training.train import TrainConfig, train
-
-    pool = synth_cells(
-        args.pool_cells, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6
-    )
-    ts = _as_set(pool)  # the benchmarks' one TrainingSet of synthetic cells (quality.py)
+    ts = default_pool(seed, args.pool_cells)
     sets = test_sets(seed, args.test_cells)
     out = {}
     for hold_out, info in weights.items():
         t0 = time.perf_counter()
-        cfg = TrainConfig(seed=seed, device="cpu", out=None, num_threads=1, pretrained=info["path"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = train(cfg, ts).model
+        model = train_default(ts, seed, pretrained=info["path"])
         trained = time.perf_counter() - t0
         row = {name: evaluate(model, cells) for name, cells in sets.items()}
         row["threshold"] = float(model.threshold)

@@ -34,7 +34,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 
+from dev_models import default_pool, evaluate, train_default  # noqa: E402
 from imagenet_probe import PAIRS, cv_scores, resnet_features, summary  # noqa: E402
 from test_time_dev import domains  # noqa: E402
 from transfer_eval import jurkat_phase, real_fp  # noqa: E402
@@ -72,16 +72,10 @@ def real_probe(weights: dict[str, str], seeds: list[int]) -> dict:
 
 
 def dev_seed(weights: dict[str, str], seed: int, threads: int) -> dict:
-    from quality import _as_set
-
-    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
-    from napari_deparray_ctc.core.inference.classify import classify
     from napari_deparray_ctc.core.model.loaded import save_model
-    from napari_deparray_ctc.core.synth import Optics, synth_cells
-    from napari_deparray_ctc.core.training.train import TrainConfig, train
+    from napari_deparray_ctc.core.synth import synth_cells
 
-    pool = synth_cells(480, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6)
-    ts = _as_set(pool)  # the benchmarks' one TrainingSet of synthetic cells (quality.py)
+    ts = default_pool(seed)
     all_domains = domains()
     tests = {
         name: synth_cells(400, ctc_fraction=0.12, seed=seed + 777, optics=all_domains[name],
@@ -91,33 +85,15 @@ def dev_seed(weights: dict[str, str], seed: int, threads: int) -> dict:
     out: dict = {}
     for name, path in weights.items():
         t0 = time.perf_counter()
-        config = TrainConfig(seed=seed, device="cpu", out=None, num_threads=threads,
-                             pretrained=path)  # fmt: skip
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = train(config, ts).model
+        model = train_default(ts, seed, threads, pretrained=path)
         row: dict = {"train_s": time.perf_counter() - t0}
-        for domain, cells in tests.items():
-            p = np.asarray(
-                classify(
-                    [c.channels["BF"] for c in cells],
-                    model,
-                    batch_size=128,
-                    pixel_size=[c.pixel_size_um for c in cells],
-                ).p_ctc
-            )
-            m = classification_metrics([c.label for c in cells], p, model.threshold)
-            row[domain] = {
-                "f1": float(m["f1"]),
-                "average_precision": float(m["average_precision"]),
-                "called": float(np.mean(p >= model.threshold)),
-            }
+        row.update({domain: evaluate(model, cells) for domain, cells in tests.items()})
         with tempfile.TemporaryDirectory() as tmp:
             save_model(Path(tmp) / "m.pt", model)
             row["real_fp"] = real_fp(Path(tmp) / "m.pt")
         out[name] = row
         print(f"seed {seed} {name}: " + "; ".join(
-            f"{d[:14]} F1 {row[d]['f1']:.2f} AP {row[d]['average_precision']:.2f}"
+            f"{d[:14]} F1 {row[d]['f1']:.2f} AP {row[d]['pr_auc']:.2f}"
             for d in DEV_DOMAINS) + f"; Jurkat called CTC "
             f"{row['real_fp']['Jurkat IFC (leukocyte line)']['called_ctc']:.2f}", flush=True)  # fmt: skip
     return out
@@ -165,7 +141,7 @@ def report(record: dict) -> str:
         cells = []
         for d in DEV_DOMAINS:
             cells += [_cell([r[d]["f1"] for r in rows]),
-                      _cell([r[d]["average_precision"] for r in rows])]  # fmt: skip
+                      _cell([r[d]["pr_auc"] for r in rows])]  # fmt: skip
         cells.append(
             _cell([r["real_fp"]["Jurkat IFC (leukocyte line)"]["called_ctc"] for r in rows])
         )

@@ -35,7 +35,6 @@ import json
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +103,7 @@ def _logits(members, x, reference=None):
 
 
 def run_seed(args, seed: int) -> list[dict]:
-    from quality import _as_set
+    from dev_models import default_pool, train_default
 
     from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
     from napari_deparray_ctc.core.inference.preprocess import prepare_batch
@@ -112,33 +111,22 @@ def run_seed(args, seed: int) -> list[dict]:
         estimate_prior,
         expected_f1_threshold,
     )
-    from napari_deparray_ctc.core.synth import Optics, synth_cells
+    from napari_deparray_ctc.core.synth import synth_cells
     from napari_deparray_ctc.core.training.calibration import apply_calibration
-    from napari_deparray_ctc.core.training.train import TrainConfig, train
 
-    pool = synth_cells(
-        args.cells, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6
-    )
-    ts = _as_set(pool)  # the benchmarks' one TrainingSet of synthetic cells (quality.py)
-    overrides = {"seed": seed, "device": "cpu", "out": None, "num_threads": args.threads}
-    if args.quick:
-        overrides.update(epochs=2, image_size=32)
+    ts = default_pool(seed, args.cells)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = train(TrainConfig(**overrides), ts).model
+    model = train_default(
+        ts, seed, args.threads, **({"epochs": 2, "image_size": 32} if args.quick else {})
+    )
     train_s = time.perf_counter() - t0
     members = _members(model)
 
-    def prepare(cells):
-        return prepare_batch(
-            [c.channels["BF"] for c in cells],
-            model.image_size,
-            model.normalisation,
-            pixel_sizes=[c.pixel_size_um for c in cells],
-        )
+    def prepare(images, pixel_sizes):
+        return prepare_batch(images, model.image_size, model.normalisation, pixel_sizes=pixel_sizes)
 
-    reference = [(z.mean(0), z.std(0) + 1e-6) for z in (_embed(m, prepare(pool)) for m in members)]
+    x_train = prepare(ts.bf, ts.pixel_sizes)
+    reference = [(z.mean(0), z.std(0) + 1e-6) for z in (_embed(m, x_train) for m in members)]
     train_share = float(np.mean([label == "CTC" for label in ts.labels]))
     rows = []
     for name, optics in domains().items():
@@ -146,7 +134,7 @@ def run_seed(args, seed: int) -> list[dict]:
             args.test_cells, ctc_fraction=0.12, seed=seed + 777, optics=optics, n_samples=3
         )
         labels = [c.label for c in test]
-        x = prepare(test)
+        x = prepare([c.channels["BF"] for c in test], [c.pixel_size_um for c in test])
         adapted = _members(model.adapted([x[i : i + 64] for i in range(0, len(x), 64)]))
         plain = apply_calibration(model.calibration, _logits(members, x))
         share = estimate_prior(plain, train_share)

@@ -1,0 +1,57 @@
+"""The development benchmarks' shared steps (issue 20): the training set they all train on,
+the product's default training from a given start, and the score of a model on test cells.
+
+Used by ``test_time_dev.py``, ``mechanism_holdout.py`` and ``pretraining_dev.py``. Development
+data only: the product's own generator (``core.synth``), never the independent evaluator.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+
+def default_pool(seed: int, n: int = 480):
+    """``n`` cells of the product's default instrument (25 % CTC, 6 samples, pixel size
+    declared) as a TrainingSet (``quality._as_set``)."""
+    from quality import _as_set
+
+    from napari_deparray_ctc.core.synth import Optics, synth_cells
+
+    pool = synth_cells(n, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6)
+    return _as_set(pool)
+
+
+def train_default(ts, seed: int, threads: int = 1, **overrides):
+    """The model ``train`` writes with the CLI defaults (on the CPU, ``threads`` torch threads),
+    with ``overrides`` (e.g. ``pretrained=PATH``); training warnings are silenced."""
+    from napari_deparray_ctc.core.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        **{"seed": seed, "device": "cpu", "out": None, "num_threads": threads, **overrides}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return train(config, ts).model
+
+
+def evaluate(model, cells) -> dict:
+    """F1, PR-AUC and share called CTC of synthetic ``cells`` at the model's stored threshold
+    (each cell's pixel size given)."""
+    from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
+    from napari_deparray_ctc.core.inference.classify import classify
+
+    p = classify(
+        [c.channels["BF"] for c in cells],
+        model,
+        batch_size=128,
+        pixel_size=[c.pixel_size_um for c in cells],
+    ).p_ctc
+    p = np.asarray(p, dtype=float)
+    m = classification_metrics([c.label for c in cells], p, model.threshold)
+    return {
+        "f1": float(m["f1"]),
+        "pr_auc": float(m["average_precision"]),
+        "called": float(np.mean(p >= model.threshold)),
+    }
