@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
+from napari_deparray_ctc.core.inference.counts import NOT_CALIBRATED
 from napari_deparray_ctc.napari.widgets.classify.table import ResultsTable
 from napari_deparray_ctc.napari.widgets.common import KEEP_ROOM, SETTLE_MS, notify
 from napari_deparray_ctc.napari.widgets.forms import check_box
@@ -192,7 +193,7 @@ class ResultsBox(QWidget):
         self.update_samples()
         counts, annotated = results.counts(), results.annotation_counts()
         # calls on cells unlike the training cells rest on another instrument's calibration
-        mark = "NOT CALIBRATED for this instrument · " if results.calibration_warning else ""
+        mark = f"{NOT_CALIBRATED} · " if results.calibration_warning else ""
         self.counts_label.setText(
             f"{mark}CTC {counts['CTC']} · WBC {counts['WBC']} at threshold {results.threshold:.3f} "
             f"(model: {results.model_threshold:.3f}) · annotated "
