@@ -12,15 +12,20 @@ import warnings
 import numpy as np
 
 
-def default_pool(seed: int, n: int = 480):
-    """``n`` cells of the product's default instrument (25 % CTC, 6 samples, pixel size
-    declared) as a TrainingSet (``quality._as_set``)."""
+def default_pool(seed: int, n: int = 480, image_size: int = 64, declared: bool = True):
+    """``n`` cells of the product's default instrument (25 % CTC, 6 samples, ``image_size`` px
+    crops) as a TrainingSet (``quality._as_set``), with their pixel size when ``declared``."""
     from quality import _as_set
 
     from napari_deparray_ctc.core.synth import Optics, synth_cells
 
-    pool = synth_cells(n, ctc_fraction=0.25, seed=seed, optics=Optics.default(), n_samples=6)
-    return _as_set(pool)
+    pool = synth_cells(
+        n, ctc_fraction=0.25, seed=seed, optics=Optics.default(), image_size=image_size, n_samples=6
+    )
+    ts = _as_set(pool)
+    if not declared:
+        ts.pixel_sizes = None
+    return ts
 
 
 def train_default(ts, seed: int, threads: int = 1, **overrides):
@@ -36,9 +41,9 @@ def train_default(ts, seed: int, threads: int = 1, **overrides):
         return train(config, ts).model
 
 
-def evaluate(model, cells) -> dict:
+def evaluate(model, cells, declared: bool = True) -> dict:
     """F1, PR-AUC and share called CTC of synthetic ``cells`` at the model's stored threshold
-    (each cell's pixel size given)."""
+    (each cell's pixel size given when ``declared``)."""
     from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
     from napari_deparray_ctc.core.inference.classify import classify
 
@@ -46,7 +51,7 @@ def evaluate(model, cells) -> dict:
         [c.channels["BF"] for c in cells],
         model,
         batch_size=128,
-        pixel_size=[c.pixel_size_um for c in cells],
+        pixel_size=[c.pixel_size_um for c in cells] if declared else None,
     ).p_ctc
     p = np.asarray(p, dtype=float)
     m = classification_metrics([c.label for c in cells], p, model.threshold)
