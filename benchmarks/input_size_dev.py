@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         f"test export {args.test_cells} cells, 12 % CTC, the same cells for both sizes). "
         "Mean training time: "
         + ", ".join(f"{s} px {t / 60:.1f} min" for s, t in train_s.items())
-        + f" (ratio {list(train_s.values())[-1] / list(train_s.values())[0]:.2f}).\n\n"
+        + f" (ratio {list(train_s.values())[-1] / next(iter(train_s.values())):.2f}).\n\n"
         + table(rows)
         + "\n\n**Decision rule (written before the run)**: "
         + rule
