@@ -111,6 +111,7 @@ def test_classify_summary_one_row_per_sample(export, model_path, tmp_path, capsy
         "calibration",
     ]
     assert {r["calibration"] for r in rows} == {"training instrument"}
+    assert {r["calibration"] for r in _read_csv(out)} == {"training instrument"}
     assert "NOT CALIBRATED" not in captured.out
     assert [r["sample"] for r in rows] == ["S01", "S02"]
     assert sum(int(r["n_cells"]) for r in rows) == N_CELLS
@@ -148,6 +149,7 @@ def test_classify_warns_once_on_cells_from_another_instrument(model_path, tmp_pa
     assert captured.out.startswith(f"{NOT_CALIBRATED}: 30 cells")
     assert f"{NOT_CALIBRATED}: the counts and intervals below may be far off" in captured.out
     assert {r["calibration"] for r in _read_csv(summary)} == {NOT_CALIBRATED}
+    assert {r["calibration"] for r in _read_csv(tmp_path / "o.csv")} == {NOT_CALIBRATED}
 
 
 def test_explain_writes_one_map_per_cell(export, model_path, tmp_path, capsys):

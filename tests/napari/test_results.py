@@ -98,6 +98,7 @@ def test_csv_matches_rows_and_order(results, tmp_path):
         "p_ctc": format_probability(0.875),
         "label": "CTC",
         "threshold": "0.700000",
+        "calibration": "training instrument",
         "annotation": "",
     }
     assert by_id["c1"]["annotation"] == "WBC"

@@ -26,6 +26,7 @@ def _meta(channel, predictions=None):
     if predictions is not None:
         meta["predictions"] = predictions
         meta["predictions_threshold"] = 0.4
+        meta["predictions_calibration"] = "site: ward 3"
     return meta
 
 
@@ -44,9 +45,9 @@ def test_writer_writes_each_cell_once_with_predictions(tmp_path: Path) -> None:
     assert tuple(rows[0]) == PREDICTION_CSV_COLUMNS
     assert rows == [
         {"cell_id": "a", "path": "/x/a.tif", "p_ctc": "0.900000", "label": "CTC",
-         "threshold": "0.400000", "annotation": "CTC"},
+         "threshold": "0.400000", "calibration": "site: ward 3", "annotation": "CTC"},
         {"cell_id": "b", "path": "/x/b.tif", "p_ctc": "0.100000", "label": "WBC",
-         "threshold": "0.400000", "annotation": ""},
+         "threshold": "0.400000", "calibration": "site: ward 3", "annotation": ""},
     ]  # fmt: skip
 
 
@@ -55,6 +56,7 @@ def test_writer_without_predictions_leaves_those_columns_empty(tmp_path: Path) -
     write_cells_csv(str(out), [(None, {"metadata": {"deparray": _meta("BF")}}, "image")])
     rows = read_cell_table(out)
     assert [r["p_ctc"] for r in rows] == ["", ""] and [r["label"] for r in rows] == ["", ""]
+    assert [r["calibration"] for r in rows] == ["", ""]
     assert rows[0]["annotation"] == "CTC"
 
 

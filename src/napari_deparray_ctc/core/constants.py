@@ -61,6 +61,7 @@ PREDICTION_CSV_COLUMNS: tuple[str, ...] = (
     "p_ctc",
     "label",
     "threshold",
+    "calibration",
     "annotation",
 )
 

@@ -224,7 +224,9 @@ class ClassifyRun(RunOwner):
             predictions = results.predictions_for_layer(name, cell_count(layer))
             info = LayerInfo.of(layer)
             if info.present and predictions is not None:
-                info.set_predictions(predictions, results.threshold, results.model_path)
+                info.set_predictions(
+                    predictions, results.threshold, results.model_path, results.calibration
+                )
 
     def layer_of_row(self, results: ClassificationResults, row: int) -> Any | None:
         """The layer of a result row, if it is still in the viewer."""

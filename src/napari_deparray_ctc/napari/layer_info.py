@@ -163,10 +163,21 @@ class LayerInfo:
         """The threshold the stored predictions were called at."""
         return self._get("predictions_threshold")
 
+    @property
+    def predictions_calibration(self) -> str | None:
+        """What the stored predictions' calls are calibrated for, in words."""
+        return self._get("predictions_calibration")
+
     def set_predictions(
-        self, predictions: Sequence[float | None], threshold: float, model_path: str
+        self,
+        predictions: Sequence[float | None],
+        threshold: float,
+        model_path: str,
+        calibration: str | None = None,
     ) -> None:
-        """Store a classification's P(CTC) per cell, its threshold and its model file."""
+        """Store a classification's P(CTC) per cell, its threshold, its model file and what
+        its calls are calibrated for (``core.counts.calibration_status``)."""
         self._set("predictions", list(predictions))
         self._set("predictions_threshold", float(threshold))
         self._set("predictions_model", model_path)
+        self._set("predictions_calibration", calibration)

@@ -203,6 +203,14 @@ class ClassificationResults:
 
     # ---------------------------------------------------------------- outputs
 
+    @property
+    def calibration(self) -> str:
+        """What the calls are calibrated for, in words (``core.counts.calibration_status``):
+        not calibrated when the shift check fired on these cells."""
+        from napari_deparray_ctc.core.inference.counts import calibration_status
+
+        return calibration_status(self.model_metadata, self.calibration_warning is not None)
+
     def sample_counts(self, default_sample: str = "all cells") -> list[dict]:
         """Per sample: cells, calls at the threshold, expected CTCs and a 95 % interval.
 
@@ -250,6 +258,7 @@ class ClassificationResults:
     def cell_rows(self, order: Sequence[int] | None = None) -> list[CellRow]:
         """The rows of the cell table, in ``order`` (default: as classified)."""
         indices = range(len(self.rows)) if order is None else order
+        calibration = self.calibration
         return [
             CellRow(
                 cell_id=self.rows[i].cell_id,
@@ -257,6 +266,7 @@ class ClassificationResults:
                 p_ctc=float(self._p[i]),
                 threshold=self._threshold,
                 annotation=self.rows[i].annotation,
+                calibration=calibration,
             )
             for i in indices
         ]

@@ -33,6 +33,7 @@ def rows_from_layer_metadata(metadatas: Sequence[dict]) -> list[CellRow]:
         labels = list(meta.get("labels") or [None] * len(ids))
         predictions = meta.get("predictions") or []
         threshold = meta.get("predictions_threshold")
+        calibration = meta.get("predictions_calibration")
         for i, cell_id in enumerate(ids):
             if cell_id in rows:
                 continue
@@ -43,6 +44,7 @@ def rows_from_layer_metadata(metadatas: Sequence[dict]) -> list[CellRow]:
                 p_ctc=p,
                 threshold=float(threshold) if p is not None and threshold is not None else None,
                 annotation=labels[i] if i < len(labels) and is_class_label(labels[i]) else None,
+                calibration=str(calibration) if p is not None and calibration else None,
             )
     return list(rows.values())
 

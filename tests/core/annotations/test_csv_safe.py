@@ -129,7 +129,7 @@ def test_cell_table_of_unclassified_rows(tmp_path: Path) -> None:
     write_cell_table(out, [CellRow(cell_id="+SUM(1)", annotation="WBC")])
     assert read_cell_table(out) == [
         {"cell_id": "+SUM(1)", "path": "", "p_ctc": "", "label": "", "threshold": "",
-         "annotation": "WBC"}
+         "calibration": "", "annotation": "WBC"}
     ]  # fmt: skip
 
 

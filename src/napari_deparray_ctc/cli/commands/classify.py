@@ -54,13 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     options.add_channel_map_option(p)
 
 
-def write_predictions(out: Path, stream, predictions) -> None:
-    """The one cell table (``core.cell_table``) for streamed cells and their predictions."""
+def write_predictions(out: Path, stream, predictions, calibration: str | None = None) -> None:
+    """The one cell table (``core.cell_table``) for streamed cells and their predictions;
+    ``calibration``: what the calls are calibrated for (``counts.calibration_status``)."""
     from napari_deparray_ctc.core.annotations.cell_table import cell_rows, write_cell_table
 
     write_cell_table(
         out,
-        cell_rows(stream.cell_ids, stream.cell_paths, predictions.p_ctc, predictions.threshold),
+        cell_rows(
+            stream.cell_ids,
+            stream.cell_paths,
+            predictions.p_ctc,
+            predictions.threshold,
+            calibration=calibration,
+        ),
     )
 
 
@@ -135,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         classify_options={"pixel_size": args.pixel_size, "adapt": args.adapt, "tta": args.tta},
         on_image=tap,
     )
-    write_predictions(Path(args.out), stream, predictions)
     site = model.site_profile
     if site is not None:
         counts = site.get("n_labelled") or {}
@@ -144,9 +150,12 @@ def run(args: argparse.Namespace) -> int:
             f"{site.get('created', '?')} from {counts.get('CTC', '?')} CTC + "
             f"{counts.get('WBC', '?')} WBC labelled cells"
         )
-    from napari_deparray_ctc.core.inference.counts import NOT_CALIBRATED
+    from napari_deparray_ctc.core.inference.counts import NOT_CALIBRATED, calibration_status
 
     shifted = tap.warn_if_shifted(model.metadata)
+    write_predictions(
+        Path(args.out), stream, predictions, calibration_status(model.metadata, shifted)
+    )
     mark = f"{NOT_CALIBRATED}: " if shifted else ""
     labels = predictions.labels
     n_ctc = sum(1 for label in labels if label == "CTC")

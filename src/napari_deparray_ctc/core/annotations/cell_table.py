@@ -1,4 +1,5 @@
-"""The one per-cell CSV the plugin writes: cell id, path, P(CTC), call, threshold, annotation.
+"""The one per-cell CSV the plugin writes: cell id, path, P(CTC), call, threshold, what the call
+is calibrated for, annotation.
 
 ``deparray-ctc classify --out``, the classify widget's *Export CSV* and napari's
 *File ▸ Save Selected Layer(s)* on a DEPArray layer all go through :func:`write_cell_table`, so
@@ -44,6 +45,10 @@ class CellRow:
         The cell and its source file (``None`` when unknown).
     p_ctc, threshold
         P(CTC) and the threshold of the call, or ``None`` when not classified.
+    calibration
+        What the call is calibrated for, in words
+        (``core.inference.counts.calibration_status``: ``"training instrument"``,
+        ``"site: NAME"`` or ``NOT_CALIBRATED`` when the shift check fired), or ``None``.
     annotation
         The user's label, ``"CTC"``, ``"WBC"`` or ``None``.
     """
@@ -53,6 +58,7 @@ class CellRow:
     p_ctc: float | None = None
     threshold: float | None = None
     annotation: str | None = None
+    calibration: str | None = None
 
     @property
     def label(self) -> str | None:
@@ -70,6 +76,7 @@ class CellRow:
             "p_ctc": format_probability(self.p_ctc) if classified else "",
             "label": self.label or "",
             "threshold": format_probability(self.threshold) if classified else "",
+            "calibration": (self.calibration or "") if classified else "",
             "annotation": self.annotation or "",
         }
 
@@ -80,8 +87,10 @@ def cell_rows(
     p_ctc: Sequence[float] | None = None,
     threshold: float | None = None,
     annotations: Sequence[str | None] | None = None,
+    calibration: str | None = None,
 ) -> list[CellRow]:
-    """Aligned per-cell lists as :class:`CellRow` objects (missing lists give empty columns)."""
+    """Aligned per-cell lists as :class:`CellRow` objects (missing lists give empty columns;
+    ``calibration``, what the calls are calibrated for, is the same for every cell)."""
     n = len(cell_ids)
     for name, values in (("paths", paths), ("p_ctc", p_ctc), ("annotations", annotations)):
         if values is not None and len(values) != n:
@@ -93,6 +102,7 @@ def cell_rows(
             p_ctc=None if p_ctc is None else float(p_ctc[i]),
             threshold=None if p_ctc is None else threshold,
             annotation=None if annotations is None else annotations[i],
+            calibration=None if p_ctc is None else calibration,
         )
         for i in range(n)
     ]

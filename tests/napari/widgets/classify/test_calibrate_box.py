@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_deparray_ctc.core.annotations.cell_table import read_cell_table
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify.calibrate_box import NOT_CALIBRATED
 from napari_deparray_ctc.napari.widgets.classify.widget import ClassifyWidget
@@ -82,7 +83,7 @@ def test_calibrates_saves_beside_the_original_and_reclassifies(widget, qtbot, ti
     assert "site model" in widget.calibrate_box.status.text()
 
 
-def test_calls_on_a_shifted_export_are_marked_not_calibrated(widget, qtbot):
+def test_calls_on_a_shifted_export_are_marked_not_calibrated(widget, qtbot, tmp_path):
     _add_export(widget.viewer, [None] * 10)
     qtbot.waitUntil(lambda: not widget.model_box.is_checking, timeout=WAIT_MS)
     widget.run()
@@ -94,5 +95,11 @@ def test_calls_on_a_shifted_export_are_marked_not_calibrated(widget, qtbot):
     assert "NOT CALIBRATED" in widget.results_box.counts_label.text()
     # the per-sample counts say it too, as classify --summary writes them
     assert {row["calibration"] for row in widget.results.sample_counts()} == {
+        "NOT CALIBRATED for this instrument"
+    }
+    # and so does every call of the exported cell table
+    out = tmp_path / "calls.csv"
+    assert widget.results_box.export_csv(out)
+    assert {row["calibration"] for row in read_cell_table(out)} == {
         "NOT CALIBRATED for this instrument"
     }

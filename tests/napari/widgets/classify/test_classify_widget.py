@@ -457,7 +457,9 @@ def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp
     assert widget.results_box.export_csv(out)
     with out.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["cell_id", "path", "p_ctc", "label", "threshold", "annotation"]
+        assert reader.fieldnames == [
+            "cell_id", "path", "p_ctc", "label", "threshold", "calibration", "annotation"
+        ]  # fmt: skip
         rows = list(reader)
     table = widget.table.visible_rows()
     assert [r["cell_id"] for r in rows] == [t["cell id"] for t in table]  # same order
@@ -467,6 +469,7 @@ def test_csv_matches_the_table(widget, viewer, qtbot, fake_core, model_file, tmp
         assert float(row["p_ctc"]) == pytest.approx(float(shown["P(CTC)"]), abs=5e-4)
         assert row["path"] == f"/export/{row['cell_id']}.tif"
         assert row["threshold"] == "0.520000"
+        assert row["calibration"] == "training instrument"  # no shift warning on these cells
     assert {r["cell_id"]: r["annotation"] for r in rows}["cell0002"] == "WBC"
     # Export CSV suggests the classified export's folder and name
     assert str(widget.results_box.suggested_csv_path()) == "/export/export_ctc_calls.csv"
