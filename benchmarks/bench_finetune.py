@@ -11,7 +11,11 @@ A lab labels ``--labelled`` cells of that instrument (25 % CTC). Three models ar
   train --init-from`` uses the first unless ``--lr`` is given);
 * **head only** (with ``--head-lr``): fine-tuning of the last layer only
   (``TrainConfig.train_layers="head"``), the other weights frozen;
-* **from scratch**: the same training on the labelled cells from random weights.
+* **from scratch**: the same training on the labelled cells from random weights;
+* **every fold from network 0** (with ``--first-member``): fine-tuning as it was before fold
+  *i* started from network *i* of the base ensemble, every fold from its first network
+  (``build_network``'s ``member`` forced to 0), at the first learning rate, so the two rules
+  are compared on the same labelled cells in one run.
 
 Repeated ``--repeats`` times with different labelled cells; prints F1 (at each model's stored
 threshold) and PR-AUC, mean ± sd, side by side.
@@ -25,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -49,6 +54,23 @@ def score(model, cells) -> dict:
     return {"f1": m["f1"], "pr_auc": m["average_precision"]}
 
 
+@contextlib.contextmanager
+def first_network_only(active: bool):
+    """While active, every fold of a fine-tuning starts from the start ensemble's first
+    network (the rule before fold i started from network i)."""
+    from napari_deparray_ctc.core.model import network
+
+    original = network.build_network
+    if active:
+        network.build_network = lambda arch, pretrained=None, member=0: original(
+            arch, pretrained, 0
+        )
+    try:
+        yield
+    finally:
+        network.build_network = original
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common_arguments(parser)
@@ -66,6 +88,11 @@ def main() -> None:
         help="also fine-tune only the last layer (TrainConfig.train_layers='head') at this rate",
     )
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every training")
+    parser.add_argument(
+        "--first-member",
+        action="store_true",
+        help="also fine-tune with every fold starting from the base ensemble's first network",
+    )
     args = parser.parse_args()
     one_thread()
     from napari_deparray_ctc.core.model.loaded import load_model
@@ -83,6 +110,8 @@ def main() -> None:
     arms = [(f"fine-tuned lr {lr:g}", str(base_path), lr, "all") for lr in lrs]
     if args.head_lr is not None:
         arms.append((f"head only lr {args.head_lr:g}", str(base_path), args.head_lr, "head"))
+    if args.first_member:
+        arms.append((f"every fold from network 0, lr {lrs[0]:g}", str(base_path), lrs[0], "first"))
     arms.append(("from scratch", None, TrainConfig().lr, "all"))
     results: dict[str, list[dict]] = {"as it was": [], **{arm[0]: [] for arm in arms}}
     overrides = {"epochs": args.epochs} if args.epochs is not None else {}
@@ -93,9 +122,15 @@ def main() -> None:
         for name, start, lr, layers in arms:
             t0 = time.perf_counter()
             config = TrainConfig(
-                num_threads=1, seed=r, pretrained=start, lr=lr, train_layers=layers, **overrides
+                num_threads=1,
+                seed=r,
+                pretrained=start,
+                lr=lr,
+                train_layers="all" if layers == "first" else layers,
+                **overrides,
             )
-            model = train(config, data=data).model
+            with first_network_only(layers == "first"):
+                model = train(config, data=data).model
             results[name].append(score(model, test))
             print(
                 f"  repeat {r + 1}: {name:<20} F1 {results[name][-1]['f1']:.3f}, PR-AUC "
@@ -111,6 +146,8 @@ def main() -> None:
         )
     scratch = np.array([x["pr_auc"] for x in results["from scratch"]])
     for name, *_ in arms[:-1]:
+        if not results[name]:
+            continue
         fine = np.array([x["pr_auc"] for x in results[name]])
         print(
             f"{name}: PR-AUC minus as-it-was {fine.mean() - as_it_was['pr_auc']:+.3f}, minus "

@@ -290,6 +290,26 @@ def test_model_files_are_half_the_size_with_the_same_calls(tmp_path):
     )
 
 
+def test_fine_tuning_from_an_ensemble_gives_each_fold_its_own_network(tmp_path):
+    """``build_network(pretrained=model file, member=i)``: network ``i`` of the ensemble
+    (modulo its size), so fold ``i`` of ``train --init-from`` starts from network ``i``."""
+    from napari_deparray_ctc.core.model.loaded import build_ensemble
+
+    torch.manual_seed(3)
+    path = tmp_path / "ensemble.pt"
+    save_model(path, build_ensemble([build_network("resnet18") for _ in range(2)]).eval(), {
+        "arch": "resnet18", "threshold": 0.5, "image_size": 32
+    })  # fmt: skip
+    stored = load_model(path, "cpu").network.members
+    for member, expected in ((0, 0), (1, 1), (2, 0), (5, 1)):
+        network = build_network("resnet18", pretrained=path, member=member)
+        assert network.pretrained_source == "model:ensemble.pt"
+        want = stored[expected].state_dict()
+        assert all(torch.equal(v, want[k]) for k, v in network.state_dict().items())
+    first, second = (build_network("resnet18", pretrained=path, member=m) for m in (0, 1))
+    assert not torch.equal(first.conv1.weight, second.conv1.weight)
+
+
 def test_a_weight_beyond_float16_stays_float32(tmp_path):
     model = _loaded()
     with torch.no_grad():

@@ -223,7 +223,9 @@ def find_imagenet_weights(arch: str) -> Path | None:
     return None
 
 
-def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None = None):
+def build_network(
+    arch: str = "resnet18", pretrained: str | os.PathLike | None = None, member: int = 0
+):
     """Build a one-channel-in, one-logit-out ResNet.
 
     Parameters
@@ -240,6 +242,11 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
         dict), or a napari-deparray-ctc model file of the same architecture (fine-tuning);
         a missing or unusable file raises :class:`ModelFileError`. ``"synthetic"``: the
         weights shipped in ``core.model.pretrained`` (pretrained on randomised synthetic cells).
+    member
+        When ``pretrained`` is a model file holding an ensemble: which of its networks to
+        start from (taken modulo their number, so fold ``i`` of a fine-tuning starts from
+        network ``i`` and the fine-tuned ensemble keeps the start's diversity). Ignored for
+        other starts.
 
     Returns
     -------
@@ -288,13 +295,15 @@ def build_network(arch: str = "resnet18", pretrained: str | os.PathLike | None =
             else:
                 source = _load_pretrained(network, arch, path)
         else:
-            source = _load_pretrained(network, arch, Path(pretrained))
+            source = _load_pretrained(network, arch, Path(pretrained), member)
     network.pretrained_source = source
     return network
 
 
-def _load_pretrained(network, arch: str, path: Path) -> str:
-    """Copy ImageNet (or own-model) weights into ``network``; conv1 summed to one channel."""
+def _load_pretrained(network, arch: str, path: Path, member: int = 0) -> str:
+    """Copy ImageNet (or own-model) weights into ``network``; conv1 summed to one channel.
+
+    From a model file, network ``member`` (modulo the ensemble's size) is copied."""
     import torch
 
     if not path.is_file():
@@ -307,8 +316,9 @@ def _load_pretrained(network, arch: str, path: Path) -> str:
                 path,
                 f"is a {loaded['metadata']['arch']} model; cannot initialise a {arch} from it",
             )
+        members = unwrap_members(loaded["state_dict"])
         try:
-            network.load_state_dict(unwrap_members(loaded["state_dict"])[0])
+            network.load_state_dict(members[int(member) % len(members)])
         except RuntimeError:
             raise ModelFileError(path, f"the weights do not fit a one-channel {arch}") from None
         return f"model:{path.name}"

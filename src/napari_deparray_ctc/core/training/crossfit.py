@@ -345,7 +345,8 @@ def run_crossfit(
                 )
 
             torch.manual_seed(config.seed + i)  # each member its own initialisation
-            network = build_network(config.arch, config.pretrained).to(device)
+            # a fine-tuning start that is an ensemble gives fold i its network i
+            network = build_network(config.arch, config.pretrained, member=i).to(device)
             torch.manual_seed(config.seed + i + 7919 * dist.rank)  # augmentation draws per rank
             run.pretrained_source = getattr(network, "pretrained_source", None)
             first = i == 0 and config.out is not None
