@@ -350,14 +350,15 @@ def test_head_only_training_changes_only_the_last_layer(learned_result):
     _, out, _ = learned_result
     with pytest.raises(ValueError, match="needs pretrained weights"):
         fast_config(train_layers="head").validated()
-    start = load_model(out, device="cpu").network.members[0].state_dict()
+    starts = [m.state_dict() for m in load_model(out, device="cpu").network.members]
     result = train(
         fast_config(epochs=2, pretrained=str(out), train_layers="head", ensemble=False),
         toy_set(16, seed=7),
     )
     state = result.model.network.state_dict()
-    changed = {k for k in state if not torch.equal(state[k], start[k])}
-    assert changed <= {"fc.weight", "fc.bias"}  # BatchNorm statistics kept too
+    # the best fold's network, which started from the start ensemble's network of its fold
+    changed = [{k for k in state if not torch.equal(state[k], start[k])} for start in starts]
+    assert min(changed, key=len) <= {"fc.weight", "fc.bias"}  # BatchNorm statistics kept too
 
 
 def test_an_uncalibrated_model_is_not_judged_by_its_log_loss():
