@@ -22,9 +22,24 @@ cells of ``Optics.default()`` (25 % CTC) with their pixel size declared. Every t
 cells, 12 % CTC, so *default optics* measures label shift alone. Development data only: the
 independent evaluator (``benchmarks/independent_sim``) is never used here.
 
+``--domains all`` adds four instruments where the product's own generator *does* lose the call
+rate (found by scoring the default model of seed 0 alone, before any lever was scored on
+them): absorbing cells (absorption 0.15 and 0.3, pretraining range 0-0.08), the other side of
+focus (defocus -5 µm, range 2.5-9.5) and every family above beyond its range at once. There each
+lever is also scored as a **policy**: applied only when the product's shift check
+(``core.inference.shift.shift_warning``, the warning ``classify`` prints) fires on the export,
+the plain call otherwise.
+
+Decision rule for ``--domains all``, written before its run (the commit of this text): a lever
+becomes the default at classification, applied when the shift check fires, only if over 3 seeds
+its policy (a) has a higher mean F1 than the plain call on at least 3 of the 4 collapse
+instruments and on their mean, and (b) loses no more than 0.02 mean F1 against the plain call on
+every other instrument. Otherwise no lever is applied and the README says so.
+
 Usage::
 
     python benchmarks/test_time_dev.py --seeds 0,1,2 --threads 1
+    python benchmarks/test_time_dev.py --seeds 0,1,2 --threads 1 --domains all
     python benchmarks/test_time_dev.py --quick
 """
 
@@ -68,6 +83,37 @@ def domains() -> dict:
     }
 
 
+#: The instruments of ``--domains all`` beyond :func:`domains` (the decision rule's "collapse
+#: instruments").
+COLLAPSE_PREFIX = "collapse: "
+
+
+def collapse_domains() -> dict:
+    """Instruments where the default model's call rate moves (see the module docstring)."""
+    from napari_deparray_ctc.core.synth import Optics
+
+    d = Optics.default()
+    every = d.replace(
+        defocus_um=12.0,
+        rim_strength=0.25,
+        psf_sigma_um=1.5,
+        illumination_gradient=0.7,
+        vignetting=0.4,
+        photons=250.0,
+        read_noise_e=12.0,
+        halo_strength=0.3,
+        halo_width_um=4.0,
+    )
+    return {
+        COLLAPSE_PREFIX + "absorption 0.15 (range 0-0.08)": d.replace(absorption=0.15),
+        COLLAPSE_PREFIX + "absorption 0.3 (range 0-0.08)": d.replace(absorption=0.3),
+        COLLAPSE_PREFIX + "defocus -5 um, the other side of focus (range 2.5-9.5)": d.replace(
+            defocus_um=-5.0
+        ),
+        COLLAPSE_PREFIX + "every family above beyond its range at once": every,
+    }
+
+
 def _members(model) -> list:
     net = model.network
     return list(net.members) if hasattr(net, "members") else [net]
@@ -107,6 +153,7 @@ def run_seed(args, seed: int) -> list[dict]:
 
     from napari_deparray_ctc.core.evaluation.metrics import classification_metrics
     from napari_deparray_ctc.core.inference.preprocess import prepare_batch
+    from napari_deparray_ctc.core.inference.shift import shift_warning
     from napari_deparray_ctc.core.inference.site_calibration import (
         estimate_prior,
         expected_f1_threshold,
@@ -129,7 +176,10 @@ def run_seed(args, seed: int) -> list[dict]:
     reference = [(z.mean(0), z.std(0) + 1e-6) for z in (_embed(m, x_train) for m in members)]
     train_share = float(np.mean([label == "CTC" for label in ts.labels]))
     rows = []
-    for name, optics in domains().items():
+    instruments = domains()
+    if args.domains == "all":
+        instruments.update(collapse_domains())
+    for name, optics in instruments.items():
         test = synth_cells(
             args.test_cells, ctc_fraction=0.12, seed=seed + 777, optics=optics, n_samples=3
         )
@@ -153,7 +203,14 @@ def run_seed(args, seed: int) -> list[dict]:
                 expected_f1_threshold(reweighted, rule="f1")[0],
             ),
         }
-        row = {"seed": seed, "domain": name, "train_s": train_s, "em_share": share}
+        fired = shift_warning([c.channels["BF"] for c in test], model.metadata) is not None
+        row = {
+            "seed": seed,
+            "domain": name,
+            "train_s": train_s,
+            "em_share": share,
+            "shift_warning": fired,
+        }
         for lever, (p, threshold) in scores.items():
             threshold = model.threshold if threshold is None else threshold
             m = classification_metrics(labels, p, threshold)
@@ -166,10 +223,42 @@ def run_seed(args, seed: int) -> list[dict]:
         print(
             f"seed {seed} {name}: "
             + "; ".join(f"{k} F1 {row[k]['f1']:.2f} called {row[k]['called']:.2f}" for k in LEVERS)
-            + f"; EM share {share:.2f}",
+            + f"; EM share {share:.2f}; shift warning {fired}",
             flush=True,
         )
     return rows
+
+
+def policy(row: dict, lever: str) -> dict:
+    """The scores of ``lever`` applied only when the shift check fired on the export."""
+    return row[lever] if row.get("shift_warning") else row["none"]
+
+
+def decision(rows: list[dict]) -> str:
+    """The decision rule of the module docstring, lever by lever, in words."""
+    names = list(dict.fromkeys(r["domain"] for r in rows))
+    collapse = [n for n in names if n.startswith(COLLAPSE_PREFIX)]
+    others = [n for n in names if n not in collapse]
+
+    def f1(name: str, lever: str | None) -> float:
+        picked = [r for r in rows if r["domain"] == name]
+        return float(np.mean([(policy(r, lever) if lever else r["none"])["f1"] for r in picked]))
+
+    lines = []
+    for lever in LEVERS[1:]:
+        gains = [f1(n, lever) - f1(n, None) for n in collapse]
+        losses = {n: f1(n, lever) - f1(n, None) for n in others}
+        worst = min(losses, key=losses.get)
+        rule_a = sum(g > 0 for g in gains) >= 3 and float(np.mean(gains)) > 0
+        rule_b = losses[worst] >= -0.02
+        lines.append(
+            f"- **{lever}, when the shift check fires**: (a) higher F1 on "
+            f"{sum(g > 0 for g in gains)} of {len(collapse)} collapse instruments, mean "
+            f"{np.mean(gains):+.3f}: {'met' if rule_a else 'not met'}; (b) largest loss elsewhere "
+            f"{losses[worst]:+.3f} ({worst}): {'met' if rule_b else 'not met'}. "
+            + ("**Adopted.**" if rule_a and rule_b else "Not adopted.")
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -192,10 +281,22 @@ def table(rows: list[dict]) -> str:
                 )
                 + " |"
             )
+            if lever != "none" and any("shift_warning" in r for r in picked):
+                lines.append(
+                    f"| {name} | {lever}, only when the shift check fires | "
+                    + " | ".join(
+                        cell([policy(r, lever)[k] for r in picked])
+                        for k in ("f1", "average_precision", "called")
+                    )
+                    + " |"
+                )
         lines.append(
             f"| {name} | (EM estimate of the CTC share) | – | – | "
             f"{cell([r['em_share'] for r in picked])} |"
         )
+        if any("shift_warning" in r for r in picked):
+            fired = sum(bool(r["shift_warning"]) for r in picked)
+            lines.append(f"| {name} | (shift check fired) | – | – | {fired} of {len(picked)} |")
     return "\n".join(lines)
 
 
@@ -206,17 +307,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-cells", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "test_time_dev"))
+    parser.add_argument(
+        "--domains",
+        choices=("range", "all"),
+        default="range",
+        help="range: one family at a time beyond the pretraining ranges; all: also the "
+        "collapse instruments, with the shift-check policy and the decision rule",
+    )
+    parser.add_argument("--out", default=None, help="path stem of the results")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only tabulate these runs' rows into --out"
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        suffix = "_collapse" if args.domains == "all" else ""
+        args.out = str(RESULTS / f"test_time_dev{suffix}")
     if args.quick:
         args.seeds, args.cells, args.test_cells = "0", 120, 80
     import torch
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    rows = [r for s in args.seeds.split(",") for r in run_seed(args, int(s))]
+    out = Path(args.out)
+    rows: list[dict] = []
+    if args.merge:
+        for path in args.merge:
+            rows += json.loads(Path(path).read_text())
+        args.seeds = ",".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    for seed in () if args.merge else (int(s) for s in args.seeds.split(",")):
+        rows += run_seed(args, seed)
+        if not args.quick:  # a partial run is kept, seed by seed
+            out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     seeds = args.seeds.split(",")
     minutes = (time.perf_counter() - started) / 60
+    collapse = any(r["domain"].startswith(COLLAPSE_PREFIX) for r in rows)
     command = "python benchmarks/test_time_dev.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -226,15 +350,23 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}`; development data only (the product's generator); the "
         "independent evaluator is never used.  \n"
         f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
-        f"{minutes:.1f} min. Mean ± sd over {len(seeds)} seed(s) (one model per seed: "
+        + ("" if args.merge else f"{minutes:.1f} min. ")
+        + f"Mean ± sd over {len(seeds)} seed(s) (one model per seed: "
         f"`train` defaults on {args.cells} default-optics cells, 25 % CTC; each test export "
         f"{args.test_cells} cells, 12 % CTC, the same cells for every lever).\n\n"
         + table(rows)
         + "\n"
+        + (
+            "\n**Decision rule (written before the run; see the script's docstring)**:\n\n"
+            + decision(rows)
+            + "\n"
+            if collapse
+            else ""
+        )
     )
     if not args.quick:
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        Path(args.out).with_suffix(".md").write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        out.with_suffix(".md").write_text(text)
     print(text)
     return 0
 
