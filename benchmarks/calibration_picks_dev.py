@@ -19,6 +19,16 @@ F1 / called fraction on the test cells after ``deparray-ctc calibrate`` on the p
 
     python benchmarks/calibration_picks_dev.py --model-dir /tmp/transfer_eval_work \\
         --clean-src HEAD --json benchmarks/results/calibration_picks_dev.json
+
+``--domain absorbing`` draws the pool and the test cells from an instrument of the same
+generator where the default model over-calls (absorbing cells, absorption 0.3 against the
+pretraining range 0-0.08; ``test_time_dev.py --domains all``: 32 % called at 12 % true), so
+calibration has something to correct. On the product's shifted preset it has not: the model's
+own call rate is right there and every site fit was dropped. Decision rule for that run, written
+before it (the commit of this text): if, over 3 seeds, ``calibrate`` on the 10 cells that
+``suggest --for calibration`` lists gives a lower mean F1 than the uncalibrated model while 20
+cells give a higher one, ``calibrate`` warns, in words, whenever it calibrates from fewer than
+20 labelled cells; otherwise it stays silent.
 """
 
 from __future__ import annotations
@@ -74,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/calibration_picks_dev")
     ap.add_argument("--clean-src", default=None, metavar="COMMIT")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--domain",
+        choices=("shifted", "absorbing"),
+        default="shifted",
+        help="the new instrument: the product's shifted preset, or absorbing cells",
+    )
     args = ap.parse_args(argv)
     budgets = [int(v) for v in args.budgets.split(",")]
     work = Path(args.work)
@@ -104,14 +120,29 @@ def main(argv: list[str] | None = None) -> int:
                        "--overwrite")  # fmt: skip
                 te.cli("train", w / "train", "--out", model, "--threads", 1, "--seed", seed)
         for name, cells, offset in (("pool", args.pool_cells, 100), ("test", args.test_cells, 200)):
-            if not (w / name / "labels.csv").exists():
+            if args.domain == "absorbing":
+                name = f"{name}_absorbing"
+            if not (w / name / "labels.csv").exists() and args.domain == "absorbing":
+                from napari_deparray_ctc.core.synth import Optics
+                from napari_deparray_ctc.core.synth.export import write_export
+
+                write_export(w / name, cells, args.ctc_fraction, seed + offset, "perchannel",
+                             optics=Optics.default().replace(absorption=0.3),
+                             overwrite=True)  # fmt: skip
+            elif not (w / name / "labels.csv").exists():
                 te.cli("synth", w / name, "--cells", cells, "--ctc-fraction", args.ctc_fraction,
                        "--seed", seed + offset, "--shifted", "--layout", "perchannel",
                        "--overwrite")  # fmt: skip
-        result: dict = {"uncalibrated": te.classify_cli(model, w / "test", w / "c_test.csv")}
-        pool = te.classify_cli(model, w / "pool", w / "c_pool.csv")
-        truth = te.labels_of(w / "pool")
-        with open(w / "c_pool.csv") as h:
+        pool_dir, test_dir = (
+            (w / "pool_absorbing", w / "test_absorbing")
+            if args.domain == "absorbing"
+            else (w / "pool", w / "test")
+        )
+        tag = "_absorbing" if args.domain == "absorbing" else ""
+        result: dict = {"uncalibrated": te.classify_cli(model, test_dir, w / f"c_test{tag}.csv")}
+        pool = te.classify_cli(model, pool_dir, w / f"c_pool{tag}.csv")
+        truth = te.labels_of(pool_dir)
+        with open(w / f"c_pool{tag}.csv") as h:
             rows = list(csv.DictReader(h))
         ids = [r["cell_id"] for r in rows]
         p = np.array([float(r["p_ctc"]) for r in rows])
@@ -126,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             for k in budgets:
                 picked = [ids[i] for i in pick(k)]
                 n_ctc = sum(truth[c] == "CTC" for c in picked)
-                folder = te.relabelled_copy(w / "pool", set(picked), w / f"cal_{rule}{k}")
-                site = w / f"site_{rule}{k}.pt"
+                folder = te.relabelled_copy(pool_dir, set(picked), w / f"cal_{rule}{k}{tag}")
+                site = w / f"site_{rule}{k}{tag}.pt"
                 entry: dict = {"picked": k, "ctc_in_picked": n_ctc}
                 try:
                     te.cli("calibrate", model, folder, "--out", site, "--threads", "1")
-                    entry.update(te.classify_cli(site, w / "test", w / f"c_{rule}{k}.csv"))
+                    entry.update(te.classify_cli(site, test_dir, w / f"c_{rule}{k}{tag}.csv"))
                 except RuntimeError as exc:
                     entry["status"] = "refused: " + str(exc).strip().splitlines()[-1][-300:]
                 result[f"{rule}{k}"] = entry
