@@ -341,6 +341,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "model.pt").is_file()
     rows = _read_csv(out / "shifted_test_predictions.csv")
     assert len(rows) == 40
+    # every call says what it is calibrated for, one value for the whole export
+    (calibration,) = {r["calibration"] for r in rows}
+    assert calibration in ("training instrument", "NOT CALIBRATED for this instrument")
     # a second demo into the same folder is refused, nothing overwritten
     before = (out / "model.pt").read_bytes()
     assert main(argv) == 2

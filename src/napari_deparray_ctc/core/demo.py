@@ -234,6 +234,10 @@ def run_demo(
         cell_ids=[cell.cell_id for cell in cells],
         progress=classify_progress,
     )
+    from napari_deparray_ctc.core.inference.counts import calibration_status
+    from napari_deparray_ctc.core.inference.shift import shift_warning
+
+    shifted = shift_warning([cell.channels["BF"] for cell in cells], result.model.metadata)
     write_cell_table(
         paths.predictions,
         cell_rows(
@@ -241,6 +245,7 @@ def run_demo(
             [cell.path for cell in cells],
             predictions.p_ctc,
             predictions.threshold,
+            calibration=calibration_status(result.model.metadata, shifted is not None),
         ),
     )
     say("[4/4] scoring against the synthetic ground truth, writing the report")
