@@ -144,6 +144,7 @@ def kept_csvs(seed_result: dict) -> list[tuple[tuple[str, ...], str, str]]:
         (("calibration", "uncalibrated_same_commit"), "c_uncal.csv", "b_declared"),
         (("finetune60", "b_declared"), "c_ft.csv", "b_declared"),
         (("scratch60", "b_declared"), "c_scr.csv", "b_declared"),
+        (("finetune60_members", "b_declared"), "c_ft_members.csv", "b_declared"),
     ]
     for key in seed_result.get("calibration") or {}:
         if key.split("_")[0].isdigit():
@@ -420,6 +421,20 @@ LEVERS = (
 )
 
 
+def finetune_step(args, w: Path, seed: int) -> dict:
+    """``train --init-from`` the kept default model on the kept 60 pool cells, as the package
+    fine-tunes now (``--add-finetune``: fold i starts from network i of the start ensemble since
+    dcff056; the ``finetune60`` row was measured when every fold started from network 0)."""
+    model = w / "finetuned_members.pt"
+    cli("train", w / "ft60", "--init-from", w / "model.pt", "--out", model, "--seed", seed,
+        "--threads", args.threads, *(["--epochs", args.epochs] if args.epochs else []))  # fmt: skip
+    n_ctc = sum(1 for label in labels_of(w / "ft60").values() if label == "CTC")
+    return {
+        "b_declared": classify_cli(model, w / "b_declared", w / "c_ft_members.csv"),
+        "n_ctc": n_ctc,
+    }
+
+
 def lever_flags(flags: tuple[str, ...], weights: str | None) -> tuple[str, ...]:
     """A lever's train flags with ``{weights}`` filled in (``--lever-weights``)."""
     if any("{weights}" in f for f in flags) and not weights:
@@ -688,6 +703,11 @@ def table_rows(seeds: list[dict]) -> list[tuple[str, list]]:
             ("finetune60", "b_declared"),
         ),
         (
+            "new instrument, declared — fine-tuned on the same 60, fold i from network i of the "
+            "start (`train --init-from` since dcff056)",
+            ("finetune60_members", "b_declared"),
+        ),
+        (
             "new instrument, declared — `train` on the same 60 with defaults (shipped pretraining, no --init-from)",
             ("scratch60", "b_declared"),
         ),
@@ -772,6 +792,14 @@ def write_report(record: dict, out: Path) -> str:
             f"(calibration rows added afterwards with `--add-calibration` at commit "
             f"`{record['calibration_commit']['commit']}`, on the same kept models and exports)"
         ]
+    if record.get("finetune_commit"):
+        lines += [
+            "",
+            "(the row 'fold i from network i' added afterwards with `--add-finetune` at commit "
+            f"`{record['finetune_commit']['commit']}`: the kept default model fine-tuned on the "
+            "same kept 60 cells with the same seed; the row above it was measured when every "
+            "fold started from the start ensemble's first network)",
+        ]
     if record.get("lever_commit"):
         picked = {
             key: [s[key]["calibrated20"].get("ctc_in_picked") for s in seeds if key in s]
@@ -845,10 +873,11 @@ def write_report(record: dict, out: Path) -> str:
     lines += [
         "Notes:",
         "",
-        "- `train --init-from MODEL` starts from the first network of MODEL's 3-fold ensemble. "
-        "Where that network's selected epoch was 0 (the shipped pretrained start), fine-tuning "
-        "starts from the shipped weights, exactly as `train` without `--init-from` does: the two "
-        f"rows were identical in seed(s) {same}.",
+        "- `train --init-from MODEL` started from the first network of MODEL's 3-fold ensemble "
+        "when the `finetune60` row was measured (fold i starts from network i since dcff056: "
+        "the `--add-finetune` row). Where that network's selected epoch was 0 (the shipped "
+        "pretrained start), fine-tuning started from the shipped weights, exactly as `train` "
+        f"without `--init-from` does: the two rows were identical in seed(s) {same}.",
         "- Calibration is monotone, so a site model's PR-AUC can differ from the model's only "
         "through ties: `classify --out` writes P(CTC) with 6 decimals, and a site calibration "
         "that pushes every P(CTC) below 1e-6 (an estimated CTC share of 0 %) loses the ranking.",
@@ -969,6 +998,12 @@ def main(argv=None) -> int:
         "the kept work folders (--keep) of an earlier run and add them to its JSON/markdown",
     )
     p.add_argument(
+        "--add-finetune",
+        action="store_true",
+        help="only fine-tune the kept default model on the kept 60 cells again (--keep), as "
+        "the package fine-tunes now, and add that row to its JSON/markdown",
+    )
+    p.add_argument(
         "--add-best-f1",
         action="store_true",
         help="only add the F1 at the best threshold (what the ranking allows) of every row "
@@ -1056,6 +1091,10 @@ def main(argv=None) -> int:
 
     if args.add_best_f1:
         add_best_f1(args, out)
+        return 0
+    if args.add_finetune:
+        steps = [("finetune60_members", lambda w, seed: finetune_step(args, w, seed))]
+        add_steps(args, record, out, "finetune_commit", steps)
         return 0
     if args.add_calibration or args.add_levers:
         if args.add_calibration:
