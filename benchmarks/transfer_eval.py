@@ -864,11 +864,15 @@ def write_report(record: dict, out: Path) -> str:
                 f"| {name} | {fp[0][name]['n']} | {_pm([f[name]['called_ctc'] for f in fp])} |"
             )
         lines.append("")
+
+    def scored(entry: dict | None) -> dict:
+        """The figures of a scored row, without the name of its CSV."""
+        return {k: v for k, v in (entry or {}).get("b_declared", {}).items() if k != "csv"}
+
     same = [
         s["seed"]
         for s in seeds
-        if s.get("finetune60")
-        and s["finetune60"].get("b_declared") == (s.get("scratch60") or {}).get("b_declared")
+        if s.get("finetune60") and scored(s["finetune60"]) == scored(s.get("scratch60"))
     ]
     lines += [
         "Notes:",
