@@ -141,6 +141,18 @@ def test_gallery_widget_click_and_keys(viewer_with_export, qtbot) -> None:
     assert gallery.tiles.item(0).text().startswith("cell2")  # the most doubtful first
     gallery.show_cells(["cell0", "cell2"])
     assert gallery.tiles.count() == 2
+    # the gallery says it lists only the suggested cells, and the user can get every cell back
+    assert "2 suggested cells" in gallery.page_label.text()
+    assert not gallery.show_all_button.isHidden()
+    gallery.show_all_button.click()
+    assert gallery.tiles.count() == 4 and gallery.show_all_button.isHidden()
+    assert gallery.page_label.text().endswith("· 4 cells")
+    # choosing an order shows every cell in it, not only the suggested ones
+    gallery.show_cells(["cell0", "cell2"])
+    gallery.sort_combo.setCurrentText(SORT_KEYS[0])
+    assert [gallery.tiles.item(i).text().split("\n")[0] for i in range(4)] == [
+        "cell1", "cell3", "cell2", "cell0",
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

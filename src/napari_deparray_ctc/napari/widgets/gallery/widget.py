@@ -87,6 +87,14 @@ class GalleryWidget(QWidget):
         )
         hint.setWordWrap(True)
         layout.addWidget(hint)
+        # shown only while the gallery lists suggested cells alone (``show_cells``)
+        self.show_all_button = QPushButton("Show all cells")
+        self.show_all_button.setToolTip(
+            "The gallery shows only the suggested cells; show every cell of the export again, "
+            "in the chosen order"
+        )
+        self.show_all_button.setVisible(False)
+        layout.addWidget(self.show_all_button)
         self.tiles = tile_view.mosaic(event_filter=self)
         layout.addWidget(self.tiles, 1)
         row = QHBoxLayout()
@@ -110,8 +118,10 @@ class GalleryWidget(QWidget):
             (session.shown, self._on_shown),
             (session.suggested, self._on_suggested),
         )
-        self.export_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
-        self.sort_combo.currentTextChanged.connect(lambda *_: self.refresh(reset_page=True))
+        # choosing another export or order shows every cell again (not only the suggested ones)
+        self.export_combo.currentTextChanged.connect(lambda *_: self.show_cells(None))
+        self.sort_combo.currentTextChanged.connect(lambda *_: self.show_cells(None))
+        self.show_all_button.clicked.connect(lambda: self.show_cells(None))
         self.tile_spin.valueChanged.connect(lambda *_: self.refresh())
         self.page_size_spin.valueChanged.connect(lambda *_: self.refresh(reset_page=True))
         self.previous_button.clicked.connect(lambda: self.go_to_page(self.page - 1))
@@ -151,8 +161,10 @@ class GalleryWidget(QWidget):
         self.refresh(reset_page=current not in names)
 
     def show_cells(self, cell_ids: list[str] | None) -> None:
-        """Show only these cells, in this order (e.g. the suggested ones); ``None``: all."""
+        """Show only these cells, in this order (e.g. the suggested ones); ``None``: all, in
+        the chosen order (the *Show all cells* button, or choosing an order or an export)."""
         self.only_ids = list(cell_ids) if cell_ids is not None else None
+        self.show_all_button.setVisible(self.only_ids is not None)
         self.refresh(reset_page=True)
 
     def refresh(self, reset_page: bool = False) -> None:
@@ -207,8 +219,9 @@ class GalleryWidget(QWidget):
             item = tile_view.tile_item(tile, cell, layers)
             self.tiles.addItem(item)
             self._items[cell.cell_id] = item
+        which = "suggested cells" if self.only_ids is not None else "cells"
         self.page_label.setText(
-            f"page {self.page + 1} of {self.page_count()} · {len(self.order)} cells"
+            f"page {self.page + 1} of {self.page_count()} · {len(self.order)} {which}"
             if self.order
             else "no cells: open an export"
         )
