@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from napari_deparray_ctc.napari.cells import cell_count
@@ -108,11 +109,18 @@ class CalibrateRun(RunOwner):
             return
         profile = outcome.metadata.get("site_profile") or {}
         warning = profile.get("warning") or outcome.metadata.get("site_warning")
+        chosen = self.session.model_path
         self.session.model_path = str(outcome.site_model)
+        started = outcome.started_from
+        again = (
+            f", starting again from {Path(started).name}, the model that site model came from"
+            if started and chosen and Path(started) != Path(chosen)
+            else ""
+        )
         message = (
             f"Calibrated to this instrument from {counts['CTC']} CTC + {counts['WBC']} WBC "
-            f"confirmed cells; the site model is {outcome.site_model} (the original model is "
-            "unchanged)."
+            f"confirmed cells{again}; the site model is {outcome.site_model} (the original "
+            "model is unchanged)."
         )
         if warning:
             message += f" {warning}"

@@ -364,6 +364,7 @@ class CalibrationOutcome:
     site_model: Path | None = None
     metadata: dict = field(default_factory=dict)
     cancelled: bool = False
+    started_from: str | None = None
 
 
 def calibrate_job(
@@ -377,10 +378,15 @@ def calibrate_job(
     """Calibrate the model to this export's instrument from its labelled cells
     (``core.inference.site_calibration``) and save the site model beside the original."""
     load_torch_in_this_thread()
-    from napari_deparray_ctc.core.inference.site_calibration import calibrate_to_site
+    from napari_deparray_ctc.core.inference.site_calibration import (
+        calibrate_to_site,
+        calibration_start,
+    )
     from napari_deparray_ctc.core.model.file_policy import site_model_path
     from napari_deparray_ctc.core.model.loaded import save_model
 
+    # a site model calibrated again starts from the model it came from (no chained site models)
+    model_path = str(calibration_start(model_path, cached_model(model_path).metadata))
     site_model = calibrate_to_site(
         cached_model(model_path),
         iter_cell_images(_LayerStandIn(layer), layer.indices),
@@ -395,7 +401,7 @@ def calibrate_job(
         return CalibrationOutcome(cancelled=True)
     out = site_model_path(model_path, site)
     save_model(out, site_model.network, site_model.metadata)
-    return CalibrationOutcome(out, dict(site_model.metadata))
+    return CalibrationOutcome(out, dict(site_model.metadata), started_from=model_path)
 
 
 def shift_note(model: Any, layers: list[LayerCells], limit: int = 512) -> str | None:

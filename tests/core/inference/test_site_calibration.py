@@ -303,3 +303,26 @@ def test_labels_picked_by_class_are_not_judged_by_their_own_mix(model):
     assert figures["kept_model_calibration"] is False
     assert by_class.calibration != tuned.calibration
     assert not (by_class.site_profile["warning"] or "").count("does not beat")
+
+
+def test_calibrating_a_site_model_again_starts_from_its_unchanged_source(tmp_path):
+    import hashlib
+
+    from napari_deparray_ctc.core.inference.site_calibration import calibration_start
+
+    source = tmp_path / "lab.pt"
+    source.write_bytes(b"the lab's model")
+    site = tmp_path / "lab.site-ward3.pt"
+    site.write_bytes(b"a site model")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+
+    def profile(name, sha):
+        return {"site_profile": {"source_model": {"file": name, "sha256": sha}}}
+
+    assert calibration_start(site, profile("lab.pt", digest)) == source
+    assert calibration_start(source, {}) == source  # not a site model: itself
+    assert calibration_start(site, profile("gone.pt", digest)) == site  # source not beside it
+    assert calibration_start(site, profile("../lab.pt", digest)) == site  # a name, not a path
+    assert calibration_start(site, profile("lab.pt", None)) == site  # nothing to check against
+    source.write_bytes(b"retrained since")  # another model under the same name
+    assert calibration_start(site, profile("lab.pt", digest)) == site

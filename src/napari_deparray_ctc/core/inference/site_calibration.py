@@ -59,6 +59,7 @@ __all__ = [
     "SITE_PROFILE_VERSION",
     "SiteCalibrationError",
     "calibrate_to_site",
+    "calibration_start",
     "check_site_labels",
     "estimate_prior",
     "expected_f1_threshold",
@@ -219,6 +220,39 @@ def _loo_log_loss(z: np.ndarray, y: np.ndarray) -> float:
         rest = np.arange(len(z)) != i
         p[i] = apply_calibration(fit_calibration(z[rest], y[rest], "platt"), z[i : i + 1])[0]
     return _log_loss(y, p)
+
+
+def calibration_start(model_path: str | os.PathLike, metadata: Any) -> Path:
+    """The model a new site calibration should start from.
+
+    Calibrating a site model again (more cells confirmed since) would chain site models
+    (``m.site-x.site-x.pt``). When ``model_path`` is a site model and the model it was calibrated
+    from lies beside it, unchanged (the SHA-256 its profile recorded), that model is the start;
+    otherwise ``model_path`` itself.
+
+    Parameters
+    ----------
+    model_path
+        The model chosen for the calibration.
+    metadata
+        Its metadata (``LoadedModel.metadata``).
+
+    Returns
+    -------
+    Path
+        The file to calibrate.
+    """
+    chosen = Path(model_path)
+    profile = metadata.get("site_profile") if isinstance(metadata, dict) else None
+    source = profile.get("source_model") if isinstance(profile, dict) else None
+    name = source.get("file") if isinstance(source, dict) else None
+    digest = source.get("sha256") if isinstance(source, dict) else None
+    if not isinstance(name, str) or not isinstance(digest, str) or Path(name).name != name:
+        return chosen
+    candidate = chosen.with_name(name)
+    if candidate == chosen or not candidate.is_file():
+        return chosen
+    return candidate if _sha256(candidate) == digest else chosen
 
 
 def calibrate_to_site(

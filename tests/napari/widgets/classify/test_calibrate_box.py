@@ -3,6 +3,8 @@ confirmed cells, saves a site model beside the original, and re-classifies with 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,22 @@ def test_calibrates_saves_beside_the_original_and_reclassifies(widget, qtbot, ti
     profile = session.model.metadata["site_profile"]
     assert profile["n_labelled"] == {"CTC": 6, "WBC": 8}
     assert "site model" in widget.calibrate_box.status.text()
+
+    # calibrating again (more cells confirmed) starts from the original, not from the site
+    # model: no chained "tiny.site-site-b.site-site-b.pt", and never over the first site model
+    first = Path(site).read_bytes()
+    session.set_label("cell0014", "WBC")
+    assert widget.calibrate_box.calibrate() is not None
+    qtbot.waitUntil(lambda: not session.calibrate.is_running, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: session.model.path != site, timeout=WAIT_MS)
+    second = session.model.path
+    assert ".site-site-b" in second and ".site-site-b.site-" not in second
+    assert Path(site).read_bytes() == first and tiny_model.read_bytes() == before
+    assert "starting again from tiny.pt" in widget.calibrate_box.status.text()
+    qtbot.waitUntil(lambda: session.model.metadata is not None, timeout=WAIT_MS)
+    again = session.model.metadata["site_profile"]
+    assert again["source_model"]["file"] == "tiny.pt"
+    assert again["n_labelled"] == {"CTC": 6, "WBC": 9}
 
 
 def test_calls_on_a_shifted_export_are_marked_not_calibrated(widget, qtbot, tmp_path):
