@@ -415,7 +415,7 @@ def shift_note(model: Any, layers: list[LayerCells], limit: int = 512) -> str | 
         if len(images) >= limit:
             break
     try:
-        return shift_warning(images, model.metadata) if images else None
+        return shift_warning(images, model.metadata, remedy="napari") if images else None
     except (
         Exception
     ):  # the warning is advice: it never fails a run (e.g. a model without a summary)

@@ -58,6 +58,11 @@ def test_fires_on_another_instrument_with_the_figures(metadata, name):
     result = shift_check(image_features(_bf(cells)), metadata)  # features work as well
     assert result["fire"] and result["warning"] == message
     assert result["mean_shift"] > 2.0
+    # the command line's advice names its commands; the widget's names its own controls
+    assert "(deparray-ctc calibrate)" in message
+    in_napari = shift_warning(_bf(cells), metadata, remedy="napari")
+    assert "'Calibrate to this instrument'" in in_napari and "deparray-ctc" not in in_napari
+    assert "'Start from the current model'" in in_napari
 
 
 def test_too_few_cells_or_no_summary_say_nothing(metadata):

@@ -41,6 +41,7 @@ __all__ = [
     "FIRE_FRACTION",
     "MEAN_SHIFT_LIMIT",
     "MIN_CELLS",
+    "REMEDIES",
     "feature_summary_from_features",
     "image_features",
     "reference_summary",
@@ -295,7 +296,23 @@ def reference_summary(metadata: Mapping[str, Any]) -> tuple[dict | None, str]:
     return (dict(summary) if _usable(summary) else None), "training"
 
 
-def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+#: What a shift warning tells the user to use: the command line names its commands, the napari
+#: widget its own controls (``remedy`` of :func:`shift_check`).
+REMEDIES: dict[str, dict[str, str]] = {
+    "cli": {
+        "calibrate": "deparray-ctc calibrate",
+        "fine_tune": "deparray-ctc train --init-from",
+    },
+    "napari": {
+        "calibrate": "'Calibrate to this instrument', in this dock",
+        "fine_tune": "'Train classifier' with 'Start from the current model'",
+    },
+}
+
+
+def shift_check(
+    images_or_features: Any, metadata: Mapping[str, Any], remedy: str = "cli"
+) -> dict[str, Any] | None:
     """How far new cells lie from the model's training cells, and whether to warn.
 
     Two statistics, each with its own calibrated limit:
@@ -317,6 +334,9 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
     metadata
         The model's metadata; ``None`` is returned when it holds no usable
         ``feature_summary`` (a model from before this check, or from another version).
+    remedy
+        Whose words the warning's advice uses: ``"cli"`` (the commands) or ``"napari"``
+        (the widgets' controls); see :data:`REMEDIES`.
 
     Returns
     -------
@@ -384,7 +404,7 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
             f"and {outside:.0%} of them lie outside the range of 99 % of the site's cells. "
             f"They differ most in {differ} (in sd of the site's cells). The site calibration "
             "(P(CTC) and threshold) may not hold for them: calibrate the model for this "
-            "instrument (deparray-ctc calibrate) or check the calls by eye."
+            f"instrument ({REMEDIES[remedy]['calibrate']}) or check the calls by eye."
         )
     elif fire:
         differ = ", ".join(f"{name} {value:+.1f}" for name, value in ranked[:3])
@@ -396,16 +416,18 @@ def shift_check(images_or_features: Any, metadata: Mapping[str, Any]) -> dict[st
             "outside the range of 99 % of the training cells (such samples: a few per cent). "
             f"They differ most in {differ} (in sd of the training cells). Check the calls by "
             "eye, calibrate the model for this instrument from a few of its labelled cells "
-            "(deparray-ctc calibrate), or fine-tune it on them (deparray-ctc train "
-            "--init-from)."
+            f"({REMEDIES[remedy]['calibrate']}), or fine-tune it on them "
+            f"({REMEDIES[remedy]['fine_tune']})."
         )
     return result
 
 
-def shift_warning(images_or_features: Any, metadata: Mapping[str, Any]) -> str | None:
+def shift_warning(
+    images_or_features: Any, metadata: Mapping[str, Any], remedy: str = "cli"
+) -> str | None:
     """One sentence when the cells look unlike the model's training cells, else ``None``.
 
     See :func:`shift_check` for the arguments and the figures behind the sentence.
     """
-    result = shift_check(images_or_features, metadata)
+    result = shift_check(images_or_features, metadata, remedy)
     return None if result is None else result["warning"]

@@ -849,3 +849,30 @@ def test_saliency_overlay_follows_the_current_cell(
     widget.review_tools.saliency_check.setChecked(False)
     assert SALIENCY_LAYER not in viewer.layers
     assert not errors, errors
+
+
+def test_a_shift_warning_is_notified_as_a_warning_and_marks_the_calls(
+    widget, viewer, qtbot, fake_core, model_file, monkeypatch, tmp_path
+):
+    note = (
+        "These 5 cells look unlike the 80 cells this model was trained on: … calibrate the "
+        "model for this instrument from a few of its labelled cells ('Calibrate to this "
+        "instrument', in this dock)"
+    )
+    monkeypatch.setattr("napari_deparray_ctc.napari.workers.shift_note", lambda *a, **k: note)
+    told = []
+    monkeypatch.setattr(
+        "napari_deparray_ctc.napari.widgets.classify.widget.notify",
+        lambda kind, message: told.append((kind, message)),
+    )
+    _add_stack(viewer)
+    _choose_model(widget, qtbot, model_file)
+    _run(widget, qtbot)
+    assert ("warning", note) in told  # as the command line prints it: a warning
+    assert widget.results.calibration_warning == note
+    out = tmp_path / "calls.csv"
+    assert widget.results_box.export_csv(out)
+    with out.open(newline="") as handle:
+        assert {r["calibration"] for r in csv.DictReader(handle)} == {
+            "NOT CALIBRATED for this instrument"
+        }

@@ -15,13 +15,14 @@ from typing import Any
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+# the mark on calls made on an instrument unlike the model's training instrument: one text
+# for the widget, the CSVs and the report
+from napari_deparray_ctc.core.inference.counts import NOT_CALIBRATED
 from napari_deparray_ctc.napari.follow import Follows
 from napari_deparray_ctc.napari.widgets.common import notify
 
 __all__ = ["NOT_CALIBRATED", "SUGGESTED_FOR_CALIBRATION", "CalibrateBox"]
 
-#: the mark on calls made on an instrument unlike the model's training instrument
-NOT_CALIBRATED = "Not calibrated for this instrument"
 #: how many cells the box suggests to confirm
 SUGGESTED_FOR_CALIBRATION = 20
 

@@ -222,7 +222,7 @@ class ResultsBox(QWidget):
         if results.calibration_warning:
             lines.insert(
                 0,
-                "<b>Not calibrated for this instrument</b>: counts and intervals below may be far off.",
+                f"<b>{NOT_CALIBRATED}</b>: counts and intervals below may be far off.",
             )
         self.samples_label.setText("<br>".join(lines))
 

@@ -247,8 +247,8 @@ class ClassifyWidget(QWidget):
         outcome = event.outcome
         if outcome is not None and not outcome.cancelled and self.results is not None:
             self.results_box.show_results(self.results)
-            for note in outcome.notes:
-                notify("info", note)
+            for note in outcome.notes:  # the shift warning is a warning, as on the CLI
+                notify("warning" if note == outcome.shift_warning else "info", note)
 
     # -- results --------------------------------------------------------------------------
 
