@@ -117,7 +117,8 @@ def check_site_labels(
             None,
             f"calibration needs at least {min_per_class} CTC and {min_per_class} WBC cells "
             f"with a label; {where} has {n_ctc} CTC and {n_wbc} WBC{rest}. Label more cells "
-            "of the missing class (deparray-ctc suggest --for calibration picks useful ones)",
+            "of the missing class: 'Suggest cells' in napari's 'Calibrate to this instrument', "
+            "or deparray-ctc suggest --for calibration, picks useful ones",
         )
     return counts
 
@@ -443,16 +444,16 @@ def calibrate_to_site(
             "On these labelled cells a site calibration does not beat the model's own "
             f"(log-loss {figures['log_loss_site_loo']:.3f} left-one-out against "
             f"{figures['log_loss_model']:.3f}), so the site model keeps the model's "
-            "calibration and threshold. Label more cells (deparray-ctc suggest --for "
-            "calibration) and calibrate again."
+            "calibration and threshold. Label more cells ('Suggest cells' in napari, or "
+            "deparray-ctc suggest --for calibration) and calibrate again."
         )
     figures["kept_model_calibration"] = bool(kept_model_calibration)
     if auc is not None and auc < 0.7:
         warnings_.append(
             f"At this site the network separates the labelled CTCs from the WBCs poorly "
             f"(ROC-AUC {auc:.2f}; 0.5 is chance): a calibration cannot fix that. Check the "
-            "labels, or fine-tune the model on this site's cells (deparray-ctc train "
-            "--init-from)."
+            "labels, or fine-tune the model on this site's cells ('Start from the current "
+            "model' in napari's 'Train classifier', or deparray-ctc train --init-from)."
         )
     warning = " ".join(warnings_) or None
     summary = None
