@@ -121,3 +121,28 @@ def test_calls_on_a_shifted_export_are_marked_not_calibrated(widget, qtbot, tmp_
     assert {row["calibration"] for row in read_cell_table(out)} == {
         "NOT CALIBRATED for this instrument"
     }
+
+
+def test_a_remembered_site_model_says_what_it_is_calibrated_for_before_any_run(
+    widget, qtbot, tiny_model, tmp_path
+):
+    from napari_deparray_ctc.core.model.loaded import load_model, save_model
+
+    model = load_model(tiny_model, "cpu")
+    site = tmp_path / "tiny.site-ward3.pt"
+    profile = {
+        "version": 1,
+        "created": "2026-12-07T03:00:00+0000",
+        "data_name": "ward3",
+        "n_cells": 60,
+        "n_labelled": {"CTC": 7, "WBC": 13},
+        "source_model": {"file": "tiny.pt"},
+    }
+    save_model(site, model.network, {**model.metadata, "site_profile": profile})
+    box = widget.calibrate_box
+    assert "need a model calibrated" in box.note.text()
+    widget.set_model_path(site)  # as a new window does with the remembered model
+    qtbot.waitUntil(lambda: "ward3" in box.note.text(), timeout=WAIT_MS)
+    assert "7 CTC + 13 WBC" in box.note.text()
+    widget.set_model_path(tiny_model)  # back to a model of no site: the note says so too
+    qtbot.waitUntil(lambda: "need a model calibrated" in box.note.text(), timeout=WAIT_MS)

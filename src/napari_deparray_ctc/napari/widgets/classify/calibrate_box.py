@@ -25,6 +25,11 @@ __all__ = ["NOT_CALIBRATED", "SUGGESTED_FOR_CALIBRATION", "CalibrateBox"]
 
 #: how many cells the box suggests to confirm
 SUGGESTED_FOR_CALIBRATION = 20
+#: the note while neither a shift warning nor a site model says more
+GENERIC_NOTE = (
+    "Calibrated calls need a model calibrated for this instrument. Confirm about 20 "
+    "suggested cells with c (CTC) / w (WBC), then Calibrate."
+)
 
 
 class CalibrateBox(QWidget):
@@ -54,10 +59,7 @@ class CalibrateBox(QWidget):
         self.rerun = rerun
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.note = QLabel(
-            "Calibrated calls need a model calibrated for this instrument. Confirm about 20 "
-            "suggested cells with c (CTC) / w (WBC), then Calibrate."
-        )
+        self.note = QLabel(GENERIC_NOTE)
         self.note.setWordWrap(True)
         layout.addWidget(self.note)
         buttons = QHBoxLayout()
@@ -86,6 +88,7 @@ class CalibrateBox(QWidget):
         self._followed = Follows(
             (session.events.results, self.update),
             (session.events.annotation, self.update),
+            (session.model.events.checked, self.update),  # a remembered site model says so
             (self.run.events.started, self._on_started),
             (self.run.events.finished, self._on_finished),
         )
@@ -120,6 +123,8 @@ class CalibrateBox(QWidget):
                 f"({(site.get('n_labelled') or {}).get('CTC', '?')} CTC + "
                 f"{(site.get('n_labelled') or {}).get('WBC', '?')} WBC confirmed cells)."
             )
+        else:
+            self.note.setText(GENERIC_NOTE)
         layer = self.layer()
         if layer is not None:
             counts = self.run.label_counts(layer)
