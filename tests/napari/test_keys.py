@@ -195,3 +195,25 @@ def test_several_files_opened_at_once_share_the_folder_sidecar(make_napari_viewe
     reopened = _by_channel(second.open(str(export), plugin=PLUGIN))  # now the whole folder
     meta = deparray_meta(reopened["BF"])
     assert meta["labels"][meta["cell_ids"].index(cell)] == target
+
+
+def test_keys_on_suggested_cells_bring_the_next_one_to_confirm(make_napari_viewer, export):
+    viewer = make_napari_viewer()
+    layers = _by_channel(viewer.open(str(export), plugin=PLUGIN))
+    install_annotation_keys(viewer)
+    session = session_for(viewer)
+    ids = list(deparray_meta(layers["BF"])["cell_ids"])
+    for cell_id in (ids[5], ids[2], ids[7]):
+        session.set_label(cell_id, None)
+    viewer.layers.selection.active = layers["BF"]
+    session.suggest([ids[5], ids[1], ids[2], ids[7]])  # ids[1] is labelled already: skipped
+    assert current_cell_index(viewer, layers["BF"]) == 5
+    _press(viewer, "c")
+    assert current_cell_index(viewer, layers["BF"]) == 2
+    _press(viewer, "w")
+    assert current_cell_index(viewer, layers["BF"]) == 7
+    _press(viewer, "c")  # the last one: nothing left to bring, the cell stays on screen
+    assert current_cell_index(viewer, layers["BF"]) == 7
+    assert [_labels(layers["BF"])[i] for i in (5, 2, 7)] == ["CTC", "WBC", "CTC"]
+    _press(viewer, "u")  # clearing a label does not move on
+    assert current_cell_index(viewer, layers["BF"]) == 7

@@ -122,6 +122,9 @@ class Session:
         )
         self.sidecar_override: Path | None = None
         self.advance = False
+        #: the cells last suggested (``suggest``): c / w on one of them brings the next one
+        #: without a label on screen
+        self.suggested_ids: list[str] = []
         self.last_message = ""
         self._results: Any = None
         self._stores: dict[Path, AnnotationStore] = {}
@@ -218,6 +221,7 @@ class Session:
 
     def suggest(self, cell_ids: list[str]) -> None:
         """Show these cells first wherever cells are listed (``events.suggested``)."""
+        self.suggested_ids = list(cell_ids)
         self.events.suggested(cell_ids=list(cell_ids))
         if cell_ids:
             self.show_cell(cell_ids[0])
@@ -303,9 +307,30 @@ class Session:
         index = current_cell_index(viewer, layer)
         cell_id = LayerInfo.of(layer).cell_ids[index]
         self.set_label(cell_id, label, layer)
-        if self.advance and n > 1 and index + 1 < n:
+        following = self.next_suggested(cell_id) if label is not None else None
+        if following is not None:  # working through suggested cells: the next one to confirm
+            self.show_cell(following)
+        elif self.advance and n > 1 and index + 1 < n:
             self.show(layer, index + 1)
         return cell_id
+
+    def next_suggested(self, after: str) -> str | None:
+        """The next suggested cell after ``after`` (wrapping round) that has no label yet;
+        ``None`` when ``after`` was not suggested or every suggested cell has one."""
+        ids = self.suggested_ids
+        if after not in ids:
+            return None
+        start = ids.index(after)
+        for step in range(1, len(ids)):
+            cell_id = ids[(start + step) % len(ids)]
+            layer = self.layer_of(cell_id)
+            if layer is None:
+                continue
+            info = LayerInfo.of(layer)
+            index = info.index_of(cell_id)
+            if index is not None and not is_class_label(info.label_of(index)):
+                return cell_id
+        return None
 
     def sidecar_for(self, layer: Any | None) -> Path | None:
         """Where annotations of ``layer``'s cells are saved (``None``: nowhere known)."""

@@ -158,7 +158,8 @@ class CalibrateBox(QWidget):
         self.session.suggest(ids)
         self.status.setText(
             f"{len(ids)} cells to confirm are first in the table and the gallery, the first "
-            "on screen: press c (CTC) or w (WBC) on each, then Calibrate."
+            "on screen: press c (CTC) or w (WBC) on each (the next one then comes on screen), "
+            "then Calibrate."
         )
 
     def _on_suggest_finished(self) -> None:
