@@ -7,9 +7,29 @@ data only: the product's own generator (``core.synth``), never the independent e
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+
+def seed_rows(args, run_seed, out: Path) -> list[dict]:
+    """The rows of a development run: ``run_seed(args, seed)`` for each of ``args.seeds``,
+    the JSON at ``out`` rewritten after each seed (unless ``args.quick``), so a partial run is
+    kept; with ``args.merge``, the rows of those runs' JSON files instead (``args.seeds`` is
+    then set to their seeds)."""
+    rows: list[dict] = []
+    if args.merge:
+        for path in args.merge:
+            rows += json.loads(Path(path).read_text())
+        args.seeds = ",".join(str(s) for s in sorted({r["seed"] for r in rows}))
+        return rows
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows += run_seed(args, seed)
+        if not args.quick:
+            out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def default_pool(seed: int, n: int = 480, image_size: int = 64, declared: bool = True):

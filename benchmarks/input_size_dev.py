@@ -47,6 +47,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dev_models import seed_rows
+from explain_adapt_data import mean_sd
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (64, 96)
 CROP = 96
@@ -94,11 +97,6 @@ def run_seed(args, seed: int) -> list[dict]:
     return rows
 
 
-def _mean_sd(values) -> str:
-    values = np.asarray(values, dtype=float)
-    return f"{values.mean():.3f} ± {values.std(ddof=1) if values.size > 1 else 0.0:.3f}"
-
-
 def table(rows: list[dict]) -> str:
     sizes = sorted({r["size"] for r in rows})
     names = list(dict.fromkeys(r["domain"] for r in rows))
@@ -110,7 +108,7 @@ def table(rows: list[dict]) -> str:
         cells = []
         for s in sizes:
             sel = [r for r in rows if r["domain"] == name and r["size"] == s]
-            cells += [_mean_sd([r["f1"] for r in sel]), _mean_sd([r["pr_auc"] for r in sel])]
+            cells += [mean_sd([r["f1"] for r in sel]), mean_sd([r["pr_auc"] for r in sel])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -171,15 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = Path(args.out)
-    rows = []
-    if args.merge:
-        for path in args.merge:
-            rows += json.loads(Path(path).read_text())
-        args.seeds = ",".join(str(s) for s in sorted({r["seed"] for r in rows}))
-    for seed in () if args.merge else (int(s) for s in args.seeds.split(",")):
-        rows += run_seed(args, seed)
-        if not args.quick:  # a partial run is kept, seed by seed
-            out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    rows = seed_rows(args, run_seed, out)
     minutes = (time.perf_counter() - started) / 60
     command = "python benchmarks/input_size_dev.py " + " ".join(
         sys.argv[1:] if argv is None else argv

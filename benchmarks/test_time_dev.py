@@ -54,6 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dev_models import seed_rows
+from explain_adapt_data import mean_sd
+
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVERS = ("none", "bn adapt", "feature std", "EM prior", "EM prior + expected-F1 threshold")
 
@@ -262,10 +266,6 @@ def decision(rows: list[dict]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    def cell(values):
-        values = np.asarray(values, dtype=float)
-        return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
-
     lines = [
         "| test instrument | lever | F1 | PR-AUC | called CTC (true 0.12) |",
         "|---|---|---|---|---|",
@@ -276,7 +276,7 @@ def table(rows: list[dict]) -> str:
             lines.append(
                 f"| {name} | {lever} | "
                 + " | ".join(
-                    cell([r[lever][k] for r in picked])
+                    mean_sd([r[lever][k] for r in picked])
                     for k in ("f1", "average_precision", "called")
                 )
                 + " |"
@@ -285,14 +285,14 @@ def table(rows: list[dict]) -> str:
                 lines.append(
                     f"| {name} | {lever}, only when the shift check fires | "
                     + " | ".join(
-                        cell([policy(r, lever)[k] for r in picked])
+                        mean_sd([policy(r, lever)[k] for r in picked])
                         for k in ("f1", "average_precision", "called")
                     )
                     + " |"
                 )
         lines.append(
             f"| {name} | (EM estimate of the CTC share) | – | – | "
-            f"{cell([r['em_share'] for r in picked])} |"
+            f"{mean_sd([r['em_share'] for r in picked])} |"
         )
         if any("shift_warning" in r for r in picked):
             fired = sum(bool(r["shift_warning"]) for r in picked)
@@ -329,15 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = Path(args.out)
-    rows: list[dict] = []
-    if args.merge:
-        for path in args.merge:
-            rows += json.loads(Path(path).read_text())
-        args.seeds = ",".join(str(s) for s in sorted({r["seed"] for r in rows}))
-    for seed in () if args.merge else (int(s) for s in args.seeds.split(",")):
-        rows += run_seed(args, seed)
-        if not args.quick:  # a partial run is kept, seed by seed
-            out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    rows = seed_rows(args, run_seed, out)
     seeds = args.seeds.split(",")
     minutes = (time.perf_counter() - started) / 60
     collapse = any(r["domain"].startswith(COLLAPSE_PREFIX) for r in rows)
