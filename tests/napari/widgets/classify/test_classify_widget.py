@@ -24,6 +24,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_deparray_ctc.napari.caption import _text_overlay
+from napari_deparray_ctc.napari.layer_info import LayerInfo
 from napari_deparray_ctc.napari.session import session_for
 from napari_deparray_ctc.napari.widgets.classify import widget as cw
 from napari_deparray_ctc.napari.widgets.classify.inputs import CONFIG_DIR_ENV, last_model_path
@@ -251,6 +252,8 @@ def test_classify_stack_stores_predictions(widget, viewer, qtbot, fake_core, mod
     np.testing.assert_allclose([p["p_ctc"] for p in predictions], np.array(STACK_VALUES) / 100)
     assert [p["label"] for p in predictions] == ["CTC", "WBC", "CTC", "WBC", "CTC"]
     assert meta["predictions_threshold"] == pytest.approx(0.5)
+    # what the stored calls are calibrated for, read back through the typed layer info
+    assert LayerInfo.of(bf_layer).predictions_calibration == "training instrument"
     assert "predictions" not in dapi_layer.metadata["deparray"]  # fluorescence ignored
     assert fake_core.images_seen == 5
 
