@@ -46,6 +46,20 @@ def test_sort_orders_and_unclassified_last() -> None:
     assert cells[2].caption == "c\nnot classified · annotated WBC"
 
 
+def test_suggested_cells_are_listed_alone_in_their_order_and_the_page_line_says_so() -> None:
+    from napari_deparray_ctc.napari.gallery import ordered_cells, page_text
+
+    cells = [GalleryCell(c, i, p, None, None, None) for i, (c, p) in enumerate(
+        [("a", 0.2), ("b", 0.9), ("c", 0.5)])]  # fmt: skip
+    assert [c.cell_id for c in ordered_cells(cells, SORT_KEYS[0])] == ["b", "c", "a"]
+    assert [c.cell_id for c in ordered_cells(cells, SORT_KEYS[0], ["c", "gone", "a"])] == [
+        "c", "a",
+    ]  # fmt: skip
+    assert page_text(0, 1, 20, suggested=True) == "page 1 of 1 · 20 suggested cells"
+    assert page_text(1, 3, 150, suggested=False) == "page 2 of 3 · 150 cells"
+    assert page_text(0, 1, 0, suggested=True) == "no cells: open an export"
+
+
 def test_tiles_put_channels_side_by_side_in_their_colours() -> None:
     rng = np.random.default_rng(0)
     bf = Layer("e :: BF", rng.random((3, 20, 20)), "BF")

@@ -28,6 +28,8 @@ __all__ = [
     "channel_layers",
     "gallery_cells",
     "legend_text",
+    "ordered_cells",
+    "page_text",
     "sort_cells",
     "tile_image",
 ]
@@ -109,6 +111,24 @@ def sort_cells(cells: Sequence[GalleryCell], key: str) -> list[GalleryCell]:
         rank = {"CTC": 0, "WBC": 1, None: 2}
         return sorted(cells, key=lambda c: (rank[c.annotation], c.index))
     return sorted(cells, key=lambda c: c.index)
+
+
+def ordered_cells(
+    cells: Sequence[GalleryCell], key: str, only_ids: Sequence[str] | None = None
+) -> list[GalleryCell]:
+    """What the gallery lists: the cells of ``only_ids`` in that order (the suggested ones;
+    ids not among ``cells`` are skipped), or every cell in the order of ``key``."""
+    if only_ids is None:
+        return sort_cells(cells, key)
+    by_id = {c.cell_id: c for c in cells}
+    return [by_id[i] for i in only_ids if i in by_id]
+
+
+def page_text(page: int, pages: int, n_cells: int, suggested: bool) -> str:
+    """The gallery's page line, e.g. ``page 1 of 1 · 20 suggested cells`` (``page`` 0-based)."""
+    if not n_cells:
+        return "no cells: open an export"
+    return f"page {page + 1} of {pages} · {n_cells} {'suggested cells' if suggested else 'cells'}"
 
 
 def _scaled(image: np.ndarray) -> np.ndarray:

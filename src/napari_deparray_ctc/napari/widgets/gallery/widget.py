@@ -30,7 +30,8 @@ from napari_deparray_ctc.napari.gallery import (
     channel_layers,
     gallery_cells,
     legend_text,
-    sort_cells,
+    ordered_cells,
+    page_text,
     tile_image,
 )
 from napari_deparray_ctc.napari.session import session_for
@@ -170,15 +171,15 @@ class GalleryWidget(QWidget):
     def refresh(self, reset_page: bool = False) -> None:
         """Recompute the order and redraw the current page."""
         bf = self.bf_layer()
-        if bf is None:
-            self.order = []
-        else:
-            cells = gallery_cells(bf, self.session.results)
-            if self.only_ids is not None:
-                by_id = {c.cell_id: c for c in cells}
-                self.order = [by_id[i] for i in self.only_ids if i in by_id]
-            else:
-                self.order = sort_cells(cells, self.sort_combo.currentText())
+        self.order = (
+            []
+            if bf is None
+            else ordered_cells(
+                gallery_cells(bf, self.session.results),
+                self.sort_combo.currentText(),
+                self.only_ids,
+            )
+        )
         if reset_page:
             self.page = 0
         self._draw_page()
@@ -219,11 +220,8 @@ class GalleryWidget(QWidget):
             item = tile_view.tile_item(tile, cell, layers)
             self.tiles.addItem(item)
             self._items[cell.cell_id] = item
-        which = "suggested cells" if self.only_ids is not None else "cells"
         self.page_label.setText(
-            f"page {self.page + 1} of {self.page_count()} · {len(self.order)} {which}"
-            if self.order
-            else "no cells: open an export"
+            page_text(self.page, self.page_count(), len(self.order), self.only_ids is not None)
         )
         self.previous_button.setEnabled(self.page > 0)
         self.next_button.setEnabled(self.page + 1 < self.page_count())
