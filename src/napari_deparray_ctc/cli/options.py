@@ -86,6 +86,15 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
         "intensity scaling (training and classification alike); off: the crop as it is",
     ),
     (
+        "--style-noise",
+        "style_noise",
+        on_off,
+        None,
+        "on: while training, re-draw the per-cell means and spreads of the network's early "
+        "feature maps (DSU), a lever against other instruments' contrast and texture; "
+        "classification is unchanged. off: plain training",
+    ),
+    (
         "--morphology",
         "morphology",
         on_off,

@@ -269,6 +269,7 @@ def fit_network(
     )
     from napari_deparray_ctc.core.training.distributed import DistContext
     from napari_deparray_ctc.core.training.samples import SampleBank
+    from napari_deparray_ctc.core.training.style_noise import StyleNoise
 
     ctx = dist or DistContext(device=config.device)
     dev = torch.device(config.device)
@@ -280,6 +281,7 @@ def fit_network(
     pos_weight = (float(len(labels)) - n_pos) / max(n_pos, 1.0)
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=dev))
     aux = NucleusHead(network, dev) if bank.strategy == "aux_nucleus" else None
+    style = StyleNoise(network) if getattr(config, "style_noise", False) else None
     frozen = getattr(config, "train_layers", "all") == "head"
     for name, param in network.named_parameters():
         param.requires_grad_(not frozen or name.startswith("fc."))
@@ -420,6 +422,8 @@ def fit_network(
             break
     if aux is not None:
         aux.close()
+    if style is not None:
+        style.close()
     assert best is not None
     network.load_state_dict(best["state"])
     network.eval()

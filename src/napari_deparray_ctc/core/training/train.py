@@ -162,6 +162,12 @@ class TrainConfig:
         "Divide out the illumination plane fitted to each crop's border (a flat-field "
         "correction) before the intensity scaling, in training and classification alike.",
     )
+    style_noise: bool = _setting(
+        False,
+        "While training, re-draw the per-cell means and spreads of the network's early "
+        "feature maps (DSU), so it leans less on the training instrument's contrast and "
+        "texture; classification is unchanged.",
+    )
     morphology: bool = _setting(
         False,
         "Combine the network's score with explicit cell-shape features (size, elongation, "

@@ -1,0 +1,181 @@
+"""A training-time transfer lever on or off, on development instruments that move the call
+(issue 20, item 3).
+
+Lever: ``--style-noise on`` (``TrainConfig.style_noise``, ``core.training.style_noise``):
+while training, the per-cell channel means and sds of the ResNet's early feature maps are
+re-drawn around their own (DSU, Li et al. 2022), so the network leans less on the training
+instrument's contrast and texture. Classification is unchanged.
+
+Per seed: ``train`` with the CLI defaults on 480 cells of the product's default instrument
+(``dev_models.default_pool``), once plain and once with the lever, same seed; both scored at
+their stored thresholds on the same test cells of every instrument of
+``test_time_dev.py --domains all`` (400 cells each, 12 % CTC): the default optics (label
+shift only), the in-range shifted preset, seven families one at a time beyond the pretraining
+ranges, and the four *collapse* instruments where the plain model's call rate moves
+(absorbing cells at 0.15 and 0.3, defocus -5 um, everything at once). Development data only:
+the independent evaluator (``benchmarks/independent_sim``) is never used here.
+
+Decision rule, written before the run (the commit of this text): ``style_noise`` becomes the
+training default only if, over 3 seeds,
+
+(a) its mean F1 over the four collapse instruments is higher than the plain model's, and it is
+    higher on at least 3 of the 4; and
+(b) on every other instrument (default optics included) its mean F1 is no more than 0.02
+    below the plain model's.
+
+Otherwise the default stays off, the switch stays available (``train --style-noise on``),
+and the README says so.
+
+Usage::
+
+    python benchmarks/train_lever_dev.py --seeds 0,1,2 --threads 1
+    python benchmarks/train_lever_dev.py --seeds 0 --out /tmp/tld/a   # one core per seed ...
+    python benchmarks/train_lever_dev.py --merge /tmp/tld/a.json /tmp/tld/b.json
+    python benchmarks/train_lever_dev.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dev_models import default_pool, evaluate, seed_rows, train_default
+from explain_adapt_data import mean_sd
+from test_time_dev import COLLAPSE_PREFIX, collapse_domains, domains
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: (row name, TrainConfig overrides)
+ARMS = (("plain", {}), ("style noise", {"style_noise": True}))
+KEYS = ("f1", "pr_auc", "called")
+
+
+def run_seed(args, seed: int) -> list[dict]:
+    from napari_deparray_ctc.core.synth import synth_cells
+
+    ts = default_pool(seed, args.cells)
+    quick = {"epochs": 2, "image_size": 32} if args.quick else {}
+    models, train_s = {}, {}
+    for name, overrides in ARMS:
+        t0 = time.perf_counter()
+        models[name] = train_default(ts, seed, args.threads, **overrides, **quick)
+        train_s[name] = round(time.perf_counter() - t0, 1)
+    instruments = {**domains(), **collapse_domains()}
+    rows = []
+    for domain, optics in instruments.items():
+        test = synth_cells(
+            args.test_cells, ctc_fraction=0.12, seed=seed + 777, optics=optics, n_samples=3
+        )
+        row = {"seed": seed, "domain": domain, "train_s": train_s}
+        for name, model in models.items():
+            row[name] = evaluate(model, test)
+        rows.append(row)
+        print(
+            f"seed {seed} {domain}: "
+            + "; ".join(
+                f"{n} F1 {row[n]['f1']:.3f} PR-AUC {row[n]['pr_auc']:.3f} "
+                f"called {row[n]['called']:.2f}"
+                for n, _o in ARMS
+            ),
+            flush=True,
+        )
+    return rows
+
+
+def decision(rows: list[dict]) -> str:
+    """The decision rule of the module docstring, in words."""
+    names = list(dict.fromkeys(r["domain"] for r in rows))
+    collapse = [n for n in names if n.startswith(COLLAPSE_PREFIX)]
+    others = [n for n in names if n not in collapse]
+    lever, base = ARMS[1][0], ARMS[0][0]
+
+    def gain(name: str) -> float:
+        picked = [r for r in rows if r["domain"] == name]
+        return float(np.mean([r[lever]["f1"] - r[base]["f1"] for r in picked]))
+
+    gains = [gain(n) for n in collapse]
+    losses = {n: gain(n) for n in others}
+    worst = min(losses, key=losses.get)
+    rule_a = sum(g > 0 for g in gains) >= 3 and float(np.mean(gains)) > 0
+    rule_b = losses[worst] >= -0.02
+    return (
+        f"- (a) higher mean F1 on {sum(g > 0 for g in gains)} of {len(collapse)} collapse "
+        f"instruments, mean {np.mean(gains):+.3f}: {'met' if rule_a else 'not met'}\n"
+        f"- (b) largest mean-F1 loss on the other instruments {losses[worst]:+.3f} ({worst}): "
+        f"{'met' if rule_b else 'not met'}\n"
+        f"- **{'Adopted as the training default.' if rule_a and rule_b else 'Not adopted.'}**"
+    )
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| test instrument | training | F1 | PR-AUC | called CTC (true 0.12) |",
+        "|---|---|---|---|---|",
+    ]
+    for domain in dict.fromkeys(r["domain"] for r in rows):
+        picked = [r for r in rows if r["domain"] == domain]
+        for name, _o in ARMS:
+            cells = " | ".join(mean_sd([r[name][k] for r in picked]) for k in KEYS)
+            lines.append(f"| {domain} | {name} | {cells} |")
+        diff = [r[ARMS[1][0]]["f1"] - r[ARMS[0][0]]["f1"] for r in picked]
+        lines.append(
+            f"| {domain} | difference (paired) | {np.mean(diff):+.3f} "
+            f"({sum(d > 0 for d in diff)} of {len(diff)} seeds higher) | – | – |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cells", type=int, default=480)
+    parser.add_argument("--test-cells", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "train_lever_dev"), help="path stem")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only tabulate these runs' rows into --out"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.cells, args.test_cells = "0", 120, 80
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    out = Path(args.out)
+    rows = seed_rows(args, run_seed, out)
+    command = "python benchmarks/train_lever_dev.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    train_min = [sum(r["train_s"].values()) / 60 for r in rows if r["domain"] == rows[0]["domain"]]
+    text = (
+        "# A training-time lever (style noise, DSU) on development instruments (issue 20)\n\n"
+        f"Command: `{command}`; development data only (the product's generator); the "
+        "independent evaluator is never used.  \n"
+        f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
+        + ("" if args.merge else f"{(time.perf_counter() - started) / 60:.1f} min; ")
+        + f"training {np.mean(train_min):.1f} min per seed for both models. Mean ± sd over "
+        f"{len(args.seeds.split(','))} seed(s): per seed `train` defaults on {args.cells} "
+        "default-optics cells (25 % CTC), plain and with `--style-noise on`; each test "
+        f"instrument {args.test_cells} cells, 12 % CTC, the same cells for both.\n\n"
+        + table(rows)
+        + "\n\n**Decision rule (written before the run; see the script's docstring)**:\n\n"
+        + decision(rows)
+        + "\n"
+    )
+    if not args.quick:
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
