@@ -145,6 +145,7 @@ def kept_csvs(seed_result: dict) -> list[tuple[tuple[str, ...], str, str]]:
         (("finetune60", "b_declared"), "c_ft.csv", "b_declared"),
         (("scratch60", "b_declared"), "c_scr.csv", "b_declared"),
         (("finetune60_members", "b_declared"), "c_ft_members.csv", "b_declared"),
+        (("ceiling", "b_declared"), "c_ceiling.csv", "b_declared"),
     ]
     for key in seed_result.get("calibration") or {}:
         if key.split("_")[0].isdigit():
@@ -435,6 +436,28 @@ def finetune_step(args, w: Path, seed: int) -> dict:
     }
 
 
+def ceiling_step(args, w: Path, seed: int) -> dict:
+    """What the new instrument allows when a lab has many labelled cells of its own: a model
+    trained with the CLI defaults on ``--train-cells`` labelled cells of the new instrument (a
+    fresh draw, seed ``40000 + seed``, disjoint from the test cells and the pool), and the
+    RandomForest on the same cells, both scored on the kept test cells. A reference for the
+    transfer rows, not a setting: nothing is chosen from it."""
+    from independent_sim import simulate_cells, write_export
+
+    cells = simulate_cells(args.train_cells, args.b_ctc, 40000 + seed, "instrument_b", 4, "T")
+    own = write_export(cells, w / "b_train", True)
+    model = w / "ceiling.pt"
+    cli("train", own, "--out", model, "--seed", seed, "--threads", args.threads,
+        *(["--epochs", args.epochs] if args.epochs else []))  # fmt: skip
+    rf = rf_eval(bf_set(own), {"b_declared": bf_set(w / "b_declared")}, seed)
+    return {
+        "b_declared": classify_cli(model, w / "b_declared", w / "c_ceiling.csv"),
+        "rf_b_declared": rf["b_declared"],
+        "n_cells": args.train_cells,
+        "n_ctc": sum(1 for c in cells if c.label == "CTC"),
+    }
+
+
 def lever_flags(flags: tuple[str, ...], weights: str | None) -> tuple[str, ...]:
     """A lever's train flags with ``{weights}`` filled in (``--lever-weights``)."""
     if any("{weights}" in f for f in flags) and not weights:
@@ -721,6 +744,15 @@ def table_rows(seeds: list[dict]) -> list[tuple[str, list]]:
         ),
         ("new instrument, declared — plain ResNet18", ("plain", "b_declared")),
         ("new instrument, not declared — plain ResNet18", ("plain", "b_undeclared")),
+        (
+            "reference, not a transfer: new instrument, declared — `train` (defaults) on as many "
+            "labelled cells of the new instrument as the training instrument had",
+            ("ceiling", "b_declared"),
+        ),
+        (
+            "reference, not a transfer: new instrument — RandomForest on those same cells",
+            ("ceiling", "rf_b_declared"),
+        ),
     ]
     return rows
 
@@ -791,6 +823,16 @@ def write_report(record: dict, out: Path) -> str:
         lines += [
             f"(calibration rows added afterwards with `--add-calibration` at commit "
             f"`{record['calibration_commit']['commit']}`, on the same kept models and exports)"
+        ]
+    if record.get("ceiling_commit"):
+        lines += [
+            "",
+            "(the two 'reference' rows added afterwards with `--add-ceiling` at commit "
+            f"`{record['ceiling_commit']['commit']}`: {record['settings']['train_cells']} "
+            "labelled cells of the new instrument drawn afresh (seed 40000 + seed, apart from "
+            "the test cells and the pool), `train` with the CLI defaults and the forest on "
+            "them, scored on the same test cells: what the new instrument allows with a lab's "
+            "own labels, not a transfer and not a setting)",
         ]
     if record.get("finetune_commit"):
         lines += [
@@ -1008,6 +1050,13 @@ def main(argv=None) -> int:
         "the package fine-tunes now, and add that row to its JSON/markdown",
     )
     p.add_argument(
+        "--add-ceiling",
+        action="store_true",
+        help="only train a default model (and the forest) on --train-cells labelled cells of "
+        "the new instrument itself and score it on the kept test cells (--keep): what the new "
+        "instrument allows with a lab's own labels, a reference row, not a setting",
+    )
+    p.add_argument(
         "--add-best-f1",
         action="store_true",
         help="only add the F1 at the best threshold (what the ranking allows) of every row "
@@ -1095,6 +1144,10 @@ def main(argv=None) -> int:
 
     if args.add_best_f1:
         add_best_f1(args, out)
+        return 0
+    if args.add_ceiling:
+        steps = [("ceiling", lambda w, seed: ceiling_step(args, w, seed))]
+        add_steps(args, record, out, "ceiling_commit", steps)
         return 0
     if args.add_finetune:
         steps = [("finetune60_members", lambda w, seed: finetune_step(args, w, seed))]
