@@ -419,6 +419,11 @@ LEVERS = (
         "`train --pretrained` a start pretrained with random convolutions "
         "(`pretrain.py --randconv 0.5`)",
     ),
+    (
+        "lever_style_noise",
+        ("--style-noise", "on"),
+        "`train --style-noise on` (feature-statistics noise, DSU)",
+    ),
 )
 
 
