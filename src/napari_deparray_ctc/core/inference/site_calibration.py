@@ -117,7 +117,7 @@ def check_site_labels(
             None,
             f"calibration needs at least {min_per_class} CTC and {min_per_class} WBC cells "
             f"with a label; {where} has {n_ctc} CTC and {n_wbc} WBC{rest}. Label more cells "
-            "of the missing class: 'Suggest cells' in napari's 'Calibrate to this instrument', "
+            "of the missing class: 'Suggest cells to confirm' in napari's 'Calibrate to this instrument', "
             "or deparray-ctc suggest --for calibration, picks useful ones",
         )
     return counts
@@ -444,7 +444,7 @@ def calibrate_to_site(
             "On these labelled cells a site calibration does not beat the model's own "
             f"(log-loss {figures['log_loss_site_loo']:.3f} left-one-out against "
             f"{figures['log_loss_model']:.3f}), so the site model keeps the model's "
-            "calibration and threshold. Label more cells ('Suggest cells' in napari, or "
+            "calibration and threshold. Label more cells ('Suggest cells to confirm' in napari, or "
             "deparray-ctc suggest --for calibration) and calibrate again."
         )
     figures["kept_model_calibration"] = bool(kept_model_calibration)

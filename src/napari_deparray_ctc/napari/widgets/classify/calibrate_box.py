@@ -63,7 +63,7 @@ class CalibrateBox(QWidget):
         self.note.setWordWrap(True)
         layout.addWidget(self.note)
         buttons = QHBoxLayout()
-        self.suggest_button = QPushButton("Suggest cells")
+        self.suggest_button = QPushButton("Suggest cells to confirm")
         self.suggest_button.setToolTip(
             f"The {SUGGESTED_FOR_CALIBRATION} cells that best inform a calibration (both "
             "calls, across the scores), first in the table and the gallery: confirm each "
@@ -137,7 +137,7 @@ class CalibrateBox(QWidget):
         """Put the cells that best inform a calibration first (``None``: refused, with why)."""
         layer, model = self.layer(), self.session.model
         if layer is None or not model.path or model.problem:
-            notify("error", "Suggest cells: choose a usable model and the cells first.")
+            notify("error", "Suggest cells to confirm: choose a usable model and the cells first.")
             return None
         self.suggest_button.setEnabled(False)
         self.status.setText("Looking for the cells that best inform a calibration…")

@@ -1,6 +1,6 @@
 """The "Review" box of "Classify cells": suggest the next cells to label, show saliency.
 
-* **Suggest next cells** asks core (``core.suggest``) for the cells a person should label
+* **Suggest cells to label next** asks core (``core.suggest``) for the cells a person should label
   next, uncertain and unlike each other, among those not yet annotated; they go to the top of
   the table and fill the gallery.
 * **Show saliency** overlays, on the cell on screen, which bright-field pixels made the call
@@ -69,7 +69,7 @@ class ReviewTools(QWidget):
         self._pending: tuple | None = None
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
-        self.suggest_button = QPushButton("Suggest next cells")
+        self.suggest_button = QPushButton("Suggest cells to label next")
         self.suggest_button.setToolTip(
             "The cells worth labelling next: those the model is least sure of, picked so that "
             "they are unlike each other (not near-duplicates), among the cells not yet "
@@ -106,7 +106,9 @@ class ReviewTools(QWidget):
         names = self.layer_names()
         path = self.model_box.path
         if not names or not path or self.model_box.problem:
-            notify("error", "Suggest next cells: choose a usable model and the cells first.")
+            notify(
+                "error", "Suggest cells to label next: choose a usable model and the cells first."
+            )
             return None
         self.suggest_button.setEnabled(False)
         self.status.setText("Looking for the most useful cells to label…")
