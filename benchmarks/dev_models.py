@@ -7,7 +7,9 @@ data only: the product's own generator (``core.synth``), never the independent e
 
 from __future__ import annotations
 
+import argparse
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +32,47 @@ def seed_rows(args, run_seed, out: Path) -> list[dict]:
         if not args.quick:
             out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     return rows
+
+
+def dev_parser(description: str, out: str | None) -> argparse.ArgumentParser:
+    """The options every seeded development run shares: ``--seeds``, ``--cells`` (training
+    cells), ``--test-cells``, ``--threads``, ``--quick``, ``--out`` (path stem of the results)
+    and ``--merge`` (only tabulate earlier runs' JSON)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cells", type=int, default=480)
+    parser.add_argument("--test-cells", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=out, help="path stem of the results")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only tabulate these runs' rows into --out"
+    )
+    return parser
+
+
+def run_dev(args, run_seed, quick_test_cells: int = 80) -> tuple[list[dict], float]:
+    """Run (or ``--merge``) a development benchmark: ``--quick`` shrinks it to one seed,
+    120 training and ``quick_test_cells`` test cells; torch gets ``--threads`` threads.
+    Returns the rows (:func:`seed_rows`) and the minutes it took."""
+    import torch
+
+    if args.quick:
+        args.seeds, args.cells, args.test_cells = "0", 120, quick_test_cells
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    rows = seed_rows(args, run_seed, Path(args.out))
+    return rows, (time.perf_counter() - started) / 60
+
+
+def save_dev_report(args, rows: list[dict], text: str) -> None:
+    """Write the rows (JSON) and the report (markdown) at ``--out``, unless ``--quick``, and
+    print the report."""
+    if not args.quick:
+        out = Path(args.out)
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        out.with_suffix(".md").write_text(text)
+    print(text)
 
 
 def default_pool(seed: int, n: int = 480, image_size: int = 64, declared: bool = True):

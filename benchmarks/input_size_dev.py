@@ -37,8 +37,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import time
@@ -47,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dev_models import seed_rows
+from dev_models import dev_parser, run_dev, save_dev_report
 from explain_adapt_data import mean_sd
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -151,26 +149,11 @@ def decision(rows: list[dict]) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cells", type=int, default=480)
-    parser.add_argument("--test-cells", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "input_size_dev"))
-    parser.add_argument(
-        "--merge", nargs="+", metavar="JSON", help="only tabulate these runs' rows into --out"
-    )
+    parser = dev_parser(__doc__.split("\n\n")[0], str(RESULTS / "input_size_dev"))
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.cells, args.test_cells = "0", 120, 60
+    rows, minutes = run_dev(args, run_seed, quick_test_cells=60)
     import torch
 
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    out = Path(args.out)
-    rows = seed_rows(args, run_seed, out)
-    minutes = (time.perf_counter() - started) / 60
     command = "python benchmarks/input_size_dev.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -197,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         + rule
         + "\n"
     )
-    if not args.quick:
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        out.with_suffix(".md").write_text(text)
-    print(text)
+    save_dev_report(args, rows, text)
     return 0
 
 

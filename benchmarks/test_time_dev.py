@@ -45,8 +45,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import time
@@ -55,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dev_models import seed_rows
+from dev_models import dev_parser, run_dev, save_dev_report
 from explain_adapt_data import mean_sd
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -301,12 +299,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cells", type=int, default=480)
-    parser.add_argument("--test-cells", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true")
+    parser = dev_parser(__doc__.split("\n\n")[0], None)
     parser.add_argument(
         "--domains",
         choices=("range", "all"),
@@ -314,24 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         help="range: one family at a time beyond the pretraining ranges; all: also the "
         "collapse instruments, with the shift-check policy and the decision rule",
     )
-    parser.add_argument("--out", default=None, help="path stem of the results")
-    parser.add_argument(
-        "--merge", nargs="+", metavar="JSON", help="only tabulate these runs' rows into --out"
-    )
     args = parser.parse_args(argv)
     if args.out is None:
         suffix = "_collapse" if args.domains == "all" else ""
         args.out = str(RESULTS / f"test_time_dev{suffix}")
-    if args.quick:
-        args.seeds, args.cells, args.test_cells = "0", 120, 80
+    rows, minutes = run_dev(args, run_seed)
     import torch
 
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    out = Path(args.out)
-    rows = seed_rows(args, run_seed, out)
     seeds = args.seeds.split(",")
-    minutes = (time.perf_counter() - started) / 60
     collapse = any(r["domain"].startswith(COLLAPSE_PREFIX) for r in rows)
     command = "python benchmarks/test_time_dev.py " + " ".join(
         sys.argv[1:] if argv is None else argv
@@ -356,10 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     )
-    if not args.quick:
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        out.with_suffix(".md").write_text(text)
-    print(text)
+    save_dev_report(args, rows, text)
     return 0
 
 

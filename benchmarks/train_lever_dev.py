@@ -36,8 +36,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import time
@@ -46,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dev_models import default_pool, evaluate, seed_rows, train_default
+from dev_models import default_pool, dev_parser, evaluate, run_dev, save_dev_report, train_default
 from explain_adapt_data import mean_sd
 from test_time_dev import COLLAPSE_PREFIX, collapse_domains, domains
 
@@ -132,25 +130,11 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--cells", type=int, default=480)
-    parser.add_argument("--test-cells", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "train_lever_dev"), help="path stem")
-    parser.add_argument(
-        "--merge", nargs="+", metavar="JSON", help="only tabulate these runs' rows into --out"
-    )
+    parser = dev_parser(__doc__.split("\n\n")[0], str(RESULTS / "train_lever_dev"))
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.cells, args.test_cells = "0", 120, 80
+    rows, minutes = run_dev(args, run_seed)
     import torch
 
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    out = Path(args.out)
-    rows = seed_rows(args, run_seed, out)
     command = "python benchmarks/train_lever_dev.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -160,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}`; development data only (the product's generator); the "
         "independent evaluator is never used.  \n"
         f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); "
-        + ("" if args.merge else f"{(time.perf_counter() - started) / 60:.1f} min; ")
+        + ("" if args.merge else f"{minutes:.1f} min; ")
         + f"training {np.mean(train_min):.1f} min per seed for both models. Mean ± sd over "
         f"{len(args.seeds.split(','))} seed(s): per seed `train` defaults on {args.cells} "
         "default-optics cells (25 % CTC), plain and with `--style-noise on`; each test "
@@ -170,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         + decision(rows)
         + "\n"
     )
-    if not args.quick:
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        out.with_suffix(".md").write_text(text)
-    print(text)
+    save_dev_report(args, rows, text)
     return 0
 
 
