@@ -161,14 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     network = build_network("resnet18")
-    transform = build_augmentation("all")
-    if args.randconv > 0:
-        from torchvision.transforms import v2
-
-        from napari_deparray_ctc.core.training.augment import RandomConvolution
-
-        # before the other families' last clamp: filtered, then photometric/noise, clamped
-        transform = v2.Compose([RandomConvolution(p=args.randconv), *transform.transforms])
+    # random convolutions first, then the three families, clamped (as training composes them)
+    transform = build_augmentation("all", random_convolution=args.randconv)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4, fused=True)
     chunks = math.ceil(args.cells / args.chunk)
     total_steps = chunks * math.ceil(args.chunk / args.batch)

@@ -86,6 +86,15 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
         "intensity scaling (training and classification alike); off: the crop as it is",
     ),
     (
+        "--randconv",
+        "random_convolution",
+        on_off,
+        None,
+        "on: show half of the training cells through a random linear filter (RandConv), a "
+        "lever against other instruments' optics; classification is unchanged. off: the "
+        "three augmentation families alone",
+    ),
+    (
         "--style-noise",
         "style_noise",
         on_off,

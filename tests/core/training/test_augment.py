@@ -152,3 +152,21 @@ def test_random_convolution_keeps_shape_mean_and_sd_and_leaves_masks():
     torch.testing.assert_close(RandomConvolution(p=0.0)(x[0]), x[0], rtol=0, atol=0)
     with pytest.raises(ValueError, match="odd"):
         RandomConvolution(kernel_sizes=(2, 3))
+
+
+def test_random_convolution_comes_first_only_when_asked_and_is_a_probability():
+    plain = build_augmentation(FAMILIES)
+    assert not any(isinstance(t, RandomConvolution) for t in plain.transforms)
+    with_rc = build_augmentation(FAMILIES, random_convolution=0.5)
+    assert isinstance(with_rc.transforms[0], RandomConvolution)
+    assert with_rc.transforms[0].p == 0.5
+    assert len(with_rc.transforms) == len(plain.transforms) + 1
+    alone = build_augmentation((), random_convolution=1.0)  # a filter, then the clamp
+    assert not is_identity(alone)
+    x = torch.rand(1, 24, 24)
+    torch.manual_seed(3)
+    y = alone(x)
+    assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert not torch.equal(y, x)
+    with pytest.raises(ValueError, match="probability"):
+        build_augmentation(FAMILIES, random_convolution=1.5)

@@ -51,6 +51,7 @@ from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 __all__ = [
     "FAMILIES",
+    "RANDOM_CONVOLUTION_P",
     "ClampUnit",
     "RandomConvolution",
     "RandomGamma",
@@ -67,6 +68,9 @@ __all__ = [
 
 #: The three augmentation families, in the order they are applied.
 FAMILIES: tuple[str, ...] = AUGMENT_FAMILIES
+#: How often ``TrainConfig.random_convolution`` applies a :class:`RandomConvolution` (as the
+#: random-convolution pretraining of ``benchmarks/pretrain.py --randconv 0.5`` did).
+RANDOM_CONVOLUTION_P = 0.5
 
 
 def check_families(families: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -365,7 +369,9 @@ def _gaussian_noise() -> v2.Transform:
     return RandomSpeckleNoise((0.02, 0.08))  # pragma: no cover - very old torchvision
 
 
-def build_augmentation(families: Sequence[str] | str | None = FAMILIES) -> v2.Compose:
+def build_augmentation(
+    families: Sequence[str] | str | None = FAMILIES, random_convolution: float = 0.0
+) -> v2.Compose:
     """Compose the chosen augmentation families.
 
     Parameters
@@ -373,6 +379,9 @@ def build_augmentation(families: Sequence[str] | str | None = FAMILIES) -> v2.Co
     families
         Any subset of ``("geometric", "photometric", "noise")`` (see :func:`check_families`).
         An empty selection gives an identity transform.
+    random_convolution
+        Probability of a :class:`RandomConvolution` first (0: none), a transfer lever
+        (``TrainConfig.random_convolution``; ``benchmarks/pretrain.py --randconv``).
 
     Returns
     -------
@@ -381,7 +390,11 @@ def build_augmentation(families: Sequence[str] | str | None = FAMILIES) -> v2.Co
         the shape, returns values in [0, 1].
     """
     chosen = check_families(families)
+    if not 0.0 <= float(random_convolution) <= 1.0:
+        raise ValueError(f"random_convolution is a probability, not {random_convolution!r}")
     steps: list[v2.Transform] = []
+    if random_convolution > 0:
+        steps.append(RandomConvolution(p=float(random_convolution)))
     if "geometric" in chosen:
         steps += [
             v2.RandomHorizontalFlip(p=0.5),

@@ -263,6 +263,7 @@ def fit_network(
     import torch
 
     from napari_deparray_ctc.core.training.augment import (
+        RANDOM_CONVOLUTION_P,
         augment_batch,
         build_augmentation,
         is_identity,
@@ -295,7 +296,10 @@ def fit_network(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    transform = build_augmentation(config.augment)
+    transform = build_augmentation(
+        config.augment,
+        RANDOM_CONVOLUTION_P if getattr(config, "random_convolution", False) else 0.0,
+    )
     augmenting = not is_identity(transform)
     y_val = val_data.y.numpy().astype(np.float64)
     outcome = FitOutcome(network=network, val_logits=np.zeros(0), best_epoch=-1)

@@ -162,6 +162,12 @@ class TrainConfig:
         "Divide out the illumination plane fitted to each crop's border (a flat-field "
         "correction) before the intensity scaling, in training and classification alike.",
     )
+    random_convolution: bool = _setting(
+        False,
+        "Show half of the training cells through a random linear filter (RandConv), which "
+        "changes local contrast and edges but not shape or size, so the network leans less "
+        "on the training instrument's optics; classification is unchanged.",
+    )
     style_noise: bool = _setting(
         False,
         "While training, re-draw the per-cell means and spreads of the network's early "
