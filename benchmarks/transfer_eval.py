@@ -420,6 +420,11 @@ LEVERS = (
         "(`pretrain.py --randconv 0.5`)",
     ),
     (
+        "lever_randconv_train",
+        ("--randconv", "on"),
+        "`train --randconv on` (random convolutions in training; the default since 2026-12-07)",
+    ),
+    (
         "lever_style_noise",
         ("--style-noise", "on"),
         "`train --style-noise on` (feature-statistics noise, DSU)",

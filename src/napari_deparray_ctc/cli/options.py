@@ -90,9 +90,9 @@ TRAIN_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], tuple[str, ...] | Non
         "random_convolution",
         on_off,
         None,
-        "on: show half of the training cells through a random linear filter (RandConv), a "
-        "lever against other instruments' optics; classification is unchanged. off: the "
-        "three augmentation families alone",
+        "on (the default): show half of the training cells through a random linear filter "
+        "(RandConv), a lever against other instruments' optics; classification is "
+        "unchanged. off: the augmentation families alone",
     ),
     (
         "--style-noise",

@@ -101,3 +101,13 @@ def test_the_card_says_how_a_cell_reaches_the_network():
     assert "rescaled to 0.55 µm per pixel" in known
     assert "30 of 40 cells declared a pixel size" in known
     assert "whether its training cells declared one is not known" in scale({"pixel_size_um": 0.55})
+
+
+def test_the_card_names_random_convolutions_only_when_training_used_them():
+    with_rc = {**META, "train_config": {**META["train_config"], "random_convolution": True}}
+    assert "augmentation: geometric, noise, random convolutions;" in "\n".join(
+        model_card_lines(with_rc)
+    )
+    no_family = {**with_rc, "augment": []}  # no augmentation at all: none applied
+    assert "augmentation: none;" in "\n".join(model_card_lines(no_family))
+    assert "random convolutions" not in "\n".join(model_card_lines(META))

@@ -161,12 +161,14 @@ def test_random_convolution_comes_first_only_when_asked_and_is_a_probability():
     assert isinstance(with_rc.transforms[0], RandomConvolution)
     assert with_rc.transforms[0].p == 0.5
     assert len(with_rc.transforms) == len(plain.transforms) + 1
-    alone = build_augmentation((), random_convolution=1.0)  # a filter, then the clamp
-    assert not is_identity(alone)
+    # part of augmentation: no family chosen, no augmentation at all
+    assert is_identity(build_augmentation((), random_convolution=1.0))
+    always = build_augmentation(("noise",), random_convolution=1.0)
     x = torch.rand(1, 24, 24)
     torch.manual_seed(3)
-    y = alone(x)
+    filtered = always.transforms[0](x)  # the random filter alone
+    assert filtered.shape == x.shape and not torch.equal(filtered, x)
+    y = always(x)
     assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
-    assert not torch.equal(y, x)
     with pytest.raises(ValueError, match="probability"):
         build_augmentation(FAMILIES, random_convolution=1.5)

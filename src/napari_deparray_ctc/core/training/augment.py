@@ -381,7 +381,8 @@ def build_augmentation(
         An empty selection gives an identity transform.
     random_convolution
         Probability of a :class:`RandomConvolution` first (0: none), a transfer lever
-        (``TrainConfig.random_convolution``; ``benchmarks/pretrain.py --randconv``).
+        (``TrainConfig.random_convolution``; ``benchmarks/pretrain.py --randconv``). It is
+        part of augmentation: with no family chosen there is none, and it is ignored.
 
     Returns
     -------
@@ -393,7 +394,7 @@ def build_augmentation(
     if not 0.0 <= float(random_convolution) <= 1.0:
         raise ValueError(f"random_convolution is a probability, not {random_convolution!r}")
     steps: list[v2.Transform] = []
-    if random_convolution > 0:
+    if random_convolution > 0 and chosen:
         steps.append(RandomConvolution(p=float(random_convolution)))
     if "geometric" in chosen:
         steps += [

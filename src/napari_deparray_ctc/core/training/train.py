@@ -163,10 +163,11 @@ class TrainConfig:
         "correction) before the intensity scaling, in training and classification alike.",
     )
     random_convolution: bool = _setting(
-        False,
+        True,
         "Show half of the training cells through a random linear filter (RandConv), which "
         "changes local contrast and edges but not shape or size, so the network leans less "
-        "on the training instrument's optics; classification is unchanged.",
+        "on the training instrument's optics; part of augmentation (none when no family is "
+        "chosen); classification is unchanged.",
     )
     style_noise: bool = _setting(
         False,
