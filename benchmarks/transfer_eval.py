@@ -903,17 +903,31 @@ def write_report(record: dict, out: Path) -> str:
         for s in seeds
         if isinstance(s.get("real_fp"), dict) and "status" not in s["real_fp"]
     ]
+    lever_fp = {
+        key: [s[f"{key}_real_fp"] for s in seeds if isinstance(s.get(f"{key}_real_fp"), dict)]
+        for key, _f, _n in LEVERS
+    }
+    lever_fp = {key: found for key, found in lever_fp.items() if found}
     if fp:
         lines += [
             "**Real cells called CTC by the synthetic-trained default model** (pixel size unknown, as the "
             "files say; not DEPArray; a false-positive proxy):",
             "",
-            "| set | cells | called CTC |",
-            "|---|---|---|",
+            "| set | cells | called CTC |" + "".join(f" {key} |" for key in lever_fp),
+            "|---|---|---|" + "---|" * len(lever_fp),
         ]
         for name in fp[0]:
             lines.append(
                 f"| {name} | {fp[0][name]['n']} | {_pm([f[name]['called_ctc'] for f in fp])} |"
+                + "".join(
+                    f" {_pm([f[name]['called_ctc'] for f in found])} |"
+                    for found in lever_fp.values()
+                )
+            )
+        if lever_fp:
+            lines.append(
+                "(lever columns: the lever's kept model of each seed, added with "
+                "`--add-real-fp LEVER`)"
             )
         lines.append("")
 
@@ -1060,6 +1074,13 @@ def main(argv=None) -> int:
         "the package fine-tunes now, and add that row to its JSON/markdown",
     )
     p.add_argument(
+        "--add-real-fp",
+        default=None,
+        metavar="LEVER",
+        help="only score the real-cell false-positive proxy with the kept model of LEVER "
+        "(after --add-levers) and add it beside the default's",
+    )
+    p.add_argument(
         "--add-ceiling",
         action="store_true",
         help="only train a default model (and the forest) on --train-cells labelled cells of "
@@ -1154,6 +1175,13 @@ def main(argv=None) -> int:
 
     if args.add_best_f1:
         add_best_f1(args, out)
+        return 0
+    if args.add_real_fp:
+        key = args.add_real_fp
+        if key not in {k for k, _f, _n in LEVERS}:
+            raise SystemExit(f"unknown lever {key!r}")
+        steps = [(f"{key}_real_fp", lambda w, _seed: real_fp(w / f"{key}.pt"))]
+        add_steps(args, record, out, "real_fp_commit", steps)
         return 0
     if args.add_ceiling:
         steps = [("ceiling", lambda w, seed: ceiling_step(args, w, seed))]
