@@ -146,6 +146,8 @@ def kept_csvs(seed_result: dict) -> list[tuple[tuple[str, ...], str, str]]:
         (("scratch60", "b_declared"), "c_scr.csv", "b_declared"),
         (("finetune60_members", "b_declared"), "c_ft_members.csv", "b_declared"),
         (("ceiling", "b_declared"), "c_ceiling.csv", "b_declared"),
+        (("finetune60_current", "finetuned"), "c_ft_current.csv", "b_declared"),
+        (("finetune60_current", "scratch"), "c_scr_current.csv", "b_declared"),
     ]
     for key in seed_result.get("calibration") or {}:
         if key.split("_")[0].isdigit():
@@ -468,6 +470,25 @@ def ceiling_step(args, w: Path, seed: int) -> dict:
     }
 
 
+def current_default_finetune_step(args, w: Path, seed: int) -> dict:
+    """Fine-tuning and training from scratch on the kept 60 pool cells with the package as it
+    is now (``--add-finetune-current``): ``train --init-from`` the kept model of the current
+    default (``lever_randconv_train.pt``, from ``--add-levers``), and ``train`` with the
+    defaults on the same 60 cells, same seed; both scored on the kept test cells."""
+    start = w / "lever_randconv_train.pt"
+    if not start.exists():
+        raise SystemExit(f"{start} is missing: run --add-levers --levers lever_randconv_train")
+    ep = ["--epochs", args.epochs] if args.epochs else []
+    tuned, scratch = w / "ft60_current.pt", w / "scratch60_current.pt"
+    cli("train", w / "ft60", "--init-from", start, "--out", tuned, "--seed", seed,
+        "--threads", args.threads, *ep)  # fmt: skip
+    cli("train", w / "ft60", "--out", scratch, "--seed", seed, "--threads", args.threads, *ep)
+    return {
+        "finetuned": classify_cli(tuned, w / "b_declared", w / "c_ft_current.csv"),
+        "scratch": classify_cli(scratch, w / "b_declared", w / "c_scr_current.csv"),
+    }
+
+
 def lever_flags(flags: tuple[str, ...], weights: str | None) -> tuple[str, ...]:
     """A lever's train flags with ``{weights}`` filled in (``--lever-weights``)."""
     if any("{weights}" in f for f in flags) and not weights:
@@ -745,6 +766,16 @@ def table_rows(seeds: list[dict]) -> list[tuple[str, list]]:
             ("scratch60", "b_declared"),
         ),
         (
+            "new instrument, declared — current default (random convolutions): fine-tuned on "
+            "the same 60 (`train --init-from` its model)",
+            ("finetune60_current", "finetuned"),
+        ),
+        (
+            "new instrument, declared — current default (random convolutions): `train` on the "
+            "same 60",
+            ("finetune60_current", "scratch"),
+        ),
+        (
             "new instrument, declared — RandomForest trained on the training instrument",
             ("rf", "b_declared"),
         ),
@@ -833,6 +864,14 @@ def write_report(record: dict, out: Path) -> str:
         lines += [
             f"(calibration rows added afterwards with `--add-calibration` at commit "
             f"`{record['calibration_commit']['commit']}`, on the same kept models and exports)"
+        ]
+    if record.get("finetune_current_commit"):
+        lines += [
+            "",
+            "(the two 'current default' rows added afterwards with `--add-finetune-current` at "
+            f"commit `{record['finetune_current_commit']['commit']}`: the kept model of the "
+            "current default (random convolutions in training) fine-tuned on the same kept 60 "
+            "cells, and `train` with the current defaults on them, same seeds)",
         ]
     if record.get("ceiling_commit"):
         lines += [
@@ -1074,6 +1113,13 @@ def main(argv=None) -> int:
         "the package fine-tunes now, and add that row to its JSON/markdown",
     )
     p.add_argument(
+        "--add-finetune-current",
+        action="store_true",
+        help="only fine-tune the kept model of the current default (lever_randconv_train, "
+        "after --add-levers) on the kept 60 cells, and train on them from the shipped start, "
+        "with the package as it is now; add both rows",
+    )
+    p.add_argument(
         "--add-real-fp",
         default=None,
         metavar="LEVER",
@@ -1175,6 +1221,12 @@ def main(argv=None) -> int:
 
     if args.add_best_f1:
         add_best_f1(args, out)
+        return 0
+    if args.add_finetune_current:
+        steps = [
+            ("finetune60_current", lambda w, seed: current_default_finetune_step(args, w, seed))
+        ]
+        add_steps(args, record, out, "finetune_current_commit", steps)
         return 0
     if args.add_real_fp:
         key = args.add_real_fp
