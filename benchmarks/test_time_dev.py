@@ -48,6 +48,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -236,11 +237,30 @@ def policy(row: dict, lever: str) -> dict:
     return row[lever] if row.get("shift_warning") else row["none"]
 
 
+def collapse_rule(names: list[str], gain: Callable[[str], float]) -> dict:
+    """The rule development levers are judged by on the collapse instruments (this module's
+    and ``train_lever_dev.py``'s docstrings): (a) higher mean F1 on at least 3 of them and on
+    their mean, (b) no mean-F1 loss above 0.02 on any other instrument. ``gain(name)`` is the
+    lever's mean F1 minus the plain call's on instrument ``name``."""
+    collapse = [n for n in names if n.startswith(COLLAPSE_PREFIX)]
+    gains = [gain(n) for n in collapse]
+    losses = {n: gain(n) for n in names if n not in collapse}
+    worst = min(losses, key=losses.get)
+    wins = sum(g > 0 for g in gains)
+    return {
+        "wins": wins,
+        "collapse": len(collapse),
+        "mean_gain": float(np.mean(gains)),
+        "a": wins >= 3 and float(np.mean(gains)) > 0,
+        "worst": worst,
+        "worst_loss": losses[worst],
+        "b": losses[worst] >= -0.02,
+    }
+
+
 def decision(rows: list[dict]) -> str:
     """The decision rule of the module docstring, lever by lever, in words."""
     names = list(dict.fromkeys(r["domain"] for r in rows))
-    collapse = [n for n in names if n.startswith(COLLAPSE_PREFIX)]
-    others = [n for n in names if n not in collapse]
 
     def f1(name: str, lever: str | None) -> float:
         picked = [r for r in rows if r["domain"] == name]
@@ -248,17 +268,14 @@ def decision(rows: list[dict]) -> str:
 
     lines = []
     for lever in LEVERS[1:]:
-        gains = [f1(n, lever) - f1(n, None) for n in collapse]
-        losses = {n: f1(n, lever) - f1(n, None) for n in others}
-        worst = min(losses, key=losses.get)
-        rule_a = sum(g > 0 for g in gains) >= 3 and float(np.mean(gains)) > 0
-        rule_b = losses[worst] >= -0.02
+        rule = collapse_rule(names, lambda n, lever=lever: f1(n, lever) - f1(n, None))
         lines.append(
             f"- **{lever}, when the shift check fires**: (a) higher F1 on "
-            f"{sum(g > 0 for g in gains)} of {len(collapse)} collapse instruments, mean "
-            f"{np.mean(gains):+.3f}: {'met' if rule_a else 'not met'}; (b) largest loss elsewhere "
-            f"{losses[worst]:+.3f} ({worst}): {'met' if rule_b else 'not met'}. "
-            + ("**Adopted.**" if rule_a and rule_b else "Not adopted.")
+            f"{rule['wins']} of {rule['collapse']} collapse instruments, mean "
+            f"{rule['mean_gain']:+.3f}: {'met' if rule['a'] else 'not met'}; (b) largest loss "
+            f"elsewhere {rule['worst_loss']:+.3f} ({rule['worst']}): "
+            f"{'met' if rule['b'] else 'not met'}. "
+            + ("**Adopted.**" if rule["a"] and rule["b"] else "Not adopted.")
         )
     return "\n".join(lines)
 

@@ -53,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dev_models import default_pool, dev_parser, evaluate, run_dev, save_dev_report, train_default
 from explain_adapt_data import mean_sd
-from test_time_dev import COLLAPSE_PREFIX, collapse_domains, domains
+from test_time_dev import collapse_domains, collapse_rule, domains
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: lever -> (row name, TrainConfig overrides, train flag)
@@ -104,27 +104,20 @@ def run_seed(args, seed: int) -> list[dict]:
 
 
 def decision(rows: list[dict], lever: str) -> str:
-    """The decision rule of the module docstring, in words."""
-    names = list(dict.fromkeys(r["domain"] for r in rows))
-    collapse = [n for n in names if n.startswith(COLLAPSE_PREFIX)]
-    others = [n for n in names if n not in collapse]
+    """The decision rule of the module docstring (``test_time_dev.collapse_rule``), in words."""
     (base, _b), (lever, _l) = arms(lever)
 
     def gain(name: str) -> float:
         picked = [r for r in rows if r["domain"] == name]
         return float(np.mean([r[lever]["f1"] - r[base]["f1"] for r in picked]))
 
-    gains = [gain(n) for n in collapse]
-    losses = {n: gain(n) for n in others}
-    worst = min(losses, key=losses.get)
-    rule_a = sum(g > 0 for g in gains) >= 3 and float(np.mean(gains)) > 0
-    rule_b = losses[worst] >= -0.02
+    rule = collapse_rule(list(dict.fromkeys(r["domain"] for r in rows)), gain)
     return (
-        f"- (a) higher mean F1 on {sum(g > 0 for g in gains)} of {len(collapse)} collapse "
-        f"instruments, mean {np.mean(gains):+.3f}: {'met' if rule_a else 'not met'}\n"
-        f"- (b) largest mean-F1 loss on the other instruments {losses[worst]:+.3f} ({worst}): "
-        f"{'met' if rule_b else 'not met'}\n"
-        f"- **{'Adopted as the training default.' if rule_a and rule_b else 'Not adopted.'}**"
+        f"- (a) higher mean F1 on {rule['wins']} of {rule['collapse']} collapse "
+        f"instruments, mean {rule['mean_gain']:+.3f}: {'met' if rule['a'] else 'not met'}\n"
+        f"- (b) largest mean-F1 loss on the other instruments {rule['worst_loss']:+.3f} "
+        f"({rule['worst']}): {'met' if rule['b'] else 'not met'}\n"
+        f"- **{'Adopted as the training default.' if rule['a'] and rule['b'] else 'Not adopted.'}**"
     )
 
 
