@@ -296,12 +296,13 @@ def model_card_lines(meta: dict) -> list[str]:
     training = _training_line(meta)
     if training:
         lines.append(training)
-    augment = list(meta.get("augment") or (meta.get("train_config") or {}).get("augment") or [])
-    if augment and (meta.get("train_config") or {}).get("random_convolution"):
+    config = meta.get("train_config") or {}
+    augment = list(meta.get("augment") or config.get("augment") or [])
+    if augment and config.get("random_convolution"):
         augment.append("random convolutions")
     lines.append(
         f"augmentation: {', '.join(augment) or 'none'}; DAPI strategy: "
-        f"{meta.get('dapi_strategy') or (meta.get('train_config') or {}).get('dapi_strategy', '?')}"
+        f"{meta.get('dapi_strategy') or config.get('dapi_strategy', '?')}"
     )
     lines.append(_morphology_line(meta))
     features = meta.get("feature_summary")
